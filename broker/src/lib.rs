@@ -1,1 +1,25 @@
-//! lib
+//! `credential-broker`: validates JWTs and serves scoped, short-lived STS credentials over gRPC.
+//!
+//! The flow, one module per step:
+//! [`config`] → [`token`] (is the token genuine and current?) → [`role`] (which allowlisted role?)
+//! → [`scope`] (session name, source identity, tags, bucket policy, credential key) → [`issuer`]
+//! (one STS call) → [`credentials`] (single flight, refresh ahead, last good) → [`store`] (memory or
+//! Redis), with [`sessions`] binding tokens to session ids, [`broker`] tying them together and
+//! [`service`] speaking gRPC. [`ops`] holds health, reflection and shutdown; [`server`] wires it.
+
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod hashing;
+pub mod issuer;
+pub mod mint;
+pub mod ops;
+pub mod role;
+pub mod scope;
+pub mod secret;
+pub mod server;
+pub mod service;
+pub mod sessions;
+pub mod store;
+pub mod token;

@@ -1,0 +1,612 @@
+//! The broker's operations — where token, role, scope, credentials and sessions meet. The gRPC
+//! layer (`service`) only translates messages; everything it answers is decided here.
+
+use crate::clock::now_ms;
+use crate::credentials::{CredentialEngine, CredentialRecord, EngineError, Lookup};
+use crate::hashing::{KeyedHasher, SessionHandle};
+use crate::role::{RoleError, RolePolicy};
+use crate::scope::{Scope, ScopeError};
+use crate::secret::Secret;
+use crate::sessions::{
+    Binding, SessionRecord, classify_token, decide, session_ttl, valid_session_id,
+};
+use crate::store::{AnyStore, Store, StoreError};
+use crate::token::{Claims, TokenError, TokenValidator};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every way a request can fail, each with one gRPC code (see `service::status`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the session's token has expired (claim \"exp\"): send a fresh token")]
+    TokenExpired,
+    #[error("the session is not bound yet: send the caller's token to bind it")]
+    Unbound,
+    #[error("the session is bound to another subject; start a new session")]
+    OtherSubject,
+    #[error("the session is unknown or was revoked; start a new session")]
+    SessionGone,
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("the session changed concurrently too often; retry")]
+    Contention,
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(e: StoreError) -> Self {
+        BrokerError::Engine(EngineError::Store(e))
+    }
+}
+
+/// Broker-wide settings beyond the parts' own.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// Kept after a token's `exp` so a slightly late refreshed token still finds its session.
+    pub session_grace: Duration,
+    /// How long a revoked session id stays refused.
+    pub revoked_retention: Duration,
+    pub duration_secs: i32,
+}
+
+/// A validated token and what it is allowed.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub claims: Claims,
+    pub scope: Scope,
+}
+
+/// The answer to GetCredentials / BindSession.
+#[derive(Debug, Clone)]
+pub struct SessionAnswer {
+    pub handle: SessionHandle,
+    pub record: SessionRecord,
+    pub credentials: Arc<CredentialRecord>,
+    pub rebound: bool,
+}
+
+/// How an operator names a session.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    Id(Secret),
+    Handle(String),
+}
+
+/// The broker.
+pub struct Broker {
+    validator: TokenValidator,
+    roles: RolePolicy,
+    engine: Arc<CredentialEngine>,
+    store: Arc<AnyStore>,
+    hasher: KeyedHasher,
+    settings: BrokerSettings,
+}
+
+impl Broker {
+    pub fn new(
+        validator: TokenValidator,
+        roles: RolePolicy,
+        engine: Arc<CredentialEngine>,
+        store: Arc<AnyStore>,
+        hasher: KeyedHasher,
+        settings: BrokerSettings,
+    ) -> Self {
+        Self {
+            validator,
+            roles,
+            engine,
+            store,
+            hasher,
+            settings,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<CredentialEngine> {
+        &self.engine
+    }
+
+    pub fn store(&self) -> &Arc<AnyStore> {
+        &self.store
+    }
+
+    /// Validates a token and decides its role and scope.
+    pub async fn authorize(
+        &self,
+        token: &Secret,
+        role: Option<&str>,
+    ) -> Result<Authorized, BrokerError> {
+        let claims = self.validator.validate(token).await?;
+        let role = self.roles.resolve(&claims, role)?;
+        let scope = Scope::build(&claims, &role, self.settings.duration_secs)?;
+        Ok(Authorized { claims, scope })
+    }
+
+    /// Stateless exchange: token in, credentials out.
+    pub async fn exchange(
+        &self,
+        token: &Secret,
+        role: Option<&str>,
+    ) -> Result<(Authorized, Arc<CredentialRecord>), BrokerError> {
+        let auth = self.authorize(token, role).await?;
+        let (creds, lookup) = self.engine.credentials(&auth.scope, Some(token)).await?;
+        tracing::info!(subject = %auth.claims.subject, role = %auth.scope.role, cache = ?lookup, "token exchanged");
+        Ok((auth, creds))
+    }
+
+    /// GetCredentials and BindSession: serve the session's credentials, binding or rebinding it
+    /// when a new token comes along. `require_token`: BindSession refuses a call without one.
+    pub async fn session_credentials(
+        &self,
+        session_id: &Secret,
+        token: Option<&Secret>,
+        role: Option<&str>,
+        require_token: bool,
+    ) -> Result<SessionAnswer, BrokerError> {
+        if !valid_session_id(session_id.expose()) {
+            return Err(BrokerError::InvalidArgument(
+                "session_id must be 16 to 512 visible ASCII characters".into(),
+            ));
+        }
+        let token = token.filter(|t| !t.is_empty());
+        if require_token && token.is_none() {
+            return Err(TokenError::Missing.into());
+        }
+        let handle = self.hasher.session_handle(session_id.expose());
+        for _ in 0..4 {
+            let existing = self.store.get_session(&handle).await?;
+            let current = existing.as_ref().map(|(r, _)| r);
+            let Some(token) = token else {
+                return match current {
+                    None => Err(BrokerError::Unbound),
+                    Some(r) if r.revoked => Err(BrokerError::SessionGone),
+                    Some(r) => self.serve(&handle, r.clone(), None, false).await,
+                };
+            };
+            let fingerprint = self.hasher.token_fingerprint(token.expose());
+            match classify_token(current, &fingerprint, role) {
+                Some(Binding::Revoked) => return Err(BrokerError::SessionGone),
+                Some(Binding::SameToken) => {
+                    let record = current.cloned().expect("classified from a record");
+                    return self.serve(&handle, record, Some(token), false).await;
+                }
+                _ => {}
+            }
+            let auth = self.authorize(token, role).await?;
+            let binding = decide(current, &auth.claims.issuer, &auth.claims.subject);
+            match binding {
+                Binding::Revoked => return Err(BrokerError::SessionGone),
+                Binding::OtherSubject => {
+                    tracing::warn!(session = %handle, subject = %auth.claims.subject, "token of another subject presented on a bound session; refused");
+                    return Err(BrokerError::OtherSubject);
+                }
+                Binding::Unbound | Binding::Rebind | Binding::SameToken => {}
+            }
+            if binding == Binding::Rebind {
+                tracing::info!(session = %handle, subject = %auth.claims.subject, "new token detected, re-authenticating");
+            }
+            let (creds, lookup) = self.engine.credentials(&auth.scope, Some(token)).await?;
+            let now = now_ms();
+            let record = SessionRecord {
+                subject: auth.claims.subject.clone(),
+                issuer: auth.claims.issuer.clone(),
+                credential_id: self.engine.credential_id(&auth.scope),
+                scope: auth.scope.clone(),
+                token_fingerprint: fingerprint,
+                token_expires_at: auth.claims.expires_at,
+                created_at_ms: current.map_or(now, |r| r.created_at_ms),
+                updated_at_ms: now,
+                revoked: false,
+                rebind_count: current.map_or(0, |r| r.rebind_count + 1),
+            };
+            let ttl = session_ttl(record.token_expires_at, now, self.settings.session_grace);
+            let version = existing.as_ref().map(|(_, v)| v);
+            if self
+                .store
+                .swap_session(&handle, version, &record, ttl)
+                .await?
+            {
+                if binding == Binding::Rebind {
+                    tracing::info!(session = %handle, subject = %record.subject, role = %record.scope.role, cache = ?lookup, "session updated with new token");
+                } else {
+                    tracing::info!(session = %handle, subject = %record.subject, role = %record.scope.role, cache = ?lookup, "session bound");
+                }
+                return Ok(SessionAnswer {
+                    handle,
+                    record,
+                    credentials: creds,
+                    rebound: true,
+                });
+            }
+        }
+        Err(BrokerError::Contention)
+    }
+
+    /// Serves a bound session's credentials, never past its token's `exp`.
+    async fn serve(
+        &self,
+        handle: &SessionHandle,
+        record: SessionRecord,
+        token: Option<&Secret>,
+        rebound: bool,
+    ) -> Result<SessionAnswer, BrokerError> {
+        if record.token_expires_at * 1000 <= now_ms() {
+            return Err(BrokerError::TokenExpired);
+        }
+        let (creds, lookup) = self.engine.credentials(&record.scope, token).await?;
+        if lookup == Lookup::Hit {
+            tracing::debug!(session = %handle, subject = %record.subject, role = %record.scope.role, "using cached credentials for session");
+        } else {
+            tracing::info!(session = %handle, subject = %record.subject, role = %record.scope.role, "credentials issued for session");
+        }
+        Ok(SessionAnswer {
+            handle: handle.clone(),
+            record,
+            credentials: creds,
+            rebound,
+        })
+    }
+
+    /// The handle an operator's selector names.
+    pub fn handle_of(&self, selector: &Selector) -> Result<SessionHandle, BrokerError> {
+        match selector {
+            Selector::Id(id) if valid_session_id(id.expose()) => {
+                Ok(self.hasher.session_handle(id.expose()))
+            }
+            Selector::Id(_) => Err(BrokerError::InvalidArgument(
+                "session_id must be 16 to 512 visible ASCII characters".into(),
+            )),
+            Selector::Handle(h) => SessionHandle::parse(h).ok_or_else(|| {
+                BrokerError::InvalidArgument(
+                    "session_handle must be 32 lowercase hex digits".into(),
+                )
+            }),
+        }
+    }
+
+    /// A live session and its current credential record (if any), for operators.
+    pub async fn describe(
+        &self,
+        selector: &Selector,
+    ) -> Result<(SessionHandle, SessionRecord, Option<CredentialRecord>), BrokerError> {
+        let handle = self.handle_of(selector)?;
+        let (record, _) = self
+            .store
+            .get_session(&handle)
+            .await?
+            .ok_or(BrokerError::SessionGone)?;
+        if record.revoked {
+            return Err(BrokerError::SessionGone);
+        }
+        let creds = self.engine.peek(&record.credential_id).await?;
+        Ok((handle, record, creds))
+    }
+
+    /// A page of live sessions, optionally of one subject. The page token is the last handle.
+    pub async fn list(
+        &self,
+        page_size: u32,
+        page_token: &str,
+        subject: &str,
+    ) -> Result<(Vec<(SessionHandle, SessionRecord)>, Option<SessionHandle>), BrokerError> {
+        let size = match page_size {
+            0 => 100,
+            1..=1000 => page_size as usize,
+            _ => {
+                return Err(BrokerError::InvalidArgument(
+                    "page_size must be at most 1000".into(),
+                ));
+            }
+        };
+        let mut after = match page_token {
+            "" => None,
+            t => Some(SessionHandle::parse(t).ok_or_else(|| {
+                BrokerError::InvalidArgument("page_token is not one this broker returned".into())
+            })?),
+        };
+        let mut out = Vec::new();
+        // A subject filter may skip many records; bound the work of one page.
+        for _ in 0..20 {
+            let batch = self.store.list_sessions(after.as_ref(), size).await?;
+            let exhausted = batch.len() < size;
+            for (h, r) in batch {
+                after = Some(h.clone());
+                if !r.revoked && (subject.is_empty() || r.subject == subject) && out.len() < size {
+                    out.push((h, r));
+                }
+            }
+            if exhausted {
+                return Ok((out, None));
+            }
+            if out.len() >= size {
+                break;
+            }
+        }
+        let next = out.last().map(|(h, _)| h.clone()).or(after);
+        Ok((out, next))
+    }
+
+    /// Revokes a session for good (for the revocation retention). A session that does not exist
+    /// yet is revoked too: its id can then never be bound. Returns false when already revoked.
+    pub async fn revoke(&self, selector: &Selector) -> Result<(SessionHandle, bool), BrokerError> {
+        let handle = self.handle_of(selector)?;
+        for _ in 0..4 {
+            let existing = self.store.get_session(&handle).await?;
+            let mut record = match &existing {
+                Some((r, _)) if r.revoked => return Ok((handle, false)),
+                Some((r, _)) => r.clone(),
+                None => SessionRecord::default(),
+            };
+            record.revoked = true;
+            record.updated_at_ms = now_ms();
+            let version = existing.as_ref().map(|(_, v)| v);
+            if self
+                .store
+                .swap_session(&handle, version, &record, self.settings.revoked_retention)
+                .await?
+            {
+                tracing::info!(session = %handle, subject = %record.subject, "session revoked");
+                return Ok((handle, true));
+            }
+        }
+        Err(BrokerError::Contention)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::EngineSettings;
+    use crate::issuer::{Issuer, fake::FakeIssuer};
+    use crate::role::ArnGlob;
+    use crate::store::MemoryStore;
+    use crate::token::ValidatorConfig;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const RW: &str = "arn:aws:iam::123456789012:role/demo-read-write";
+    const SID: &str = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
+
+    fn broker() -> (Broker, Arc<FakeIssuer>) {
+        let fake = Arc::new(FakeIssuer::default());
+        let store = Arc::new(AnyStore::Memory(MemoryStore::new()));
+        let hasher = KeyedHasher::new(b"test");
+        let engine = CredentialEngine::new(
+            store.clone(),
+            Issuer::Fake(fake.clone()),
+            hasher.clone(),
+            EngineSettings::default(),
+        );
+        let validator = TokenValidator::new(
+            ValidatorConfig {
+                algorithms: vec![Algorithm::HS256],
+                issuers: vec![],
+                audiences: vec![],
+                leeway_secs: 0,
+                tag_claims: vec![],
+            },
+            Some(&Secret::new(SECRET)),
+            None,
+        );
+        let roles = RolePolicy::new(
+            Some(vec![
+                ArnGlob::parse("arn:aws:iam::123456789012:role/demo-*").unwrap(),
+            ]),
+            None,
+        );
+        let settings = BrokerSettings {
+            session_grace: Duration::from_secs(60),
+            revoked_retention: Duration::from_secs(3600),
+            duration_secs: 3600,
+        };
+        (
+            Broker::new(validator, roles, engine, store, hasher, settings),
+            fake,
+        )
+    }
+
+    fn token(sub: &str, exp_in: i64, extra: serde_json::Value) -> Secret {
+        let mut claims = json!({"sub": sub, "exp": now_ms() / 1000 + exp_in, "role_arn": RW});
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        Secret::new(
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn sid() -> Secret {
+        Secret::new(SID)
+    }
+
+    #[tokio::test]
+    async fn first_token_binds_then_same_token_is_served_from_cache() {
+        let (b, fake) = broker();
+        let t = token("alice", 600, json!({}));
+        let a = b
+            .session_credentials(&sid(), Some(&t), None, false)
+            .await
+            .unwrap();
+        assert!(a.rebound);
+        assert_eq!(a.record.subject, "alice");
+        let again = b
+            .session_credentials(&sid(), Some(&t), None, false)
+            .await
+            .unwrap();
+        assert!(!again.rebound);
+        assert_eq!(again.credentials.access_key_id, a.credentials.access_key_id);
+        assert_eq!(fake.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn unbound_session_without_token_is_unauthenticated() {
+        let (b, _) = broker();
+        assert_eq!(
+            b.session_credentials(&sid(), None, None, false)
+                .await
+                .unwrap_err(),
+            BrokerError::Unbound
+        );
+        let empty = Secret::new("");
+        assert_eq!(
+            b.session_credentials(&sid(), Some(&empty), None, false)
+                .await
+                .unwrap_err(),
+            BrokerError::Unbound
+        );
+    }
+
+    #[tokio::test]
+    async fn new_token_same_subject_rebinds_other_subject_is_refused() {
+        let (b, fake) = broker();
+        b.session_credentials(&sid(), Some(&token("alice", 600, json!({}))), None, false)
+            .await
+            .unwrap();
+        let newer = token("alice", 900, json!({"jti": "2"}));
+        let a = b
+            .session_credentials(&sid(), Some(&newer), None, false)
+            .await
+            .unwrap();
+        assert!(a.rebound);
+        assert_eq!(a.record.rebind_count, 1);
+        assert_eq!(fake.calls(), 1, "same scope shares the credential");
+        let e = b
+            .session_credentials(&sid(), Some(&token("mallory", 600, json!({}))), None, false)
+            .await
+            .unwrap_err();
+        assert_eq!(e, BrokerError::OtherSubject);
+        let (_, rec, _) = b.describe(&Selector::Id(sid())).await.unwrap();
+        assert_eq!(rec.subject, "alice", "session unchanged");
+    }
+
+    #[tokio::test]
+    async fn revoked_session_stays_revoked() {
+        let (b, _) = broker();
+        let t = token("alice", 600, json!({}));
+        b.session_credentials(&sid(), Some(&t), None, false)
+            .await
+            .unwrap();
+        let (h, revoked) = b.revoke(&Selector::Id(sid())).await.unwrap();
+        assert!(revoked);
+        assert_eq!(
+            b.session_credentials(&sid(), Some(&t), None, false)
+                .await
+                .unwrap_err(),
+            BrokerError::SessionGone
+        );
+        assert_eq!(
+            b.session_credentials(
+                &sid(),
+                Some(&token("alice", 900, json!({"n":1}))),
+                None,
+                false
+            )
+            .await
+            .unwrap_err(),
+            BrokerError::SessionGone
+        );
+        assert_eq!(
+            b.revoke(&Selector::Handle(h.to_string())).await.unwrap().1,
+            false
+        );
+        assert!(b.list(0, "", "").await.unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn revoking_an_unknown_session_prevents_binding_it() {
+        let (b, _) = broker();
+        b.revoke(&Selector::Id(sid())).await.unwrap();
+        let e = b
+            .session_credentials(&sid(), Some(&token("alice", 600, json!({}))), None, false)
+            .await
+            .unwrap_err();
+        assert_eq!(e, BrokerError::SessionGone);
+    }
+
+    #[tokio::test]
+    async fn expired_session_token_is_never_served() {
+        let (b, _) = broker();
+        b.session_credentials(&sid(), Some(&token("alice", 2, json!({}))), None, false)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(
+            b.session_credentials(&sid(), None, None, false)
+                .await
+                .unwrap_err(),
+            BrokerError::TokenExpired
+        );
+    }
+
+    #[tokio::test]
+    async fn narrower_bucket_scope_gets_its_own_credential() {
+        let (b, fake) = broker();
+        let wide = b
+            .exchange(&token("alice", 600, json!({})), None)
+            .await
+            .unwrap()
+            .1;
+        let narrow = b
+            .exchange(
+                &token("alice", 600, json!({"buckets": ["demo-bucket"]})),
+                None,
+            )
+            .await
+            .unwrap()
+            .1;
+        assert_ne!(wide.access_key_id, narrow.access_key_id);
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn ten_sessions_of_one_user_share_one_sts_call() {
+        let (b, fake) = broker();
+        for i in 0..10 {
+            let id = Secret::new(format!("session-{i:02}-0123456789abcdef"));
+            b.session_credentials(
+                &id,
+                Some(&token("alice", 600, json!({"n": i}))),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(fake.calls(), 1);
+        let (page, next) = b.list(4, "", "alice").await.unwrap();
+        assert_eq!(page.len(), 4);
+        let (rest, _) = b.list(100, next.unwrap().as_str(), "").await.unwrap();
+        assert_eq!(rest.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn bad_session_ids_and_selectors_are_invalid_arguments() {
+        let (b, _) = broker();
+        let t = token("alice", 600, json!({}));
+        assert!(matches!(
+            b.session_credentials(&Secret::new("short"), Some(&t), None, false)
+                .await,
+            Err(BrokerError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            b.describe(&Selector::Handle("zz".into())).await,
+            Err(BrokerError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            b.list(5000, "", "").await,
+            Err(BrokerError::InvalidArgument(_))
+        ));
+    }
+}

@@ -1,0 +1,645 @@
+//! Configuration: clap flags, each with an environment variable (ECS passes env), validated into
+//! a [`Config`] whose every field is usable as is. A bad setting stops the broker at start with one
+//! line that names the variable, e.g. `BROKER_JWT_LEEWAY: "soon" is not a duration (e.g. 60s)`.
+
+use crate::role::ArnGlob;
+use crate::secret::Secret;
+use crate::token::JwksSource;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jsonwebtoken::Algorithm;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `credential-broker`: validates JWTs and serves scoped, short-lived STS credentials over gRPC.
+#[derive(Debug, Parser)]
+#[command(
+    name = "credential-broker",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands; none means `serve`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service (the default).
+    Serve(Box<ServeArgs>),
+    /// Sign a development HS256 token with the configured secret.
+    MintToken(crate::mint::MintArgs),
+    /// Exit 0 if the broker at --addr reports SERVING (for container health checks).
+    Healthcheck(crate::ops::HealthcheckArgs),
+}
+
+/// Token log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How credentials are obtained from STS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StsMode {
+    /// sts:AssumeRole with the broker's own identity (SourceIdentity, tags, session policy).
+    AssumeRole,
+    /// sts:AssumeRoleWithWebIdentity with the caller's token; the broker needs no AWS identity.
+    WebIdentity,
+}
+
+/// Flags of `serve`. Raw strings where the value needs checking, so the error can name the
+/// variable rather than only the flag.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC listener.
+    #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Address of the Prometheus metrics listener (off when unset).
+    #[arg(long, env = "BROKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Shared secret for HS256/384/512 tokens.
+    #[arg(long, env = "BROKER_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<Secret>,
+    /// File holding the HS256 secret (trailing newline ignored).
+    #[arg(long, env = "BROKER_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// URL of a JWKS document with the token issuer's public keys.
+    #[arg(long, env = "BROKER_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// File holding a JWKS document.
+    #[arg(long, env = "BROKER_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Least time between JWKS refetches triggered by an unknown `kid`.
+    #[arg(long, env = "BROKER_JWKS_REFETCH_INTERVAL", default_value = "30s")]
+    pub jwks_refetch_interval: String,
+    /// Allowed token algorithms, comma-separated (default: HS256 with a secret, RS256,ES256,EdDSA with a JWKS).
+    #[arg(long, env = "BROKER_JWT_ALGORITHMS")]
+    pub jwt_algorithms: Option<String>,
+    /// Accepted `iss` values, comma-separated (unchecked when unset).
+    #[arg(long, env = "BROKER_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
+    /// Accepted `aud` values, comma-separated (unchecked when unset).
+    #[arg(long, env = "BROKER_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "BROKER_JWT_LEEWAY", default_value = "60s")]
+    pub jwt_leeway: String,
+    /// Role ARN globs a token may be granted, comma-separated; `*` stays within one ARN segment.
+    #[arg(long, env = "BROKER_ALLOWED_ROLE_ARNS")]
+    pub allowed_role_arns: Option<String>,
+    /// Allow any role a token names (no allowlist). For development only.
+    #[arg(long, env = "BROKER_ALLOW_ANY_ROLE")]
+    pub allow_any_role: bool,
+    /// Account for role names (not ARNs) in the `roles` claim.
+    #[arg(long, env = "BROKER_ROLE_ACCOUNT_ID")]
+    pub role_account_id: Option<String>,
+    /// Claims copied into STS session tags, comma-separated.
+    #[arg(long, env = "BROKER_TAG_CLAIMS", value_delimiter = ',')]
+    pub tag_claims: Vec<String>,
+    /// How credentials are obtained.
+    #[arg(long, env = "BROKER_STS_MODE", default_value = "assume-role")]
+    pub sts_mode: String,
+    /// STS endpoint override (local emulators, VPC endpoints).
+    #[arg(long, env = "BROKER_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+    /// AWS region for STS (default: the SDK's region chain, then us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Attempts per STS call; throttling and 5xx back off with jitter in between.
+    #[arg(long, env = "BROKER_STS_MAX_ATTEMPTS", default_value = "3")]
+    pub sts_max_attempts: String,
+    /// Requested credential lifetime (at least 15m; capped by the role's maximum).
+    #[arg(long, env = "BROKER_CREDENTIAL_TTL", default_value = "1h")]
+    pub credential_ttl: String,
+    /// Refresh credentials this long before they expire (jittered by up to 20 %).
+    #[arg(long, env = "BROKER_REFRESH_MARGIN", default_value = "5m")]
+    pub refresh_margin: String,
+    /// `memory`, `redis://…`, `rediss://…` or `redis+cluster://host:port,host:port`.
+    #[arg(
+        long,
+        env = "BROKER_CACHE_URL",
+        default_value = "memory",
+        hide_env_values = true
+    )]
+    pub cache_url: Secret,
+    /// Base64 32-byte key sealing what the store holds (and keying session handles).
+    #[arg(long, env = "BROKER_CACHE_KEY", hide_env_values = true)]
+    pub cache_key: Option<Secret>,
+    /// File holding the cache key.
+    #[arg(long, env = "BROKER_CACHE_KEY_FILE")]
+    pub cache_key_file: Option<PathBuf>,
+    /// The previous cache key, still accepted for reading during a rotation.
+    #[arg(long, env = "BROKER_CACHE_KEY_PREVIOUS", hide_env_values = true)]
+    pub cache_key_previous: Option<Secret>,
+    /// Allow a Redis store without a cache key (values stored in plaintext). Never in production.
+    #[arg(long, env = "BROKER_INSECURE_PLAINTEXT_CACHE")]
+    pub insecure_plaintext_cache: bool,
+    /// How long a session outlives its token's `exp`, waiting for a refreshed token.
+    #[arg(long, env = "BROKER_SESSION_GRACE", default_value = "5m")]
+    pub session_grace: String,
+    /// How long a revoked session id stays refused.
+    #[arg(long, env = "BROKER_REVOKED_RETENTION", default_value = "7d")]
+    pub revoked_retention: String,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT", default_value = "20s")]
+    pub shutdown_timeout: String,
+    /// Log format.
+    #[arg(long, env = "BROKER_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// A setting that cannot be used; displayed as `VARIABLE: reason`.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// Where sessions and credentials are kept.
+#[derive(Debug, Clone)]
+pub enum CacheConfig {
+    Memory,
+    /// A Redis URL (`redis://`, `rediss://`, or `redis+cluster://` with comma-separated nodes).
+    Redis(Secret),
+}
+
+/// Validated configuration of `serve`.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub hs256_secret: Option<Secret>,
+    pub jwks: Option<JwksSource>,
+    pub jwks_refetch_interval: Duration,
+    pub algorithms: Vec<Algorithm>,
+    pub issuers: Vec<String>,
+    pub audiences: Vec<String>,
+    pub leeway: Duration,
+    /// `None`: any role (`--allow-any-role`).
+    pub allowed_roles: Option<Vec<ArnGlob>>,
+    pub role_account_id: Option<String>,
+    pub tag_claims: Vec<String>,
+    pub sts_mode: StsMode,
+    pub sts_endpoint: Option<String>,
+    pub region: Option<String>,
+    pub sts_max_attempts: u32,
+    pub credential_ttl: Duration,
+    pub refresh_margin: Duration,
+    pub cache: CacheConfig,
+    /// Current cache key (32 bytes), then the previous one if any.
+    pub cache_keys: Vec<Secret>,
+    pub insecure_plaintext_cache: bool,
+    pub session_grace: Duration,
+    pub revoked_retention: Duration,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+fn duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        bad(
+            var,
+            format!("{value:?} is not a duration (e.g. 60s, 5m, 1h): {e}"),
+        )
+    })
+}
+
+fn addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        bad(
+            var,
+            format!("{value:?} is not a socket address (e.g. 127.0.0.1:50051)"),
+        )
+    })
+}
+
+fn read_secret_file(var: &'static str, path: &PathBuf) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(var, format!("cannot read {}: {e}", path.display())))?;
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+}
+
+/// Decodes a base64 32-byte key.
+pub fn decode_key(var: &'static str, value: &str) -> Result<Secret, ConfigError> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| {
+            bad(
+                var,
+                "is not valid base64 (generate one with: openssl rand -base64 32)",
+            )
+        })?;
+    if bytes.len() != 32 {
+        return Err(bad(
+            var,
+            format!("must decode to 32 bytes, got {}", bytes.len()),
+        ));
+    }
+    Ok(Secret::new(value.trim()))
+}
+
+fn parse_enum<T: ValueEnum>(var: &'static str, value: &str) -> Result<T, ConfigError> {
+    T::from_str(value.trim(), true).map_err(|_| {
+        let choices: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        bad(
+            var,
+            format!("{value:?} is not one of {}", choices.join(", ")),
+        )
+    })
+}
+
+impl ServeArgs {
+    /// Validates every setting.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let listen = addr("BROKER_LISTEN", &self.listen)?;
+        let metrics_listen = self
+            .metrics_listen
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| addr("BROKER_METRICS_LISTEN", s))
+            .transpose()?;
+
+        let hs256_secret = match (&self.jwt_hs256_secret, &self.jwt_hs256_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "BROKER_JWT_HS256_SECRET",
+                    "give either the secret or BROKER_JWT_HS256_SECRET_FILE, not both",
+                ));
+            }
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(p)) => Some(read_secret_file("BROKER_JWT_HS256_SECRET_FILE", p)?),
+            (None, None) => None,
+        };
+        if let Some(s) = &hs256_secret {
+            if s.len() < 32 {
+                return Err(bad(
+                    "BROKER_JWT_HS256_SECRET",
+                    format!(
+                        "is {} bytes; HS256 secrets must be at least 32 bytes (RFC 7518 §3.2)",
+                        s.len()
+                    ),
+                ));
+            }
+        }
+        let jwks = match (&self.jwks_url, &self.jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "BROKER_JWKS_URL",
+                    "give either BROKER_JWKS_URL or BROKER_JWKS_FILE, not both",
+                ));
+            }
+            (Some(u), None) => {
+                Some(JwksSource::Url(url::Url::parse(u).map_err(|e| {
+                    bad("BROKER_JWKS_URL", format!("{u:?} is not a URL: {e}"))
+                })?))
+            }
+            (None, Some(p)) => Some(JwksSource::File(p.clone())),
+            (None, None) => None,
+        };
+        if hs256_secret.is_none() && jwks.is_none() {
+            return Err(bad(
+                "BROKER_JWT_HS256_SECRET",
+                "no token key is configured: set BROKER_JWT_HS256_SECRET(_FILE) or BROKER_JWKS_URL / BROKER_JWKS_FILE",
+            ));
+        }
+        let algorithms = self.algorithms(hs256_secret.is_some(), jwks.is_some())?;
+
+        let allowed_roles = match (&self.allowed_role_arns, self.allow_any_role) {
+            (Some(list), _) if !list.trim().is_empty() => Some(
+                list.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|g| ArnGlob::parse(g).map_err(|e| bad("BROKER_ALLOWED_ROLE_ARNS", e)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            (_, true) => None,
+            _ => {
+                return Err(bad(
+                    "BROKER_ALLOWED_ROLE_ARNS",
+                    "no role allowlist: set it (e.g. arn:aws:iam::123456789012:role/app-*) or pass --allow-any-role",
+                ));
+            }
+        };
+        let role_account_id = self.role_account_id.clone().filter(|s| !s.is_empty());
+        if let Some(a) = &role_account_id {
+            if a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()) {
+                return Err(bad(
+                    "BROKER_ROLE_ACCOUNT_ID",
+                    format!("{a:?} is not a 12-digit AWS account id"),
+                ));
+            }
+        }
+        let tag_claims: Vec<String> = self
+            .tag_claims
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for reserved in ["sub", "iss", "exp", "role_arn", "roles", "buckets"] {
+            if tag_claims.iter().any(|c| c == reserved) && reserved != "sub" && reserved != "iss" {
+                return Err(bad(
+                    "BROKER_TAG_CLAIMS",
+                    format!("claim {reserved:?} cannot be a session tag"),
+                ));
+            }
+        }
+
+        let sts_mode = parse_enum::<StsMode>("BROKER_STS_MODE", &self.sts_mode)?;
+        let sts_endpoint = self.sts_endpoint.clone().filter(|s| !s.is_empty());
+        if let Some(e) = &sts_endpoint {
+            url::Url::parse(e)
+                .map_err(|err| bad("BROKER_STS_ENDPOINT", format!("{e:?} is not a URL: {err}")))?;
+        }
+        let sts_max_attempts: u32 = self
+            .sts_max_attempts
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=10).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "BROKER_STS_MAX_ATTEMPTS",
+                    "must be a whole number from 1 to 10",
+                )
+            })?;
+        let credential_ttl = duration("BROKER_CREDENTIAL_TTL", &self.credential_ttl)?;
+        if credential_ttl < Duration::from_secs(900) || credential_ttl > Duration::from_secs(43_200)
+        {
+            return Err(bad(
+                "BROKER_CREDENTIAL_TTL",
+                "must be between 15m and 12h (STS limits)",
+            ));
+        }
+        let refresh_margin = duration("BROKER_REFRESH_MARGIN", &self.refresh_margin)?;
+        if refresh_margin * 2 > credential_ttl {
+            return Err(bad(
+                "BROKER_REFRESH_MARGIN",
+                "must be at most half of BROKER_CREDENTIAL_TTL",
+            ));
+        }
+
+        let cache = match self.cache_url.expose().trim() {
+            "" | "memory" => CacheConfig::Memory,
+            u if u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+cluster://")
+                || u.starts_with("rediss+cluster://") =>
+            {
+                CacheConfig::Redis(Secret::new(u))
+            }
+            _ => {
+                return Err(bad(
+                    "BROKER_CACHE_URL",
+                    "must be memory, redis://…, rediss://… or redis+cluster://host:port,host:port",
+                ));
+            }
+        };
+        let mut cache_keys = Vec::new();
+        match (&self.cache_key, &self.cache_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "BROKER_CACHE_KEY",
+                    "give either BROKER_CACHE_KEY or BROKER_CACHE_KEY_FILE, not both",
+                ));
+            }
+            (Some(k), None) => cache_keys.push(decode_key("BROKER_CACHE_KEY", k.expose())?),
+            (None, Some(p)) => {
+                let k = read_secret_file("BROKER_CACHE_KEY_FILE", p)?;
+                cache_keys.push(decode_key("BROKER_CACHE_KEY_FILE", k.expose())?);
+            }
+            (None, None) => {}
+        }
+        if let Some(prev) = self
+            .cache_key_previous
+            .as_ref()
+            .map(Secret::expose)
+            .filter(|s| !s.is_empty())
+        {
+            if cache_keys.is_empty() {
+                return Err(bad(
+                    "BROKER_CACHE_KEY_PREVIOUS",
+                    "is set without BROKER_CACHE_KEY",
+                ));
+            }
+            cache_keys.push(decode_key("BROKER_CACHE_KEY_PREVIOUS", prev)?);
+        }
+        if matches!(cache, CacheConfig::Redis(_))
+            && cache_keys.is_empty()
+            && !self.insecure_plaintext_cache
+        {
+            return Err(bad(
+                "BROKER_CACHE_KEY",
+                "a Redis store needs a cache key to seal what it holds (openssl rand -base64 32), or --insecure-plaintext-cache",
+            ));
+        }
+
+        Ok(Config {
+            listen,
+            metrics_listen,
+            hs256_secret,
+            jwks,
+            jwks_refetch_interval: duration(
+                "BROKER_JWKS_REFETCH_INTERVAL",
+                &self.jwks_refetch_interval,
+            )?,
+            algorithms,
+            issuers: non_empty(&self.jwt_issuer),
+            audiences: non_empty(&self.jwt_audience),
+            leeway: duration("BROKER_JWT_LEEWAY", &self.jwt_leeway)?,
+            allowed_roles,
+            role_account_id,
+            tag_claims,
+            sts_mode,
+            sts_endpoint,
+            region: self.region.clone().filter(|s| !s.is_empty()),
+            sts_max_attempts,
+            credential_ttl,
+            refresh_margin,
+            cache,
+            cache_keys,
+            insecure_plaintext_cache: self.insecure_plaintext_cache,
+            session_grace: duration("BROKER_SESSION_GRACE", &self.session_grace)?,
+            revoked_retention: duration("BROKER_REVOKED_RETENTION", &self.revoked_retention)?,
+            shutdown_timeout: duration("BROKER_SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?,
+            log_format: parse_enum::<LogFormat>("BROKER_LOG_FORMAT", &self.log_format)?,
+        })
+    }
+
+    fn algorithms(&self, has_secret: bool, has_jwks: bool) -> Result<Vec<Algorithm>, ConfigError> {
+        const VAR: &str = "BROKER_JWT_ALGORITHMS";
+        let list: Vec<Algorithm> = match self
+            .jwt_algorithms
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            Some(text) => text
+                .split(',')
+                .map(|a| {
+                    a.trim().parse::<Algorithm>().map_err(|_| {
+                        bad(
+                            VAR,
+                            format!(
+                                "{:?} is not a JWT algorithm (e.g. HS256, RS256, ES256, EdDSA)",
+                                a.trim()
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            None => {
+                let mut v = Vec::new();
+                if has_secret {
+                    v.push(Algorithm::HS256);
+                }
+                if has_jwks {
+                    v.extend([Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]);
+                }
+                v
+            }
+        };
+        for alg in &list {
+            let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+            if hmac && !has_secret {
+                return Err(bad(VAR, format!("{alg:?} needs BROKER_JWT_HS256_SECRET")));
+            }
+            if !hmac && !has_jwks {
+                return Err(bad(
+                    VAR,
+                    format!("{alg:?} needs BROKER_JWKS_URL or BROKER_JWKS_FILE"),
+                ));
+            }
+        }
+        Ok(list)
+    }
+}
+
+fn non_empty(v: &[String]) -> Vec<String> {
+    v.iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec![
+            "credential-broker",
+            "--jwt-hs256-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--allowed-role-arns",
+            "arn:aws:iam::123456789012:role/demo-*",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    fn err(extra: &[&str]) -> String {
+        args(extra).validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_usable() {
+        let c = args(&[]).validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.algorithms, vec![Algorithm::HS256]);
+        assert_eq!(c.leeway, Duration::from_secs(60));
+        assert_eq!(c.credential_ttl, Duration::from_secs(3600));
+        assert!(matches!(c.cache, CacheConfig::Memory));
+    }
+
+    #[test]
+    fn bad_duration_names_the_variable() {
+        assert!(err(&["--jwt-leeway", "soon"]).starts_with("BROKER_JWT_LEEWAY: "));
+        assert!(err(&["--credential-ttl", "1m"]).starts_with("BROKER_CREDENTIAL_TTL: "));
+    }
+
+    #[test]
+    fn no_allowlist_refuses_to_start_unless_any_role() {
+        let mut a = args(&[]);
+        a.allowed_role_arns = None;
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("BROKER_ALLOWED_ROLE_ARNS: ")
+        );
+        a.allow_any_role = true;
+        assert!(a.validate().unwrap().allowed_roles.is_none());
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let mut a = args(&[]);
+        a.jwt_hs256_secret = Some(Secret::new("short"));
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("BROKER_JWT_HS256_SECRET: ")
+        );
+    }
+
+    #[test]
+    fn algorithms_need_their_keys() {
+        assert!(err(&["--jwt-algorithms", "RS256"]).contains("needs BROKER_JWKS_URL"));
+        assert!(err(&["--jwt-algorithms", "none"]).starts_with("BROKER_JWT_ALGORITHMS: "));
+    }
+
+    #[test]
+    fn redis_without_key_needs_the_insecure_flag() {
+        assert!(err(&["--cache-url", "redis://127.0.0.1:6379"]).starts_with("BROKER_CACHE_KEY: "));
+        let c = args(&[
+            "--cache-url",
+            "redis://127.0.0.1:6379",
+            "--insecure-plaintext-cache",
+        ])
+        .validate();
+        assert!(c.is_ok());
+        assert!(
+            err(&["--cache-url", "redis://x", "--cache-key", "c2hvcnQ="])
+                .starts_with("BROKER_CACHE_KEY: ")
+        );
+        assert!(err(&["--cache-url", "postgres://x"]).starts_with("BROKER_CACHE_URL: "));
+    }
+
+    #[test]
+    fn bad_listen_and_mode_are_named() {
+        assert!(err(&["--listen", "nowhere"]).starts_with("BROKER_LISTEN: "));
+        assert!(err(&["--sts-mode", "magic"]).starts_with("BROKER_STS_MODE: "));
+        assert!(err(&["--role-account-id", "12"]).starts_with("BROKER_ROLE_ACCOUNT_ID: "));
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let c = args(&[
+            "--cache-url",
+            "redis://:password@host:6379",
+            "--insecure-plaintext-cache",
+        ])
+        .validate()
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("0123456789abcdef0123456789abcdef"));
+        assert!(!dbg.contains("password"));
+    }
+}

@@ -1,0 +1,474 @@
+//! The credential engine: lookup → single flight → issue → store → refresh ahead → last good.
+//!
+//! - A credential is stored under the keyed hash of its [`Scope`], so every session and replica
+//!   with the same scope shares it and STS is called once per scope, not once per request.
+//! - Concurrent misses for one scope join one in-process flight; flights on different replicas
+//!   agree through the store's set-if-absent lock, and losers wait (bounded by the lock's expiry)
+//!   for the winner's record.
+//! - A credential past its jittered `refresh_at` is still served while a background refresh runs;
+//!   if refreshes keep failing it is served until [`MIN_REMAINING`] before expiry, then the
+//!   request fails UNAVAILABLE — never an expired or unscoped credential.
+
+use crate::clock::{now_ms, to_ms};
+use crate::hashing::KeyedHasher;
+use crate::issuer::{IssueError, IssueRequest, Issuer};
+use crate::scope::{Scope, role_session_name};
+use crate::secret::Secret;
+use crate::store::{AnyStore, Store, StoreError};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A credential is never handed out with less than this left: the caller needs time to use it.
+pub const MIN_REMAINING: Duration = Duration::from_secs(60);
+
+/// A stored STS credential.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CredentialRecord {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Secret,
+    pub expires_at_ms: i64,
+    pub issued_at_ms: i64,
+    /// When a refresh should start (expiry minus the jittered margin); the same on every replica.
+    pub refresh_at_ms: i64,
+    pub assumed_role_arn: String,
+    pub role_session_name: String,
+}
+
+impl CredentialRecord {
+    fn remaining_ms(&self, now: i64) -> i64 {
+        self.expires_at_ms - now
+    }
+
+    /// Usable for a caller: more than [`MIN_REMAINING`] left.
+    fn servable(&self, now: i64) -> bool {
+        self.remaining_ms(now) > MIN_REMAINING.as_millis() as i64
+    }
+
+    /// Good enough that no STS call is needed: not yet due for refresh.
+    fn fresh(&self, now: i64) -> bool {
+        now < self.refresh_at_ms && self.servable(now)
+    }
+}
+
+/// Was the answer served from the store or issued for this request?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+}
+
+/// Why no credential could be produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("timed out waiting for another broker replica's STS call for this credential")]
+    WaitTimedOut,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Requested credential lifetime (clamped to 900 s minimum by configuration).
+    pub duration_secs: i32,
+    /// Refresh this long before expiry (plus up to 20 % jitter).
+    pub refresh_margin: Duration,
+    /// How long a replica may hold the issuing lock; bounds how long others wait on a dead holder.
+    pub lock_ttl: Duration,
+    /// Pause between polls while another replica issues.
+    pub poll_interval: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            duration_secs: 3600,
+            refresh_margin: Duration::from_secs(300),
+            lock_ttl: Duration::from_secs(20),
+            poll_interval: Duration::from_millis(25),
+        }
+    }
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Arc<CredentialRecord>, EngineError>>>;
+
+/// Shared state of the engine; cheap to clone via `Arc`.
+pub struct CredentialEngine {
+    store: Arc<AnyStore>,
+    issuer: Issuer,
+    hasher: KeyedHasher,
+    settings: EngineSettings,
+    flights: Mutex<HashMap<String, Flight>>,
+    /// Credential ids whose background refresh failed, with the time before which no new one is
+    /// tried, so a failing STS is not asked on every request.
+    refresh_backoff: Mutex<HashMap<String, i64>>,
+    stats: Stats,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub sts_calls: std::sync::atomic::AtomicU64,
+    pub sts_failures: std::sync::atomic::AtomicU64,
+    pub hits: std::sync::atomic::AtomicU64,
+    pub misses: std::sync::atomic::AtomicU64,
+    pub refreshes: std::sync::atomic::AtomicU64,
+    pub refresh_failures: std::sync::atomic::AtomicU64,
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl CredentialEngine {
+    pub fn new(
+        store: Arc<AnyStore>,
+        issuer: Issuer,
+        hasher: KeyedHasher,
+        settings: EngineSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            issuer,
+            hasher,
+            settings,
+            flights: Mutex::new(HashMap::new()),
+            refresh_backoff: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// The store id of a scope's credential.
+    pub fn credential_id(&self, scope: &Scope) -> String {
+        self.hasher.credential_id(&scope.canonical())
+    }
+
+    /// The stored credential for `id`, without issuing (for operator answers).
+    pub async fn peek(&self, id: &str) -> Result<Option<CredentialRecord>, EngineError> {
+        Ok(self.store.get_credential(id).await?)
+    }
+
+    /// A servable credential for `scope`: from the store when it has one, else from STS (once,
+    /// however many callers ask at the same time). `token` is only needed in web-identity mode.
+    pub async fn credentials(
+        self: &Arc<Self>,
+        scope: &Scope,
+        token: Option<&Secret>,
+    ) -> Result<(Arc<CredentialRecord>, Lookup), EngineError> {
+        let id = self.credential_id(scope);
+        let now = now_ms();
+        if let Some(rec) = self.store.get_credential(&id).await? {
+            if rec.servable(now) {
+                if now >= rec.refresh_at_ms {
+                    self.refresh_in_background(&id, scope, token);
+                }
+                bump(&self.stats.hits);
+                return Ok((Arc::new(rec), Lookup::Hit));
+            }
+        }
+        bump(&self.stats.misses);
+        let rec = self.flight(&id, scope, token).await?;
+        Ok((rec, Lookup::Miss))
+    }
+
+    /// Starts a refresh unless one is running or the last one failed recently.
+    fn refresh_in_background(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) {
+        let now = now_ms();
+        {
+            let backoff = self.refresh_backoff.lock().expect("lock");
+            if backoff.get(id).is_some_and(|until| now < *until) {
+                return;
+            }
+        }
+        if self.flights.lock().expect("lock").contains_key(id) {
+            return;
+        }
+        let flight = self.flight(id, scope, token);
+        let this = Arc::clone(self);
+        let id = id.to_string();
+        tokio::spawn(async move {
+            match flight.await {
+                Ok(_) => {
+                    bump(&this.stats.refreshes);
+                    this.refresh_backoff.lock().expect("lock").remove(&id);
+                    tracing::info!(credential = %&id[..12], "credential refreshed ahead of expiry");
+                }
+                Err(e) => {
+                    bump(&this.stats.refresh_failures);
+                    let pause = 5_000 + rand::random_range(0..5_000);
+                    this.refresh_backoff
+                        .lock()
+                        .expect("lock")
+                        .insert(id.clone(), now_ms() + pause);
+                    tracing::warn!(credential = %&id[..12], error = %e, "credential refresh failed; serving the last good credential until its margin");
+                }
+            }
+        });
+    }
+
+    /// Joins the flight for `id`, starting it if there is none. The flight runs in its own task,
+    /// so a caller that goes away (deadline, disconnect) does not cancel it for the others.
+    fn flight(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) -> Flight {
+        let mut flights = self.flights.lock().expect("lock");
+        if let Some(f) = flights.get(id) {
+            return f.clone();
+        }
+        let this = Arc::clone(self);
+        let (id_owned, scope, token) = (id.to_string(), scope.clone(), token.cloned());
+        let task = tokio::spawn(async move {
+            let result = this
+                .issue_coordinated(&id_owned, &scope, token.as_ref())
+                .await;
+            this.flights.lock().expect("lock").remove(&id_owned);
+            result.map(Arc::new)
+        });
+        let flight = async move {
+            task.await.unwrap_or_else(|_| {
+                Err(EngineError::Issue(IssueError::Retryable(
+                    "issuing task failed".into(),
+                )))
+            })
+        }
+        .boxed()
+        .shared();
+        flights.insert(id.to_string(), flight.clone());
+        flight
+    }
+
+    /// Across replicas: take the lock and call STS, or wait for the holder's record. The wait is
+    /// bounded by the lock's expiry, after which a new holder is elected.
+    async fn issue_coordinated(
+        &self,
+        id: &str,
+        scope: &Scope,
+        token: Option<&Secret>,
+    ) -> Result<CredentialRecord, EngineError> {
+        let deadline = tokio::time::Instant::now() + self.settings.lock_ttl * 2;
+        loop {
+            if let Some(rec) = self.store.get_credential(id).await? {
+                if rec.fresh(now_ms()) {
+                    return Ok(rec);
+                }
+            }
+            if let Some(lock) = self.store.try_lock(id, self.settings.lock_ttl).await? {
+                let result = async {
+                    if let Some(rec) = self.store.get_credential(id).await? {
+                        if rec.fresh(now_ms()) {
+                            return Ok(rec);
+                        }
+                    }
+                    let rec = self.issue(scope, token).await?;
+                    self.store.put_credential(id, &rec).await?;
+                    Ok(rec)
+                }
+                .await;
+                if let Err(e) = self.store.unlock(id, &lock).await {
+                    tracing::warn!(error = %e, "could not release the issuing lock; it expires by itself");
+                }
+                return result;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::WaitTimedOut);
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+
+    /// One STS call, turned into a record with a jittered refresh time.
+    async fn issue(
+        &self,
+        scope: &Scope,
+        token: Option<&Secret>,
+    ) -> Result<CredentialRecord, EngineError> {
+        let req = IssueRequest {
+            role_arn: scope.role.clone(),
+            role_session_name: role_session_name(&scope.subject),
+            source_identity: scope.source_identity.clone(),
+            tags: scope.tags.clone(),
+            policy: scope.policy.clone(),
+            duration_secs: self.settings.duration_secs,
+            web_identity_token: token.cloned(),
+        };
+        bump(&self.stats.sts_calls);
+        let started = std::time::Instant::now();
+        let issued = self.issuer.issue(&req).await.inspect_err(|e| {
+            bump(&self.stats.sts_failures);
+            tracing::warn!(role = %scope.role, subject = %scope.subject, error = %e, "STS call failed");
+        })?;
+        let issued_at = now_ms();
+        let expires = to_ms(issued.expiration);
+        let margin = self.settings.refresh_margin.as_millis() as i64;
+        let jitter = rand::random_range(0..=margin / 5);
+        let lifetime = expires - issued_at;
+        let refresh_at = (expires - margin - jitter).max(issued_at + lifetime / 2);
+        tracing::info!(
+            role = %scope.role,
+            subject = %scope.subject,
+            session_name = %req.role_session_name,
+            access_key_id = %issued.access_key_id,
+            expires_in_s = lifetime / 1000,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "STS call made"
+        );
+        Ok(CredentialRecord {
+            access_key_id: issued.access_key_id,
+            secret_access_key: issued.secret_access_key,
+            session_token: issued.session_token,
+            expires_at_ms: expires,
+            issued_at_ms: issued_at,
+            refresh_at_ms: refresh_at,
+            assumed_role_arn: issued.assumed_role_arn,
+            role_session_name: req.role_session_name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issuer::fake::FakeIssuer;
+    use crate::store::MemoryStore;
+    use std::sync::atomic::Ordering;
+
+    fn engine(fake: Arc<FakeIssuer>, margin: Duration) -> Arc<CredentialEngine> {
+        CredentialEngine::new(
+            Arc::new(AnyStore::Memory(MemoryStore::new())),
+            Issuer::Fake(fake),
+            KeyedHasher::new(b"k"),
+            EngineSettings {
+                refresh_margin: margin,
+                ..EngineSettings::default()
+            },
+        )
+    }
+
+    fn scope(sub: &str) -> Scope {
+        Scope {
+            subject: sub.into(),
+            role: "arn:aws:iam::123456789012:role/r".into(),
+            ..Scope::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_make_one_sts_call() {
+        let fake = Arc::new(FakeIssuer {
+            delay_ms: 100,
+            ..FakeIssuer::default()
+        });
+        let e = engine(fake.clone(), Duration::from_secs(300));
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let e = e.clone();
+                tokio::spawn(async move {
+                    e.credentials(&scope("alice"), None)
+                        .await
+                        .unwrap()
+                        .0
+                        .access_key_id
+                        .clone()
+                })
+            })
+            .collect();
+        let keys: Vec<String> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(fake.calls(), 1);
+        assert!(keys.iter().all(|k| k == &keys[0]));
+    }
+
+    #[tokio::test]
+    async fn warm_lookups_hit_and_other_scopes_miss() {
+        let fake = Arc::new(FakeIssuer::default());
+        let e = engine(fake.clone(), Duration::from_secs(300));
+        let (a, l1) = e.credentials(&scope("alice"), None).await.unwrap();
+        let (b, l2) = e.credentials(&scope("alice"), None).await.unwrap();
+        assert_eq!((l1, l2), (Lookup::Miss, Lookup::Hit));
+        assert_eq!(a.access_key_id, b.access_key_id);
+        let (c, _) = e.credentials(&scope("bob"), None).await.unwrap();
+        assert_ne!(a.access_key_id, c.access_key_id);
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn failure_is_unavailable_not_a_guess() {
+        let fake = Arc::new(FakeIssuer::default());
+        fake.fail.store(true, Ordering::SeqCst);
+        let e = engine(fake.clone(), Duration::from_secs(300));
+        let err = e.credentials(&scope("alice"), None).await.unwrap_err();
+        assert!(matches!(err, EngineError::Issue(IssueError::Retryable(_))));
+    }
+
+    #[tokio::test]
+    async fn refresh_runs_in_background_and_last_good_is_served_while_it_fails() {
+        // 15-minute credentials with a 10-minute margin: due for refresh from the start.
+        let fake = Arc::new(FakeIssuer {
+            lifetime_secs: 900,
+            ..FakeIssuer::default()
+        });
+        let e = engine(fake.clone(), Duration::from_secs(600));
+        let (first, _) = e.credentials(&scope("alice"), None).await.unwrap();
+        // Force the record to be due for refresh now.
+        let id = e.credential_id(&scope("alice"));
+        let mut rec = (*first).clone();
+        rec.refresh_at_ms = now_ms() - 1;
+        e.store.put_credential(&id, &rec).await.unwrap();
+        fake.fail.store(true, Ordering::SeqCst);
+        let (served, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
+        assert_eq!(lookup, Lookup::Hit);
+        assert_eq!(
+            served.access_key_id, first.access_key_id,
+            "last good credential served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(e.stats().refresh_failures.load(Ordering::SeqCst), 1);
+        // Backoff: the next request does not call STS again at once.
+        let _ = e.credentials(&scope("alice"), None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fake.calls(), 2);
+        // A credential within MIN_REMAINING of expiry is never served: the request fails closed.
+        rec.expires_at_ms = now_ms() + 30_000;
+        e.store.put_credential(&id, &rec).await.unwrap();
+        assert!(e.credentials(&scope("alice"), None).await.is_err());
+        // When STS recovers, a fresh credential replaces it.
+        fake.fail.store(false, Ordering::SeqCst);
+        let (fresh, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
+        assert_eq!(lookup, Lookup::Miss);
+        assert_ne!(fresh.access_key_id, first.access_key_id);
+    }
+
+    #[test]
+    fn refresh_time_is_before_expiry_minus_margin() {
+        let rec = CredentialRecord {
+            access_key_id: String::new(),
+            secret_access_key: Secret::default(),
+            session_token: Secret::default(),
+            expires_at_ms: 10_000_000,
+            issued_at_ms: 0,
+            refresh_at_ms: 9_000_000,
+            assumed_role_arn: String::new(),
+            role_session_name: String::new(),
+        };
+        assert!(rec.fresh(8_999_999));
+        assert!(!rec.fresh(9_000_000));
+        assert!(rec.servable(9_939_999));
+        assert!(!rec.servable(9_940_000));
+    }
+}

@@ -1,0 +1,123 @@
+//! Keyed hashes that let the broker name secrets without holding or showing them.
+//!
+//! - a **session handle** names a session id in logs, operator answers and store keys;
+//! - a **credential id** names a credential key in the store, so a dump of Redis does not reveal
+//!   who has credentials for which role;
+//! - a **token fingerprint** tells whether a session's token changed without storing the token.
+//!
+//! All three are HMAC-SHA-256 under one key with a distinct label each (so a value of one kind can
+//! never be passed off as another). Replicas that share a store must share the key; it is derived
+//! from the cache key when one is configured.
+
+use aws_lc_rs::hmac;
+use std::fmt;
+
+/// HMAC key plus the labels that separate its uses.
+#[derive(Clone)]
+pub struct KeyedHasher {
+    key: hmac::Key,
+}
+
+impl fmt::Debug for KeyedHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyedHasher([redacted])")
+    }
+}
+
+/// Hex-encoded keyed hash of a session id (128 bits). Safe to log.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct SessionHandle(String);
+
+impl SessionHandle {
+    /// Accepts a handle typed by an operator: exactly 32 lowercase hex digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 32
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+        .then(|| Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl KeyedHasher {
+    /// A hasher from key material (any length; 32 random bytes in practice).
+    pub fn new(key_material: &[u8]) -> Self {
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key_material),
+        }
+    }
+
+    /// A hasher with a key made at start: handles are stable only within this process.
+    pub fn random() -> Self {
+        let mut k = [0u8; 32];
+        rand::fill(&mut k);
+        Self::new(&k)
+    }
+
+    fn tag(&self, label: &[u8], data: &[u8], bytes: usize) -> String {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(label);
+        ctx.update(&[0]);
+        ctx.update(data);
+        hex::encode(&ctx.sign().as_ref()[..bytes])
+    }
+
+    /// The handle of a session id.
+    pub fn session_handle(&self, session_id: &str) -> SessionHandle {
+        SessionHandle(self.tag(b"credbroker/session-handle/v1", session_id.as_bytes(), 16))
+    }
+
+    /// The store name of a credential key (its canonical encoding).
+    pub fn credential_id(&self, canonical_key: &[u8]) -> String {
+        self.tag(b"credbroker/credential-id/v1", canonical_key, 20)
+    }
+
+    /// A fingerprint of a token; equal fingerprints mean the same token.
+    pub fn token_fingerprint(&self, token: &str) -> String {
+        self.tag(b"credbroker/token-fingerprint/v1", token.as_bytes(), 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_key_same_handle_other_key_other_handle() {
+        let a = KeyedHasher::new(b"k1");
+        let b = KeyedHasher::new(b"k1");
+        let c = KeyedHasher::new(b"k2");
+        assert_eq!(a.session_handle("s"), b.session_handle("s"));
+        assert_ne!(a.session_handle("s"), c.session_handle("s"));
+        assert_eq!(a.session_handle("s").as_str().len(), 32);
+    }
+
+    #[test]
+    fn labels_separate_uses() {
+        let h = KeyedHasher::new(b"k");
+        assert_ne!(
+            h.session_handle("x").as_str(),
+            &h.token_fingerprint("x")[..32]
+        );
+    }
+
+    #[test]
+    fn handle_parse_is_strict() {
+        let h = KeyedHasher::new(b"k").session_handle("s");
+        assert_eq!(SessionHandle::parse(h.as_str()), Some(h));
+        assert!(SessionHandle::parse("xyz").is_none());
+        assert!(SessionHandle::parse(&"A".repeat(32)).is_none());
+    }
+}

@@ -1,0 +1,202 @@
+//! What operators and orchestrators see: gRPC health (for `""` and the broker service), server
+//! reflection in v1 and v1alpha (grpcurl 1.8 only speaks v1alpha), logging, the shutdown signal,
+//! and the `healthcheck` subcommand that ECS container health checks run.
+
+use crate::config::LogFormat;
+use crate::store::{AnyStore, Store};
+use credbroker_proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Installs the tracing subscriber. `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Reflection services (v1 and v1alpha) describing the broker and health APIs.
+pub fn reflection() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    (
+        builder()
+            .build_v1()
+            .expect("embedded descriptors are valid"),
+        builder()
+            .build_v1alpha()
+            .expect("embedded descriptors are valid"),
+    )
+}
+
+/// Health of the broker: SERVING while its store answers, NOT_SERVING when it does not or when
+/// shutting down. Cloneable handle over the reporter.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+}
+
+impl Health {
+    pub fn new(reporter: HealthReporter) -> Self {
+        Self { reporter }
+    }
+
+    pub async fn set(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        self.reporter.set_service_status(SERVICE_NAME, status).await;
+    }
+
+    /// Pings the store every `every`; flips the status when the answer changes and logs the flip.
+    /// Stops when `shutdown` fires.
+    pub async fn watch_store(
+        self,
+        store: Arc<AnyStore>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut serving = true;
+        loop {
+            let ok = match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    if serving {
+                        tracing::error!(store = store.kind(), error = %e, "store unreachable; health NOT_SERVING");
+                    }
+                    false
+                }
+                Err(_) => {
+                    if serving {
+                        tracing::error!(
+                            store = store.kind(),
+                            "store ping timed out; health NOT_SERVING"
+                        );
+                    }
+                    false
+                }
+            };
+            if ok && !serving {
+                tracing::info!(
+                    store = store.kind(),
+                    "store reachable again; health SERVING"
+                );
+            }
+            if ok != serving {
+                serving = ok;
+                if !*shutdown.borrow() {
+                    self.set(serving).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM (ECS stop) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+/// Flags of `healthcheck`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthcheckArgs {
+    /// Broker address (host:port); the same variable the broker listens on.
+    #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Service to check; the empty string checks the server as a whole.
+    #[arg(long, default_value = SERVICE_NAME)]
+    pub service: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "3s")]
+    pub timeout: humantime::Duration,
+}
+
+/// Runs the health check; the exit code is the answer (0 SERVING, 1 anything else).
+pub async fn healthcheck(args: HealthcheckArgs) -> i32 {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus as S, health_client::HealthClient,
+    };
+    let addr = args
+        .addr
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    let uri = if addr.contains("://") {
+        addr
+    } else {
+        format!("http://{addr}")
+    };
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
+            .connect()
+            .await?;
+        let resp = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: args.service.clone(),
+            })
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(resp.into_inner().status)
+    };
+    match tokio::time::timeout(args.timeout.into(), check).await {
+        Ok(Ok(s)) if s == S::Serving as i32 => {
+            println!("SERVING");
+            0
+        }
+        Ok(Ok(s)) => {
+            println!(
+                "{}",
+                S::try_from(s).map(|s| s.as_str_name()).unwrap_or("UNKNOWN")
+            );
+            1
+        }
+        Ok(Err(e)) => {
+            eprintln!("healthcheck: {uri}: {e}");
+            1
+        }
+        Err(_) => {
+            eprintln!("healthcheck: {uri}: no answer within {}", args.timeout);
+            1
+        }
+    }
+}

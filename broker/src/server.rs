@@ -1,0 +1,193 @@
+//! Builds the broker from a validated [`Config`] and serves it until SIGTERM, then drains.
+//!
+//! Shutdown order (ECS stop): health flips to NOT_SERVING, the listener stops accepting, in-flight
+//! requests get `BROKER_SHUTDOWN_TIMEOUT` to finish, then the process exits 0.
+
+use crate::broker::{Broker, BrokerSettings};
+use crate::config::{CacheConfig, Config, StsMode};
+use crate::credentials::{CredentialEngine, EngineSettings};
+use crate::hashing::KeyedHasher;
+use crate::issuer::{AssumeRoleIssuer, Issuer, StsSettings, WebIdentityIssuer};
+use crate::ops::{Health, reflection, shutdown_signal};
+use crate::role::RolePolicy;
+use crate::service::BrokerService;
+use crate::store::{AnyStore, MemoryStore};
+use crate::token::{Jwks, TokenValidator, ValidatorConfig};
+use anyhow::Context;
+use credbroker_proto::v1::credential_broker_server::CredentialBrokerServer;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The key for session handles, credential ids and token fingerprints. Derived from the cache key
+/// when there is one, so every replica computes the same handles; otherwise made at start.
+fn hasher(config: &Config) -> KeyedHasher {
+    use base64::Engine;
+    match config.cache_keys.first() {
+        Some(key) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(key.expose())
+                .expect("validated at start");
+            let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes);
+            KeyedHasher::new(aws_lc_rs::hmac::sign(&k, b"credbroker/hash-key/v1").as_ref())
+        }
+        None if matches!(config.cache, CacheConfig::Redis(_)) => {
+            tracing::warn!(
+                "insecure plaintext cache: session handles use a fixed key; anyone with the store can link handles to session ids they know"
+            );
+            KeyedHasher::new(b"credbroker/insecure-plaintext-cache")
+        }
+        None => KeyedHasher::random(),
+    }
+}
+
+/// Opens the configured store.
+async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
+    match &config.cache {
+        CacheConfig::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
+        CacheConfig::Redis(_) => {
+            anyhow::bail!("BROKER_CACHE_URL: the Redis store is not built into this binary yet")
+        }
+    }
+}
+
+/// Runs the broker until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let hasher = hasher(&config);
+    let store = Arc::new(open_store(&config).await?);
+
+    let jwks = match &config.jwks {
+        Some(source) => Some(
+            Jwks::load(source.clone(), config.jwks_refetch_interval)
+                .await
+                .context("BROKER_JWKS_URL / BROKER_JWKS_FILE")?,
+        ),
+        None => None,
+    };
+    let validator = TokenValidator::new(
+        ValidatorConfig {
+            algorithms: config.algorithms.clone(),
+            issuers: config.issuers.clone(),
+            audiences: config.audiences.clone(),
+            leeway_secs: config.leeway.as_secs(),
+            tag_claims: config.tag_claims.clone(),
+        },
+        config.hs256_secret.as_ref(),
+        jwks,
+    );
+    let roles = RolePolicy::new(config.allowed_roles.clone(), config.role_account_id.clone());
+    let sts = StsSettings {
+        endpoint: config.sts_endpoint.clone(),
+        region: config.region.clone(),
+        max_attempts: config.sts_max_attempts,
+    };
+    let issuer = match config.sts_mode {
+        StsMode::AssumeRole => Issuer::AssumeRole(AssumeRoleIssuer::new(&sts).await),
+        StsMode::WebIdentity => Issuer::WebIdentity(WebIdentityIssuer::new(&sts).await),
+    };
+    let duration_secs = config.credential_ttl.as_secs() as i32;
+    let engine = CredentialEngine::new(
+        Arc::clone(&store),
+        issuer,
+        hasher.clone(),
+        EngineSettings {
+            duration_secs,
+            refresh_margin: config.refresh_margin,
+            ..EngineSettings::default()
+        },
+    );
+    let broker = Arc::new(Broker::new(
+        validator,
+        roles,
+        engine,
+        Arc::clone(&store),
+        hasher,
+        BrokerSettings {
+            session_grace: config.session_grace,
+            revoked_retention: config.revoked_retention,
+            duration_secs,
+        },
+    ));
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter);
+    health.set(true).await;
+    let (v1, v1alpha) = reflection();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(health.clone().watch_store(
+        Arc::clone(&store),
+        Duration::from_secs(1),
+        stop_rx.clone(),
+    ));
+    if let AnyStore::Memory(_) = store.as_ref() {
+        let store = Arc::clone(&store);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = stop.changed() => return,
+                }
+                if let AnyStore::Memory(m) = store.as_ref() {
+                    m.sweep();
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("BROKER_LISTEN: cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let allowlist = match &config.allowed_roles {
+        Some(globs) => globs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        None => "ANY ROLE (--allow-any-role)".to_string(),
+    };
+    tracing::info!(
+        listen = %local,
+        store = store.kind(),
+        sts_mode = ?config.sts_mode,
+        sts_endpoint = config.sts_endpoint.as_deref().unwrap_or("default"),
+        algorithms = ?config.algorithms,
+        allowed_roles = %allowlist,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "credential broker serving"
+    );
+
+    let mut stop_for_server = stop_rx.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(v1)
+            .add_service(v1alpha)
+            .add_service(CredentialBrokerServer::new(BrokerService::new(broker)))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_for_server.wait_for(|s| *s).await;
+            }),
+    );
+
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        r = &mut Box::pin(async { stop_rx.clone().wait_for(|s| *s).await.map(|_| ()) }) => { let _ = r; }
+    }
+    health.set(false).await;
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(config.shutdown_timeout, server).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("drained; bye");
+            Ok(())
+        }
+        Ok(Ok(Err(e))) => Err(e).context("gRPC server failed"),
+        Ok(Err(e)) => Err(e).context("gRPC server task failed"),
+        Err(_) => {
+            tracing::warn!(timeout = ?config.shutdown_timeout, "in-flight requests did not finish in time; exiting");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Is this token genuine and current? Signature with an allowed algorithm and a key of the right
+//! kind, `exp` / `nbf` with leeway, `iss` and `aud` when configured.
+
+use super::{ClaimError, Claims, Jwks, TokenError, claims::RawClaims};
+use crate::secret::Secret;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use std::sync::Arc;
+
+/// Largest token accepted (bytes). Real JWTs are a few KiB; the incident's were ~4 KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// What a validator checks, built from configuration.
+#[derive(Debug, Clone)]
+pub struct ValidatorConfig {
+    /// Algorithms a token may use. A token naming another is refused before any key is touched.
+    pub algorithms: Vec<Algorithm>,
+    /// Accepted `iss` values; empty: not checked.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values; empty: not checked.
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+    /// Claims copied into session tags.
+    pub tag_claims: Vec<String>,
+}
+
+/// Validates tokens against an HMAC secret and/or a JWKS.
+pub struct TokenValidator {
+    config: ValidatorConfig,
+    hmac: Option<Arc<DecodingKey>>,
+    jwks: Option<Jwks>,
+}
+
+impl std::fmt::Debug for TokenValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenValidator")
+            .field("config", &self.config)
+            .field("hmac", &self.hmac.as_ref().map(|_| "[redacted]"))
+            .field("jwks", &self.jwks.is_some())
+            .finish()
+    }
+}
+
+impl TokenValidator {
+    /// A validator with an optional HMAC secret (HS256/384/512) and an optional JWKS (RS, PS, ES,
+    /// EdDSA). Keys never cross families: an HS token is only checked against the secret, an
+    /// asymmetric token only against the key set, which rules out HS/RS key confusion.
+    pub fn new(config: ValidatorConfig, hmac_secret: Option<&Secret>, jwks: Option<Jwks>) -> Self {
+        Self {
+            hmac: hmac_secret.map(|s| Arc::new(DecodingKey::from_secret(s.expose().as_bytes()))),
+            config,
+            jwks,
+        }
+    }
+
+    /// Validates `token` and returns its claims.
+    pub async fn validate(&self, token: &Secret) -> Result<Claims, TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge(token.len()));
+        }
+        let header = decode_header(token.expose()).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) => TokenError::Malformed(
+                "header is not JSON naming a supported \"alg\" (\"none\" is never accepted)",
+            ),
+            _ => TokenError::Malformed("expected three base64url parts separated by dots"),
+        })?;
+        let alg = header.alg;
+        if !self.config.algorithms.contains(&alg) {
+            return Err(TokenError::AlgorithmNotAllowed(alg));
+        }
+        let key = self.key_for(header.kid.as_deref(), alg).await?;
+        let data = decode::<RawClaims>(token.expose(), &key, &self.validation(alg))
+            .map_err(|e| map_error(e.kind()))?;
+        Ok(data.claims.into_claims(&self.config.tag_claims)?)
+    }
+
+    async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<DecodingKey>, TokenError> {
+        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return self.hmac.clone().ok_or(TokenError::NoKeyForAlgorithm(alg));
+        }
+        match &self.jwks {
+            Some(jwks) => jwks.key_for(kid, alg).await,
+            None => Err(TokenError::NoKeyForAlgorithm(alg)),
+        }
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.algorithms = vec![alg];
+        v.leeway = self.config.leeway_secs;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if self.config.issuers.is_empty() {
+            v.iss = None;
+        } else {
+            v.set_issuer(&self.config.issuers);
+            required.push("iss");
+        }
+        if self.config.audiences.is_empty() {
+            v.validate_aud = false;
+        } else {
+            v.set_audience(&self.config.audiences);
+            required.push("aud");
+        }
+        v.set_required_spec_claims(&required);
+        v
+    }
+}
+
+/// Maps the library's error to ours. The library's own messages are not passed on: some of them
+/// quote parts of the token.
+fn map_error(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::IssuerMismatch,
+        ErrorKind::InvalidAudience => TokenError::AudienceMismatch,
+        ErrorKind::MissingRequiredClaim(c) => {
+            TokenError::Claim(ClaimError::Missing(match c.as_str() {
+                "exp" => "exp",
+                "iss" => "iss",
+                "aud" => "aud",
+                "nbf" => "nbf",
+                _ => "sub",
+            }))
+        }
+        ErrorKind::InvalidClaimFormat(c) => TokenError::Claim(ClaimError::WrongType {
+            claim: c.chars().take(32).collect(),
+            expected: "of the type the JWT specification gives it",
+        }),
+        ErrorKind::InvalidAlgorithm => TokenError::Malformed("algorithm does not match the key"),
+        ErrorKind::Base64(_) => TokenError::Malformed("a part is not valid base64url"),
+        ErrorKind::Json(e) if e.to_string().contains("duplicate field") => {
+            TokenError::Malformed("payload names a claim more than once")
+        }
+        ErrorKind::Json(e) if e.to_string().contains("recursion limit") => {
+            TokenError::Malformed("payload nests JSON too deeply")
+        }
+        ErrorKind::Json(_) => TokenError::Malformed("payload is not a JSON object of claims"),
+        ErrorKind::Utf8(_) => TokenError::Malformed("payload is not UTF-8"),
+        _ => TokenError::Malformed("token could not be verified"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::{Value, json};
+
+    const SECRET: &str = "test-secret-at-least-32-bytes-long!!";
+
+    fn validator(issuers: &[&str], audiences: &[&str]) -> TokenValidator {
+        TokenValidator::new(
+            ValidatorConfig {
+                algorithms: vec![Algorithm::HS256],
+                issuers: issuers.iter().map(|s| s.to_string()).collect(),
+                audiences: audiences.iter().map(|s| s.to_string()).collect(),
+                leeway_secs: 60,
+                tag_claims: vec![],
+            },
+            Some(&Secret::new(SECRET)),
+            None,
+        )
+    }
+
+    fn now() -> i64 {
+        jsonwebtoken::get_current_timestamp() as i64
+    }
+
+    fn sign(claims: Value) -> Secret {
+        Secret::new(
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn raw(header: Value, payload: &str) -> Secret {
+        let h = B64.encode(serde_json::to_vec(&header).unwrap());
+        let p = B64.encode(payload);
+        let msg = format!("{h}.{p}");
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let sig = B64.encode(aws_lc_rs::hmac::sign(&key, msg.as_bytes()).as_ref());
+        Secret::new(format!("{msg}.{sig}"))
+    }
+
+    async fn check(v: &TokenValidator, t: Secret) -> Result<Claims, TokenError> {
+        v.validate(&t).await
+    }
+
+    #[tokio::test]
+    async fn accepts_a_good_token() {
+        let c = check(
+            &validator(&[], &[]),
+            sign(json!({"sub":"alice","exp":now()+300})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.subject, "alice");
+    }
+
+    #[tokio::test]
+    async fn refuses_empty_and_huge_tokens() {
+        let v = validator(&[], &[]);
+        assert_eq!(check(&v, Secret::new("")).await, Err(TokenError::Missing));
+        let huge = Secret::new("a".repeat(1024 * 1024));
+        assert_eq!(
+            check(&v, huge).await,
+            Err(TokenError::TooLarge(1024 * 1024))
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_alg_none() {
+        let t = Secret::new(format!(
+            "{}.{}.",
+            B64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            B64.encode(format!(r#"{{"sub":"alice","exp":{}}}"#, now() + 300))
+        ));
+        assert!(matches!(
+            check(&validator(&[], &[]), t).await,
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn refuses_algorithm_not_configured() {
+        let t = raw(
+            json!({"alg":"HS512"}),
+            &format!(r#"{{"sub":"a","exp":{}}}"#, now() + 60),
+        );
+        assert_eq!(
+            check(&validator(&[], &[]), t).await,
+            Err(TokenError::AlgorithmNotAllowed(Algorithm::HS512))
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_rs256_without_key_set() {
+        let mut v = validator(&[], &[]);
+        v.config.algorithms.push(Algorithm::RS256);
+        let t = raw(
+            json!({"alg":"RS256"}),
+            &format!(r#"{{"sub":"a","exp":{}}}"#, now() + 60),
+        );
+        assert_eq!(
+            check(&v, t).await,
+            Err(TokenError::NoKeyForAlgorithm(Algorithm::RS256))
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_signature() {
+        let mut t = sign(json!({"sub":"alice","exp":now()+300}))
+            .expose()
+            .to_string();
+        t.pop();
+        t.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert!(matches!(
+            check(&validator(&[], &[]), Secret::new(t)).await,
+            Err(TokenError::BadSignature | TokenError::Malformed(_))
+        ));
+        let other = Secret::new(
+            encode(
+                &Header::new(Algorithm::HS256),
+                &json!({"sub":"a","exp":now()+60}),
+                &EncodingKey::from_secret(b"another-secret"),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            check(&validator(&[], &[]), other).await,
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_expired_and_future_tokens() {
+        let v = validator(&[], &[]);
+        assert_eq!(
+            check(&v, sign(json!({"sub":"a","exp":now()-120}))).await,
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            check(&v, sign(json!({"sub":"a","exp":now()+600,"nbf":now()+300}))).await,
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[tokio::test]
+    async fn leeway_accepts_small_skew() {
+        let v = validator(&[], &[]);
+        assert!(
+            check(&v, sign(json!({"sub":"a","exp":now()-10})))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_exp_is_named() {
+        let e = check(&validator(&[], &[]), sign(json!({"sub":"a"})))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "claim \"exp\" is required");
+    }
+
+    #[tokio::test]
+    async fn checks_issuer_and_audience() {
+        let v = validator(&["https://idp"], &["mcp"]);
+        let ok = json!({"sub":"a","exp":now()+60,"iss":"https://idp","aud":"mcp"});
+        assert!(check(&v, sign(ok)).await.is_ok());
+        assert_eq!(
+            check(
+                &v,
+                sign(json!({"sub":"a","exp":now()+60,"iss":"https://evil","aud":"mcp"}))
+            )
+            .await,
+            Err(TokenError::IssuerMismatch)
+        );
+        assert_eq!(
+            check(
+                &v,
+                sign(json!({"sub":"a","exp":now()+60,"iss":"https://idp","aud":"other"}))
+            )
+            .await,
+            Err(TokenError::AudienceMismatch)
+        );
+        assert_eq!(
+            check(&v, sign(json!({"sub":"a","exp":now()+60,"aud":"mcp"})))
+                .await
+                .unwrap_err()
+                .to_string(),
+            "claim \"iss\" is required"
+        );
+    }
+
+    #[tokio::test]
+    async fn duplicate_claims_and_json_bombs_are_malformed() {
+        let v = validator(&[], &[]);
+        let dup = raw(
+            json!({"alg":"HS256"}),
+            &format!(r#"{{"sub":"alice","sub":"root","exp":{}}}"#, now() + 60),
+        );
+        assert!(matches!(
+            check(&v, dup).await,
+            Err(TokenError::Malformed(_))
+        ));
+        let bomb = format!(
+            r#"{{"sub":"a","exp":{},"x":{}1{}}}"#,
+            now() + 60,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        assert!(matches!(
+            check(&v, raw(json!({"alg":"HS256"}), &bomb)).await,
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn bad_base64_is_malformed() {
+        let v = validator(&[], &[]);
+        assert!(matches!(
+            check(&v, Secret::new("!!!.???.***")).await,
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            check(&v, Secret::new("onlyonepart")).await,
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn errors_never_echo_the_token() {
+        let v = validator(&["https://idp"], &[]);
+        for t in [
+            sign(json!({"sub":"a","exp":now()-500})),
+            sign(json!({"sub":"a","exp":now()+60,"iss":"x"})),
+            Secret::new("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"),
+        ] {
+            let msg = check(&v, t.clone()).await.unwrap_err().to_string();
+            for part in t.expose().split('.') {
+                if part.len() > 3 {
+                    assert!(!msg.contains(part), "{msg}");
+                }
+            }
+        }
+    }
+}
