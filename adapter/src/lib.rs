@@ -1,1 +1,29 @@
-//! lib
+//! `mcp-adapter`: an MCP server (Streamable HTTP, rmcp on axum) whose S3 tools run only on
+//! credentials the credential broker issued for the caller's token.
+//!
+//! It exists to make the incident in `shared/seed` impossible: a tool call without a valid token
+//! is refused with a 401 that tells the client what to send, and no code path can fall back to
+//! the task's own IAM role, because the adapter never loads AWS credentials of its own (the crate
+//! does not depend on `aws-config`).
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | settings: flags and environment, validated at start |
+//! | `server` | the HTTP surface: `/mcp` gate + rmcp, RFC 9728 metadata, `/healthz`, CORS |
+//! | `auth` | per-request token → broker → credentials in the request extensions; 401/403/404/503 |
+//! | `broker` | the gRPC client (lazy connection, one deadline per call, one retry on UNAVAILABLE) |
+//! | `s3` | S3 clients from given credentials, cached while valid; `s3://` parsing |
+//! | `tools` | the S3 tools, one file per family |
+//! | `origin`, `protocol`, `jsonrpc` | Origin allowlist, MCP-Protocol-Version, JSON-RPC envelope/errors |
+//! | [`logging`] | text/JSON logs that never show a session id |
+
+mod auth;
+mod broker;
+pub mod config;
+mod jsonrpc;
+pub mod logging;
+mod origin;
+mod protocol;
+mod s3;
+pub mod server;
+mod tools;

@@ -152,6 +152,68 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "BROKER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// PEM certificate chain: serve gRPC over TLS (with BROKER_TLS_KEY).
+    #[arg(long, env = "BROKER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "BROKER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mTLS).
+    #[arg(long, env = "BROKER_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// TLS material read at start, so a missing or unreadable file stops the broker with its variable.
+pub struct TlsFiles {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Secret,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("cert_pem", &self.cert_pem.len())
+            .field("key_pem", &"[redacted]")
+            .field("mtls", &self.client_ca_pem.is_some())
+            .finish()
+    }
+}
+
+fn read_pem(var: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| bad(var, format!("cannot read {}: {e}", path.display())))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(bad(var, format!("{} is not a PEM file", path.display())));
+    }
+    Ok(bytes)
+}
+
+impl ServeArgs {
+    fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => {
+                if self.tls_client_ca.is_some() {
+                    return Err(bad("BROKER_TLS_CLIENT_CA", "needs BROKER_TLS_CERT and BROKER_TLS_KEY"));
+                }
+                Ok(None)
+            }
+            (Some(_), None) => Err(bad("BROKER_TLS_KEY", "is required with BROKER_TLS_CERT")),
+            (None, Some(_)) => Err(bad("BROKER_TLS_CERT", "is required with BROKER_TLS_KEY")),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert_pem: read_pem("BROKER_TLS_CERT", cert)?,
+                key_pem: Secret::new(
+                    String::from_utf8(read_pem("BROKER_TLS_KEY", key)?)
+                        .map_err(|_| bad("BROKER_TLS_KEY", "is not UTF-8 PEM"))?,
+                ),
+                client_ca_pem: self
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|p| read_pem("BROKER_TLS_CLIENT_CA", p))
+                    .transpose()?,
+            })),
+        }
+    }
 }
 
 /// A setting that cannot be used; displayed as `VARIABLE: reason`.
@@ -207,6 +269,9 @@ pub struct Config {
     pub revoked_retention: Duration,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// TLS (and mTLS) for the gRPC listener; `None`: plaintext (behind a TLS-terminating network
+    /// only).
+    pub tls: Option<TlsFiles>,
 }
 
 fn duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
@@ -479,6 +544,7 @@ impl ServeArgs {
             revoked_retention: duration("BROKER_REVOKED_RETENTION", &self.revoked_retention)?,
             shutdown_timeout: duration("BROKER_SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?,
             log_format: parse_enum::<LogFormat>("BROKER_LOG_FORMAT", &self.log_format)?,
+            tls: self.tls()?,
         })
     }
 

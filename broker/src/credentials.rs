@@ -178,10 +178,12 @@ impl CredentialEngine {
                     self.refresh_in_background(&id, scope, token);
                 }
                 bump(&self.stats.hits);
+                crate::metrics::lookup(true);
                 return Ok((Arc::new(rec), Lookup::Hit));
             }
         }
         bump(&self.stats.misses);
+        crate::metrics::lookup(false);
         let rec = self.flight(&id, scope, token).await?;
         Ok((rec, Lookup::Miss))
     }
@@ -205,11 +207,13 @@ impl CredentialEngine {
             match flight.await {
                 Ok(_) => {
                     bump(&this.stats.refreshes);
+                    crate::metrics::refresh(true);
                     this.refresh_backoff.lock().expect("lock").remove(&id);
                     tracing::info!(credential = %&id[..12], "credential refreshed ahead of expiry");
                 }
                 Err(e) => {
                     bump(&this.stats.refresh_failures);
+                    crate::metrics::refresh(false);
                     let pause = 5_000 + rand::random_range(0..5_000);
                     this.refresh_backoff
                         .lock()
@@ -306,7 +310,9 @@ impl CredentialEngine {
         };
         bump(&self.stats.sts_calls);
         let started = std::time::Instant::now();
-        let issued = self.issuer.issue(&req).await.inspect_err(|e| {
+        let result = self.issuer.issue(&req).await;
+        crate::metrics::sts_call(result.is_ok(), started.elapsed().as_secs_f64());
+        let issued = result.inspect_err(|e| {
             bump(&self.stats.sts_failures);
             tracing::warn!(role = %scope.role, subject = %scope.subject, error = %e, "STS call failed");
         })?;

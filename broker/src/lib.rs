@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod hashing;
 pub mod issuer;
+pub mod metrics;
 pub mod mint;
 pub mod ops;
 pub mod role;

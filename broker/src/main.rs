@@ -49,8 +49,12 @@ async fn serve(args: credential_broker::config::ServeArgs) -> i32 {
     }
 }
 
-/// rustls needs one process-wide crypto provider when several are compiled in; aws-lc-rs is the
-/// one the AWS SDK already uses.
+/// rustls needs one process-wide crypto provider when several are compiled in (the dependency
+/// graph enables both ring and aws-lc-rs); the redis crate's `rediss://` connections build their
+/// TLS config from that default and would panic without one. aws-lc-rs is the one the AWS SDK
+/// already uses. `Err` means a provider was already installed, which is harmless.
 fn rustls_provider() -> Result<(), ()> {
-    Ok(())
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .map_err(|_| ())
 }

@@ -16,7 +16,8 @@ pub fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -151,6 +152,35 @@ pub struct HealthcheckArgs {
     /// Give up after this long.
     #[arg(long, default_value = "3s")]
     pub timeout: humantime::Duration,
+    /// CA (PEM) to verify a TLS broker with; enables TLS.
+    #[arg(long, env = "BROKER_HEALTHCHECK_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Name to verify in the broker's certificate (default: the host of --addr).
+    #[arg(long, env = "BROKER_HEALTHCHECK_DOMAIN")]
+    pub tls_domain: Option<String>,
+    /// Client certificate (PEM) for a broker that requires mTLS.
+    #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Client key (PEM) for a broker that requires mTLS.
+    #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+/// The endpoint the health check dials, with TLS when a CA is given.
+fn health_endpoint(args: &HealthcheckArgs, uri: &str) -> Result<tonic::transport::Endpoint, Box<dyn std::error::Error>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let Some(ca) = &args.tls_ca else {
+        return Ok(tonic::transport::Endpoint::from_shared(uri.to_string())?);
+    };
+    let uri = uri.replacen("http://", "https://", 1);
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+    if let Some(domain) = &args.tls_domain {
+        tls = tls.domain_name(domain.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
+    }
+    Ok(tonic::transport::Endpoint::from_shared(uri)?.tls_config(tls)?)
 }
 
 /// Runs the health check; the exit code is the answer (0 SERVING, 1 anything else).
@@ -168,9 +198,7 @@ pub async fn healthcheck(args: HealthcheckArgs) -> i32 {
         format!("http://{addr}")
     };
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
-            .connect()
-            .await?;
+        let channel = health_endpoint(&args, &uri)?.connect().await?;
         let resp = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: args.service.clone(),

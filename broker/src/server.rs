@@ -11,7 +11,7 @@ use crate::issuer::{AssumeRoleIssuer, Issuer, StsSettings, WebIdentityIssuer};
 use crate::ops::{Health, reflection, shutdown_signal};
 use crate::role::RolePolicy;
 use crate::service::BrokerService;
-use crate::store::{AnyStore, MemoryStore};
+use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::token::{Jwks, TokenValidator, ValidatorConfig};
 use anyhow::Context;
 use credbroker_proto::v1::credential_broker_server::CredentialBrokerServer;
@@ -40,12 +40,28 @@ fn hasher(config: &Config) -> KeyedHasher {
     }
 }
 
-/// Opens the configured store.
+/// Opens the configured store. A Redis store must answer at start (see [`RedisStore::connect`]).
 async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
     match &config.cache {
         CacheConfig::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
-        CacheConfig::Redis(_) => {
-            anyhow::bail!("BROKER_CACHE_URL: the Redis store is not built into this binary yet")
+        CacheConfig::Redis(url) => {
+            let store =
+                RedisStore::connect(url, &config.cache_keys, config.insecure_plaintext_cache)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            if store.is_sealed() {
+                tracing::info!(
+                    store = store.name(),
+                    keys = config.cache_keys.len(),
+                    "Redis store connected; values sealed with AES-256-GCM"
+                );
+            } else {
+                tracing::warn!(
+                    store = store.name(),
+                    "Redis store connected WITHOUT encryption (--insecure-plaintext-cache): anyone who can read Redis can read credentials"
+                );
+            }
+            Ok(AnyStore::Redis(store))
         }
     }
 }
@@ -119,22 +135,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(1),
         stop_rx.clone(),
     ));
-    if let AnyStore::Memory(_) = store.as_ref() {
+    {
+        // Expired records: the memory store drops them here; Redis expires records itself, and
+        // here only the session index is trimmed.
         let store = Arc::clone(&store);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = tokio::time::sleep(store.sweep_interval()) => {}
                     _ = stop.changed() => return,
                 }
-                if let AnyStore::Memory(m) = store.as_ref() {
-                    m.sweep();
+                if let Err(e) = store.sweep().await {
+                    tracing::warn!(store = store.kind(), error = %e, "store sweep failed; retrying later");
                 }
             }
         });
     }
 
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr)?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("BROKER_LISTEN: cannot listen on {}", config.listen))?;
@@ -156,13 +177,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sts_endpoint = config.sts_endpoint.as_deref().unwrap_or("default"),
         algorithms = ?config.algorithms,
         allowed_roles = %allowlist,
+        tls = match &config.tls { None => "off", Some(t) if t.client_ca_pem.is_some() => "mtls", Some(_) => "on" },
         startup_ms = started.elapsed().as_millis() as u64,
         "credential broker serving"
     );
 
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let mut t = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            &tls.cert_pem,
+            tls.key_pem.expose().as_bytes(),
+        ));
+        if let Some(ca) = &tls.client_ca_pem {
+            t = t.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(t).context("BROKER_TLS_CERT / BROKER_TLS_KEY: unusable TLS material")?;
+    }
     let mut stop_for_server = stop_rx.clone();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
             .add_service(v1)
             .add_service(v1alpha)
@@ -172,10 +205,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }),
     );
 
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        r = &mut Box::pin(async { stop_rx.clone().wait_for(|s| *s).await.map(|_| ()) }) => { let _ = r; }
-    }
+    shutdown_signal().await;
     health.set(false).await;
     let _ = stop_tx.send(true);
     match tokio::time::timeout(config.shutdown_timeout, server).await {

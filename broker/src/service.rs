@@ -63,6 +63,12 @@ pub fn status(e: &BrokerError) -> Status {
 
 fn fail(method: &'static str, e: BrokerError) -> Status {
     let s = status(&e);
+    if let BrokerError::Engine(EngineError::Store(err)) = &e {
+        crate::metrics::store_error(match err {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Unreadable(_) => "unreadable",
+        });
+    }
     match s.code() {
         Code::Unavailable | Code::Internal | Code::FailedPrecondition => {
             tracing::warn!(method, code = ?s.code(), error = %e, "request failed")
@@ -147,9 +153,16 @@ fn selector(id: Option<String>, handle: Option<String>) -> Result<Selector, Stat
     }
 }
 
-#[tonic::async_trait]
-impl CredentialBroker for BrokerService {
-    async fn bind_session(
+/// Records the request's method, code and latency.
+fn observe<T>(method: &'static str, started: std::time::Instant, r: Result<T, Status>) -> Result<T, Status> {
+    let code = r.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+    crate::metrics::request(method, code, started.elapsed().as_secs_f64());
+    r
+}
+
+/// The handlers; the trait impl below wraps each with metrics.
+impl BrokerService {
+    async fn bind_session_inner(
         &self,
         req: Request<pb::BindSessionRequest>,
     ) -> Result<Response<pb::SessionInfo>, Status> {
@@ -167,7 +180,7 @@ impl CredentialBroker for BrokerService {
         )))
     }
 
-    async fn get_credentials(
+    async fn get_credentials_inner(
         &self,
         req: Request<pb::GetCredentialsRequest>,
     ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
@@ -181,7 +194,7 @@ impl CredentialBroker for BrokerService {
         Ok(Response::new(answer(&a)))
     }
 
-    async fn exchange_token(
+    async fn exchange_token_inner(
         &self,
         req: Request<pb::ExchangeTokenRequest>,
     ) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
@@ -198,7 +211,7 @@ impl CredentialBroker for BrokerService {
         }))
     }
 
-    async fn describe_session(
+    async fn describe_session_inner(
         &self,
         req: Request<pb::DescribeSessionRequest>,
     ) -> Result<Response<pb::SessionInfo>, Status> {
@@ -219,7 +232,7 @@ impl CredentialBroker for BrokerService {
         )))
     }
 
-    async fn list_sessions(
+    async fn list_sessions_inner(
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
@@ -246,7 +259,7 @@ impl CredentialBroker for BrokerService {
         }))
     }
 
-    async fn revoke_session(
+    async fn revoke_session_inner(
         &self,
         req: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
@@ -264,5 +277,38 @@ impl CredentialBroker for BrokerService {
             session_handle: handle.to_string(),
             revoked,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl CredentialBroker for BrokerService {
+    async fn bind_session(&self, req: Request<pb::BindSessionRequest>) -> Result<Response<pb::SessionInfo>, Status> {
+        let started = std::time::Instant::now();
+        observe("BindSession", started, self.bind_session_inner(req).await)
+    }
+
+    async fn get_credentials(&self, req: Request<pb::GetCredentialsRequest>) -> Result<Response<pb::GetCredentialsResponse>, Status> {
+        let started = std::time::Instant::now();
+        observe("GetCredentials", started, self.get_credentials_inner(req).await)
+    }
+
+    async fn exchange_token(&self, req: Request<pb::ExchangeTokenRequest>) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
+        let started = std::time::Instant::now();
+        observe("ExchangeToken", started, self.exchange_token_inner(req).await)
+    }
+
+    async fn describe_session(&self, req: Request<pb::DescribeSessionRequest>) -> Result<Response<pb::SessionInfo>, Status> {
+        let started = std::time::Instant::now();
+        observe("DescribeSession", started, self.describe_session_inner(req).await)
+    }
+
+    async fn list_sessions(&self, req: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let started = std::time::Instant::now();
+        observe("ListSessions", started, self.list_sessions_inner(req).await)
+    }
+
+    async fn revoke_session(&self, req: Request<pb::RevokeSessionRequest>) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let started = std::time::Instant::now();
+        observe("RevokeSession", started, self.revoke_session_inner(req).await)
     }
 }

@@ -1,1 +1,42 @@
-//! Test harness.
+//! End-to-end test harness: real processes, started and stopped by the tests themselves.
+//!
+//! The tests in `tests/tests/` run the real `credential-broker` and `mcp-adapter` binaries against
+//! real dependencies — moto with IAM enforcement for AWS, `redis-server`, grpcurl — because the
+//! properties that matter (credentials really carry a role's rights, STS is called once, nothing
+//! secret is logged or stored in plaintext) only show in real processes.
+//!
+//! One concept per module:
+//! - [`ports`]: free loopback ports;
+//! - [`process`]: a child process with a log file, killed by pid on drop, readiness waits;
+//! - [`tools`]: where the binaries, the venv, moto, grpcurl and redis are;
+//! - [`moto`]: a seeded moto server enforcing IAM;
+//! - [`sts_proxy`]: a counting (and failure-injecting) proxy in front of moto's STS;
+//! - [`redis`]: standalone and cluster redis-server, and a dump of everything they hold;
+//! - [`tokens`]: JWTs (HS256, RS256, ES256) and JWKS;
+//! - [`broker`]: the broker process and its gRPC clients;
+//! - [`stack`]: moto + proxy + broker in one call;
+//! - [`rpc`]: one-line calls of the broker's RPCs and status checks;
+//! - [`http_doc`]: a one-document HTTP server (a JWKS URL);
+//! - [`adapter`]: the MCP adapter process;
+//! - [`grpcurl`]: grpcurl against a server;
+//! - [`aws`]: S3 and STS clients from exactly the credentials a test holds;
+//! - [`leaks`]: assertions that no secret appears in a text.
+//!
+//! Everything a test starts listens on 127.0.0.1 only and is stopped when its handle drops.
+//! Run the suite with `scripts/test`, which installs the tools and builds the binaries first.
+
+pub mod adapter;
+pub mod aws;
+pub mod broker;
+pub mod grpcurl;
+pub mod http_doc;
+pub mod leaks;
+pub mod moto;
+pub mod ports;
+pub mod process;
+pub mod redis;
+pub mod rpc;
+pub mod stack;
+pub mod sts_proxy;
+pub mod tokens;
+pub mod tools;

@@ -153,7 +153,7 @@ where
             let code = se.err().code().unwrap_or("Unknown").to_string();
             let msg = se.err().message().map(short).unwrap_or_default();
             let status = se.raw().status().as_u16();
-            let text = format!("{code}: {msg}");
+            let text = if msg.is_empty() { format!("{code} (HTTP {status})") } else { format!("{code} (HTTP {status}): {msg}") };
             match code.as_str() {
                 "Throttling"
                 | "ThrottlingException"

@@ -10,6 +10,8 @@
 //! Records are typed; the Redis store seals them (AES-256-GCM) before they leave the process.
 
 pub mod memory;
+pub mod redis;
+mod seal;
 
 use crate::credentials::CredentialRecord;
 use crate::hashing::SessionHandle;
@@ -18,6 +20,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// Why the store could not answer. Both fail the request closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,12 +110,14 @@ pub trait Store: Send + Sync + 'static {
 /// static dispatch, no boxing on the hot path.
 pub enum AnyStore {
     Memory(MemoryStore),
+    Redis(RedisStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             AnyStore::Memory($s) => $e,
+            AnyStore::Redis($s) => $e,
         }
     };
 }
@@ -122,6 +127,34 @@ impl AnyStore {
     pub fn kind(&self) -> &'static str {
         match self {
             AnyStore::Memory(_) => "memory",
+            AnyStore::Redis(_) => "redis",
+        }
+    }
+
+    /// Drops what expired and the backend does not drop by itself: every expired record in
+    /// memory; in Redis (which expires records itself) the session index's stale members.
+    pub async fn sweep(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(m) => {
+                m.sweep();
+                Ok(())
+            }
+            AnyStore::Redis(r) => {
+                if let Some(removed) = r.sweep().await?
+                    && removed > 0
+                {
+                    tracing::debug!(removed, "removed expired sessions from the session index");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// How often [`AnyStore::sweep`] should run.
+    pub fn sweep_interval(&self) -> Duration {
+        match self {
+            AnyStore::Memory(_) => Duration::from_secs(30),
+            AnyStore::Redis(_) => Duration::from_secs(60),
         }
     }
 }

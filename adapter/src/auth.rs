@@ -1,0 +1,685 @@
+//! Authentication of every `/mcp` request, in front of rmcp.
+//!
+//! The incident happened because a server let a tool call without a token run on the task's own
+//! IAM role. Here a request's token is read on every HTTP request (the MCP authorization spec: a
+//! session is never proof of identity) and:
+//!
+//! * a request that needs a token and has none is answered **401** with
+//!   `WWW-Authenticate: Bearer resource_metadata="…"` and a JSON-RPC error that tells the client to
+//!   send `Authorization: Bearer <JWT>` on every request;
+//! * a request that has a token gets the broker's verdict on it, whatever its method:
+//!   `GetCredentials(session id, token)` inside a session (the first token binds the session, a new
+//!   token of the same user re-binds it), `ExchangeToken(token)` without one (the 2026-07-28
+//!   revision has no sessions);
+//! * the broker's credentials travel to the tool handler in the request's extensions
+//!   ([`Caller`]); rmcp copies the request's `http::request::Parts` into the tool's context.
+//!
+//! Broker answers become HTTP answers here, in one place:
+//!
+//! | broker | adapter |
+//! |---|---|
+//! | UNAUTHENTICATED | 401, `error="invalid_token"` |
+//! | PERMISSION_DENIED | 403, `error="insufficient_scope"` (role not granted, or another user's session) |
+//! | NOT_FOUND | **404**: the session is revoked or unknown; the local MCP session is closed too |
+//! | UNAVAILABLE, DEADLINE, other failures | a `tools/call` gets a **tool error** naming the broker; any other request that needs the token gets **503** with a JSON-RPC error |
+//! | INVALID_ARGUMENT | a `tools/call` gets a tool error with the broker's reason; others 400 |
+//!
+//! Why 404 for a revoked session rather than 401: the MCP transport spec says a client that gets
+//! 404 for a request carrying `Mcp-Session-Id` MUST start a new session with a fresh
+//! `initialize`, which is exactly what has to happen. A 401 would tell it to fetch a new token and
+//! retry the same dead session, which can never succeed.
+//!
+//! Why a tool error rather than 503 for a broker outage on `tools/call`: a tool error keeps the
+//! session and reaches the model/user as a readable result ("credential broker unavailable"),
+//! while most clients turn a 503 on a POST into an opaque transport failure. The answer is still
+//! a refusal: the tool runs no S3 request and there is no other credential to fall back to.
+//! A request that carries a token it does not need (for example `initialize` under
+//! `ADAPTER_REQUIRE_AUTH=tools`) is served even while the broker is down, as it would be without
+//! the token; nothing is granted on the unverified token.
+//!
+//! Logs never carry a token, a secret or a raw session id: sessions appear as a short SHA-256
+//! tag of their id, and as the broker's `session_handle` once the broker has answered.
+
+use std::{fmt, sync::Arc};
+
+use aws_lc_rs::digest;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use rmcp::transport::streamable_http_server::session::{
+    SessionManager, local::LocalSessionManager,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    broker::{Broker, BrokerError, Issued},
+    config::RequireAuth,
+    jsonrpc::{Envelope, Message, code, error_response},
+};
+
+/// Request methods (not notifications) served without a token under `ADAPTER_REQUIRE_AUTH=tools`.
+/// Everything else, including methods the server does not have, needs one: a new method is
+/// protected until someone decides otherwise here.
+const ANONYMOUS_METHODS: &[&str] = &["initialize", "ping", "tools/list", "server/discover"];
+
+/// The header every refusal tells the client to send.
+const SEND_TOKEN: &str = "send `Authorization: Bearer <JWT>` on every request to this MCP server";
+
+/// Who is calling, as the gate found out; read by the tool handlers.
+#[derive(Clone, Debug)]
+pub(crate) enum Caller {
+    /// No token, on a request that needs none.
+    Anonymous,
+    /// The broker's credentials for this request's token.
+    Authorized(Arc<Issued>),
+    /// A `tools/call` the broker could not serve; the tool answers with this reason.
+    Unserved(String),
+}
+
+/// A bearer token; shows itself in no `Debug` or log output.
+pub(crate) struct BearerToken(String);
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+/// Why the `Authorization` header could not be used.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum MalformedAuthorization {
+    NotBearer,
+    Repeated,
+    BadToken,
+}
+
+/// The authentication step of the `/mcp` gate.
+pub(crate) struct Authenticator {
+    broker: Broker,
+    require: RequireAuth,
+    /// `<base>/.well-known/oauth-protected-resource/<path>` (RFC 9728), for `WWW-Authenticate`.
+    resource_metadata: String,
+    /// rmcp's sessions: to bind only sessions that exist, and to close revoked ones.
+    sessions: Arc<LocalSessionManager>,
+}
+
+impl Authenticator {
+    pub(crate) fn new(
+        broker: Broker,
+        require: RequireAuth,
+        resource_metadata: String,
+        sessions: Arc<LocalSessionManager>,
+    ) -> Self {
+        Self {
+            broker,
+            require,
+            resource_metadata,
+            sessions,
+        }
+    }
+
+    /// Decides about one request: the [`Caller`] to hand on, or the refusal to send back.
+    pub(crate) async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        envelope: &Envelope,
+    ) -> Result<Caller, Box<Response>> {
+        let id = envelope.request_id();
+        let needs_token = requires_token(self.require, envelope);
+        let token = bearer_token(headers)
+            .map_err(|problem| Box::new(self.malformed(id.clone(), problem)))?;
+        let session_id = headers
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| !value.is_empty());
+        let tag = session_id.map(session_tag).unwrap_or_else(|| "-".into());
+
+        let Some(token) = token else {
+            if needs_token {
+                tracing::info!(session = %tag, methods = %methods(envelope), "no auth header, refusing request that needs a token");
+                return Err(Box::new(self.unauthorized(id, None)));
+            }
+            if envelope.methods().any(|m| m == "initialize") {
+                tracing::info!("no auth header, allowing initialization");
+            } else {
+                tracing::debug!(session = %tag, methods = %methods(envelope), "no auth header, allowing request that needs none");
+            }
+            return Ok(Caller::Anonymous);
+        };
+
+        // Bind only sessions rmcp knows: rmcp answers 404 for the others, and the broker should
+        // not get records for ids nobody issued.
+        let live_session = match session_id {
+            Some(id) => self
+                .sessions
+                .has_session(&id.to_owned().into())
+                .await
+                .unwrap_or(false)
+                .then_some(id),
+            None => None,
+        };
+        let answer = match live_session {
+            Some(session_id) => self.broker.session_credentials(session_id, &token.0).await,
+            None => self.broker.exchange_token(&token.0).await,
+        };
+
+        match answer {
+            Ok(issued) => {
+                // The access key id is not a secret (CloudTrail shows it); it ties a tool call
+                // to the STS session that made its S3 requests.
+                let access_key_id = issued.credentials.access_key_id();
+                if live_session.is_some() {
+                    if issued.rebound {
+                        tracing::info!(session = %tag, session_handle = %issued.session_handle, role = %issued.role_arn, %access_key_id, "new token for session, re-authenticating");
+                    } else if envelope.is_single_tool_call() {
+                        tracing::info!(session = %tag, session_handle = %issued.session_handle, %access_key_id, "using cached credentials for session");
+                    } else {
+                        tracing::debug!(session = %tag, session_handle = %issued.session_handle, methods = %methods(envelope), "token verified for session");
+                    }
+                } else {
+                    tracing::info!(role = %issued.role_arn, %access_key_id, "token exchanged for credentials without a session");
+                }
+                Ok(Caller::Authorized(Arc::new(issued)))
+            }
+            Err(BrokerError::Unauthenticated(reason)) => {
+                tracing::info!(session = %tag, %reason, "token refused by the broker");
+                Err(Box::new(self.unauthorized(id, Some(&reason))))
+            }
+            Err(BrokerError::PermissionDenied(reason)) => {
+                tracing::warn!(session = %tag, %reason, "token not permitted by the broker");
+                Err(Box::new(self.forbidden(id, &reason)))
+            }
+            Err(BrokerError::NotFound(reason)) => {
+                tracing::warn!(session = %tag, %reason, "session revoked or unknown at the broker; closing it");
+                if let Some(session_id) = live_session {
+                    let _ = self
+                        .sessions
+                        .close_session(&session_id.to_owned().into())
+                        .await;
+                }
+                Err(Box::new(session_gone(id, &reason)))
+            }
+            Err(error) => {
+                let reason = format!("{error}; no other credentials are used, retry later");
+                if envelope.is_single_tool_call() {
+                    tracing::warn!(session = %tag, %error, "broker could not serve a tool call");
+                    return Ok(Caller::Unserved(reason));
+                }
+                if !needs_token {
+                    tracing::warn!(session = %tag, %error, "broker could not verify a token the request does not need; serving it as anonymous");
+                    return Ok(Caller::Anonymous);
+                }
+                tracing::warn!(session = %tag, %error, "broker could not serve a request that needs a token");
+                Err(Box::new(match error {
+                    BrokerError::InvalidArgument(_) => error_response(
+                        StatusCode::BAD_REQUEST,
+                        id,
+                        code::INVALID_REQUEST,
+                        error.to_string(),
+                        None,
+                    ),
+                    _ => broker_unavailable(id, &reason),
+                }))
+            }
+        }
+    }
+
+    /// 401 for a missing (`reason` None) or refused token.
+    fn unauthorized(&self, id: Value, reason: Option<&str>) -> Response {
+        let (challenge, message) = match reason {
+            None => (
+                www_authenticate(&self.resource_metadata, None),
+                format!(
+                    "Authorization required: {SEND_TOKEN} (only initialize may go without one)"
+                ),
+            ),
+            Some(reason) => (
+                www_authenticate(
+                    &self.resource_metadata,
+                    Some(("invalid_token", "The access token is invalid or expired")),
+                ),
+                format!(
+                    "Invalid bearer token ({reason}); {SEND_TOKEN}, with a valid, unexpired token"
+                ),
+            ),
+        };
+        let mut response = error_response(
+            StatusCode::UNAUTHORIZED,
+            id,
+            code::UNAUTHORIZED,
+            message,
+            Some(json!({ "resource_metadata": self.resource_metadata })),
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+        response
+    }
+
+    fn forbidden(&self, id: Value, reason: &str) -> Response {
+        let mut response = error_response(
+            StatusCode::FORBIDDEN,
+            id,
+            code::FORBIDDEN,
+            format!(
+                "Forbidden ({reason}); {SEND_TOKEN}, for a user and role allowed here and, within a session, for the user who opened it"
+            ),
+            Some(json!({ "resource_metadata": self.resource_metadata })),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            www_authenticate(
+                &self.resource_metadata,
+                Some((
+                    "insufficient_scope",
+                    "The token does not grant this request",
+                )),
+            ),
+        );
+        response
+    }
+
+    fn malformed(&self, id: Value, problem: MalformedAuthorization) -> Response {
+        let what = match problem {
+            MalformedAuthorization::NotBearer => "the Authorization header is not a Bearer token",
+            MalformedAuthorization::Repeated => "more than one Authorization header",
+            MalformedAuthorization::BadToken => "the bearer token is not a token68 string",
+        };
+        let mut response = error_response(
+            StatusCode::BAD_REQUEST,
+            id,
+            code::INVALID_REQUEST,
+            format!("Malformed authorization: {what}; {SEND_TOKEN}"),
+            None,
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            www_authenticate(
+                &self.resource_metadata,
+                Some(("invalid_request", "Malformed Authorization header")),
+            ),
+        );
+        response
+    }
+}
+
+/// Whether this request must carry a token under `require`.
+pub(crate) fn requires_token(require: RequireAuth, envelope: &Envelope) -> bool {
+    if require == RequireAuth::All {
+        return true;
+    }
+    match envelope {
+        // GET (the server's event stream) and DELETE (ending a session) carry no tool call; an
+        // empty POST is refused by rmcp.
+        Envelope::Empty => false,
+        Envelope::Unreadable => true,
+        Envelope::Messages(messages) => messages.iter().any(|message| match message {
+            Message::Request { method, .. } => !ANONYMOUS_METHODS.contains(&method.as_str()),
+            Message::Notification { .. } | Message::Reply => false,
+        }),
+    }
+}
+
+/// The request's bearer token: `None` without an `Authorization` header.
+pub(crate) fn bearer_token(
+    headers: &HeaderMap,
+) -> Result<Option<BearerToken>, MalformedAuthorization> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(MalformedAuthorization::Repeated);
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| MalformedAuthorization::BadToken)?;
+    let (scheme, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(MalformedAuthorization::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(MalformedAuthorization::NotBearer);
+    }
+    let token = token.trim();
+    // RFC 6750 b64token (token68): 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let body = token.trim_end_matches('=');
+    if body.is_empty()
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    {
+        return Err(MalformedAuthorization::BadToken);
+    }
+    Ok(Some(BearerToken(token.to_string())))
+}
+
+/// `Bearer [error="…", error_description="…", ]resource_metadata="…"`.
+pub(crate) fn www_authenticate(
+    resource_metadata: &str,
+    error: Option<(&str, &str)>,
+) -> HeaderValue {
+    let mut value = String::from("Bearer ");
+    if let Some((error, description)) = error {
+        value.push_str(&format!(
+            "error=\"{}\", error_description=\"{}\", ",
+            quoted_safe(error),
+            quoted_safe(description)
+        ));
+    }
+    value.push_str(&format!(
+        "resource_metadata=\"{}\"",
+        quoted_safe(resource_metadata)
+    ));
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+/// Keeps only characters RFC 6750 allows inside its quoted attribute values.
+fn quoted_safe(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| matches!(c, '\x20'..='\x7e') && *c != '"' && *c != '\\')
+        .collect()
+}
+
+/// 404 for a session the broker revoked or does not know.
+fn session_gone(id: Value, reason: &str) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        id,
+        code::SESSION_GONE,
+        format!(
+            "MCP session revoked or unknown at the credential broker ({reason}); start a new session: send initialize without an Mcp-Session-Id header, and {SEND_TOKEN}"
+        ),
+        None,
+    )
+}
+
+/// 503 for a request that needs the broker while it cannot answer.
+fn broker_unavailable(id: Value, reason: &str) -> Response {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        id,
+        code::BROKER_UNAVAILABLE,
+        reason.to_string(),
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A short, stable, non-reversible name for a session id, for logs.
+pub(crate) fn session_tag(session_id: &str) -> String {
+    let digest = digest::digest(&digest::SHA256, session_id.as_bytes());
+    hex::encode(&digest.as_ref()[..6])
+}
+
+fn methods(envelope: &Envelope) -> String {
+    match envelope {
+        Envelope::Empty => "-".into(),
+        Envelope::Unreadable => "<unreadable>".into(),
+        Envelope::Messages(_) => envelope.methods().collect::<Vec<_>>().join(","),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn envelope(body: &str) -> Envelope {
+        Envelope::parse(body.as_bytes())
+    }
+
+    fn request(method: &str) -> Envelope {
+        envelope(&format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#
+        ))
+    }
+
+    #[test]
+    fn tool_calls_need_a_token_and_connecting_does_not() {
+        for method in ["initialize", "ping", "tools/list", "server/discover"] {
+            assert!(
+                !requires_token(RequireAuth::Tools, &request(method)),
+                "{method}"
+            );
+        }
+        for method in [
+            "tools/call",
+            "resources/read",
+            "prompts/get",
+            "logging/setLevel",
+            "made/up",
+        ] {
+            assert!(
+                requires_token(RequireAuth::Tools, &request(method)),
+                "{method}"
+            );
+        }
+        let notification = envelope(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert!(!requires_token(RequireAuth::Tools, &notification));
+        assert!(requires_token(RequireAuth::Tools, &Envelope::Unreadable));
+        assert!(!requires_token(RequireAuth::Tools, &Envelope::Empty));
+        let batch = envelope(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call"}]"#,
+        );
+        assert!(requires_token(RequireAuth::Tools, &batch));
+    }
+
+    #[test]
+    fn all_means_all() {
+        assert!(requires_token(RequireAuth::All, &request("initialize")));
+        assert!(requires_token(RequireAuth::All, &Envelope::Empty));
+    }
+
+    fn with_auth(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_strictly() {
+        assert!(matches!(bearer_token(&with_auth(&[])), Ok(None)));
+        let token = bearer_token(&with_auth(&["Bearer eyJ.abc-_.x~+/=="]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(token.0, "eyJ.abc-_.x~+/==");
+        assert!(bearer_token(&with_auth(&["bearer abc"])).unwrap().is_some());
+        assert_eq!(
+            bearer_token(&with_auth(&["Basic dXNlcjpwdw=="])).unwrap_err(),
+            MalformedAuthorization::NotBearer
+        );
+        assert_eq!(
+            bearer_token(&with_auth(&["Bearer"])).unwrap_err(),
+            MalformedAuthorization::NotBearer
+        );
+        assert_eq!(
+            bearer_token(&with_auth(&["Bearer a b"])).unwrap_err(),
+            MalformedAuthorization::BadToken
+        );
+        assert_eq!(
+            bearer_token(&with_auth(&["Bearer a", "Bearer b"])).unwrap_err(),
+            MalformedAuthorization::Repeated
+        );
+    }
+
+    #[test]
+    fn tokens_do_not_show_in_debug() {
+        let token = BearerToken("eyJsecret".into());
+        assert!(!format!("{token:?}").contains("eyJsecret"));
+    }
+
+    #[test]
+    fn www_authenticate_has_the_resource_metadata_and_the_error() {
+        let url = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+        assert_eq!(
+            www_authenticate(url, None).to_str().unwrap(),
+            format!(r#"Bearer resource_metadata="{url}""#)
+        );
+        let value = www_authenticate(url, Some(("invalid_token", "expired \"x\"")));
+        let value = value.to_str().unwrap();
+        assert!(
+            value.starts_with(r#"Bearer error="invalid_token", error_description="expired x", "#),
+            "{value}"
+        );
+        assert!(value.ends_with(&format!(r#"resource_metadata="{url}""#)));
+    }
+
+    #[test]
+    fn session_tags_are_short_and_stable() {
+        let id = "2f0c7a6e-58f7-4c84-a1c5-3c2f0f3e5d11";
+        assert_eq!(session_tag(id), session_tag(id));
+        assert_eq!(session_tag(id).len(), 12);
+        assert!(!session_tag(id).contains("2f0c7a6e"));
+    }
+
+    fn authenticator(require: RequireAuth) -> Authenticator {
+        let broker = Broker::connect_lazy(
+            &url::Url::parse("http://127.0.0.1:1").unwrap(),
+            Duration::from_millis(200),
+            None,
+        )
+        .unwrap();
+        Authenticator::new(
+            broker,
+            require,
+            "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp".into(),
+            Arc::new(LocalSessionManager::default()),
+        )
+    }
+
+    async fn body_json(response: Response) -> Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tool_call_without_a_token_is_a_401_naming_the_header_to_send() {
+        let auth = authenticator(RequireAuth::Tools);
+        let call = envelope(
+            r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"bucket_objects_list"}}"#,
+        );
+        let response = *auth
+            .authenticate(&HeaderMap::new(), &call)
+            .await
+            .unwrap_err();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp""#
+        );
+        let body = body_json(response).await;
+        assert_eq!(body["id"], 42);
+        assert_eq!(body["error"]["code"], code::UNAUTHORIZED);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Authorization: Bearer <JWT>")
+        );
+    }
+
+    #[tokio::test]
+    async fn initialize_without_a_token_passes() {
+        let auth = authenticator(RequireAuth::Tools);
+        let caller = auth
+            .authenticate(&HeaderMap::new(), &request("initialize"))
+            .await
+            .unwrap();
+        assert!(matches!(caller, Caller::Anonymous));
+        let refused = auth_all_refuses_initialize().await;
+        assert_eq!(refused, StatusCode::UNAUTHORIZED);
+    }
+
+    async fn auth_all_refuses_initialize() -> StatusCode {
+        authenticator(RequireAuth::All)
+            .authenticate(&HeaderMap::new(), &request("initialize"))
+            .await
+            .unwrap_err()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn broker_down_is_a_tool_error_for_tool_calls_and_503_for_other_needs() {
+        let auth = authenticator(RequireAuth::Tools);
+        let headers = with_auth(&["Bearer abc.def.ghi"]);
+        let caller = auth
+            .authenticate(&headers, &request("tools/call"))
+            .await
+            .unwrap();
+        let Caller::Unserved(reason) = caller else {
+            panic!("expected an unserved caller")
+        };
+        assert!(
+            reason.contains("credential broker at http://127.0.0.1:1 unavailable"),
+            "{reason}"
+        );
+
+        let response = *authenticator(RequireAuth::All)
+            .authenticate(&headers, &request("tools/list"))
+            .await
+            .unwrap_err();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], code::BROKER_UNAVAILABLE);
+
+        // A token the request does not need is not a reason to refuse it.
+        let caller = auth
+            .authenticate(&headers, &request("initialize"))
+            .await
+            .unwrap();
+        assert!(matches!(caller, Caller::Anonymous));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_header_is_refused_even_on_initialize() {
+        let auth = authenticator(RequireAuth::Tools);
+        let response = *auth
+            .authenticate(&with_auth(&["Basic abc"]), &request("initialize"))
+            .await
+            .unwrap_err();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains(r#"error="invalid_request""#)
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_the_documented_statuses_and_challenges() {
+        let auth = authenticator(RequireAuth::Tools);
+        let response = auth.unauthorized(json!(1), Some("token expired"));
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains(r#"error="invalid_token""#)
+        );
+        let response = auth.forbidden(json!(1), "role not granted");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(
+            response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains(r#"error="insufficient_scope""#)
+        );
+        assert_eq!(
+            session_gone(json!(1), "revoked").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            broker_unavailable(json!(1), "down").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

@@ -1,0 +1,386 @@
+//! The gRPC client of the credential broker: the only source of AWS credentials in the adapter.
+//!
+//! The channel connects lazily, so the adapter starts (and answers `/healthz`, `initialize`) while
+//! the broker is still coming up; a tool call during that time gets an error naming the broker.
+//! Every call has one deadline that covers its retry: a client waiting on a tool call never waits
+//! longer than `ADAPTER_BROKER_TIMEOUT` for the broker. Only UNAVAILABLE is retried (once): it is
+//! the one code that says the request did not reach a broker that could answer it; everything
+//! else is the broker's answer and is passed on as it is.
+
+use std::{
+    fmt,
+    time::{Duration, Instant, SystemTime},
+};
+
+use aws_credential_types::Credentials;
+use credbroker_proto::v1::{
+    AwsCredentials, ExchangeTokenRequest, GetCredentialsRequest,
+    credential_broker_client::CredentialBrokerClient,
+};
+use tonic::{
+    Code, Status,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+};
+use url::Url;
+
+/// Pause before the single retry of an UNAVAILABLE call.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Client of the `credbroker.v1.CredentialBroker` service.
+#[derive(Clone)]
+pub(crate) struct Broker {
+    client: CredentialBrokerClient<Channel>,
+    deadline: Duration,
+    /// For error messages: where the broker was expected (no secrets in a gRPC URL).
+    address: String,
+}
+
+/// What the broker handed out for one request.
+#[derive(Clone)]
+pub(crate) struct Issued {
+    /// Redacts its secret and session token in `Debug`.
+    pub(crate) credentials: Credentials,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) role_arn: String,
+    pub(crate) assumed_role_arn: String,
+    /// Keyed hash of the session id at the broker (safe to log); empty without a session.
+    pub(crate) session_handle: String,
+    /// True when this call bound the session to the token or re-bound it to a new token.
+    pub(crate) rebound: bool,
+}
+
+impl fmt::Debug for Issued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issued")
+            .field("access_key_id", &self.credentials.access_key_id())
+            .field("expires_at", &self.expires_at)
+            .field("role_arn", &self.role_arn)
+            .field("assumed_role_arn", &self.assumed_role_arn)
+            .field("session_handle", &self.session_handle)
+            .field("rebound", &self.rebound)
+            .finish()
+    }
+}
+
+/// The broker's refusal or failure, by gRPC code. Messages come from the broker, which puts no
+/// secret in them, or from the adapter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BrokerError {
+    #[error("token refused by the credential broker: {0}")]
+    Unauthenticated(String),
+    #[error("not permitted by the credential broker: {0}")]
+    PermissionDenied(String),
+    #[error("session unknown or revoked at the credential broker: {0}")]
+    NotFound(String),
+    #[error("credential broker rejected an argument: {0}")]
+    InvalidArgument(String),
+    #[error("credential broker at {address} unavailable: {reason}")]
+    Unavailable { address: String, reason: String },
+    #[error("credential broker at {address} failed: {reason}")]
+    Failed { address: String, reason: String },
+}
+
+impl Broker {
+    /// Builds the client; no connection is made until the first call.
+    pub(crate) fn connect_lazy(
+        url: &Url,
+        deadline: Duration,
+        ca_pem: Option<Vec<u8>>,
+    ) -> anyhow::Result<Self> {
+        let address = url.as_str().trim_end_matches('/').to_string();
+        let mut endpoint = Endpoint::from_shared(address.clone())?
+            .connect_timeout(deadline.min(Duration::from_secs(3)))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        if url.scheme() == "https" {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(host) = url.host_str() {
+                tls = tls.domain_name(host);
+            }
+            if let Some(pem) = ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        Ok(Self {
+            client: CredentialBrokerClient::new(endpoint.connect_lazy()),
+            deadline,
+            address,
+        })
+    }
+
+    /// Credentials for an MCP session: binds an unbound session, re-binds on a new token of the
+    /// same user, refuses another user's token (PERMISSION_DENIED) and a revoked session
+    /// (NOT_FOUND).
+    pub(crate) async fn session_credentials(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Issued, BrokerError> {
+        let response = self
+            .call(|mut client, timeout| {
+                let mut request = tonic::Request::new(GetCredentialsRequest {
+                    session_id: session_id.to_owned(),
+                    token: token.to_owned(),
+                    role_arn: String::new(),
+                });
+                request.set_timeout(timeout);
+                async move { client.get_credentials(request).await }
+            })
+            .await?;
+        let session = response.session.unwrap_or_default();
+        self.issued(
+            response.credentials,
+            session.role_arn,
+            session.assumed_role_arn,
+            session.session_handle,
+            response.rebound,
+        )
+    }
+
+    /// Credentials for a request without a session (the 2026-07-28 revision).
+    pub(crate) async fn exchange_token(&self, token: &str) -> Result<Issued, BrokerError> {
+        let response = self
+            .call(|mut client, timeout| {
+                let mut request = tonic::Request::new(ExchangeTokenRequest {
+                    token: token.to_owned(),
+                    role_arn: String::new(),
+                });
+                request.set_timeout(timeout);
+                async move { client.exchange_token(request).await }
+            })
+            .await?;
+        let principal = response.principal.unwrap_or_default();
+        self.issued(
+            response.credentials,
+            principal.role_arn,
+            principal.assumed_role_arn,
+            String::new(),
+            false,
+        )
+    }
+
+    /// Runs one RPC under the deadline, retrying once on UNAVAILABLE while time remains.
+    async fn call<T, F, Fut>(&self, rpc: F) -> Result<T, BrokerError>
+    where
+        F: Fn(CredentialBrokerClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut retried = false;
+        loop {
+            let remaining = self.deadline.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(self.unavailable(format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.deadline)
+                )));
+            }
+            let outcome =
+                tokio::time::timeout(remaining, rpc(self.client.clone(), remaining)).await;
+            let status = match outcome {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded("deadline exceeded"),
+            };
+            if status.code() == Code::Unavailable
+                && !retried
+                && started.elapsed() + RETRY_PAUSE < self.deadline
+            {
+                retried = true;
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            return Err(self.classify(&status));
+        }
+    }
+
+    /// The one place gRPC codes become adapter errors.
+    fn classify(&self, status: &Status) -> BrokerError {
+        let message = status.message().to_string();
+        match status.code() {
+            Code::Unauthenticated => BrokerError::Unauthenticated(message),
+            Code::PermissionDenied => BrokerError::PermissionDenied(message),
+            Code::NotFound => BrokerError::NotFound(message),
+            Code::InvalidArgument => BrokerError::InvalidArgument(message),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                let reason = if status.code() == Code::DeadlineExceeded {
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.deadline)
+                    )
+                } else {
+                    message
+                };
+                self.unavailable(reason)
+            }
+            code => BrokerError::Failed {
+                address: self.address.clone(),
+                reason: format!("{code:?}: {message}"),
+            },
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> BrokerError {
+        BrokerError::Unavailable {
+            address: self.address.clone(),
+            reason,
+        }
+    }
+
+    /// Checks the answer: no credentials, no expiry or an expiry in the past is a broker failure,
+    /// never something to work around.
+    fn issued(
+        &self,
+        credentials: Option<AwsCredentials>,
+        role_arn: String,
+        assumed_role_arn: String,
+        session_handle: String,
+        rebound: bool,
+    ) -> Result<Issued, BrokerError> {
+        let failed = |reason: &str| BrokerError::Failed {
+            address: self.address.clone(),
+            reason: reason.to_string(),
+        };
+        let credentials = credentials.ok_or_else(|| failed("answer without credentials"))?;
+        if credentials.access_key_id.is_empty()
+            || credentials.secret_access_key.is_empty()
+            || credentials.session_token.is_empty()
+        {
+            return Err(failed("answer with incomplete credentials"));
+        }
+        let expires_at = credentials
+            .expiration
+            .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
+            .ok_or_else(|| failed("answer without a credential expiration"))?;
+        if expires_at <= SystemTime::now() {
+            return Err(failed("answer with expired credentials"));
+        }
+        Ok(Issued {
+            credentials: Credentials::new(
+                credentials.access_key_id,
+                credentials.secret_access_key,
+                Some(credentials.session_token),
+                Some(expires_at),
+                "credential-broker",
+            ),
+            expires_at,
+            role_arn,
+            assumed_role_arn,
+            session_handle,
+            rebound,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker() -> Broker {
+        Broker::connect_lazy(
+            &Url::parse("http://127.0.0.1:1").unwrap(),
+            Duration::from_millis(300),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn codes_map_to_the_documented_errors() {
+        let broker = broker();
+        assert!(matches!(
+            broker.classify(&Status::unauthenticated("expired")),
+            BrokerError::Unauthenticated(_)
+        ));
+        assert!(matches!(
+            broker.classify(&Status::permission_denied("other subject")),
+            BrokerError::PermissionDenied(_)
+        ));
+        assert!(matches!(
+            broker.classify(&Status::not_found("revoked")),
+            BrokerError::NotFound(_)
+        ));
+        assert!(matches!(
+            broker.classify(&Status::invalid_argument("role")),
+            BrokerError::InvalidArgument(_)
+        ));
+        assert!(matches!(
+            broker.classify(&Status::deadline_exceeded("")),
+            BrokerError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            broker.classify(&Status::internal("x")),
+            BrokerError::Failed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn answers_without_usable_credentials_are_failures() {
+        let broker = broker();
+        assert!(
+            broker
+                .issued(None, String::new(), String::new(), String::new(), false)
+                .is_err()
+        );
+        let expired = AwsCredentials {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: "secret".into(),
+            session_token: "token".into(),
+            expiration: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+        };
+        assert!(
+            broker
+                .issued(
+                    Some(expired),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    false
+                )
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn debug_never_shows_the_secret() {
+        let broker = broker();
+        let issued = broker
+            .issued(
+                Some(AwsCredentials {
+                    access_key_id: "ASIAEXAMPLE".into(),
+                    secret_access_key: "very-secret-key".into(),
+                    session_token: "very-secret-token".into(),
+                    expiration: Some(prost_types::Timestamp::from(
+                        SystemTime::now() + Duration::from_secs(600),
+                    )),
+                }),
+                "arn:aws:iam::1:role/r".into(),
+                String::new(),
+                String::new(),
+                true,
+            )
+            .unwrap();
+        let debug = format!("{issued:?}");
+        assert!(!debug.contains("very-secret"), "{debug}");
+        assert!(debug.contains("ASIAEXAMPLE"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_unavailable_within_the_deadline() {
+        let broker = broker();
+        let started = Instant::now();
+        let error = broker.exchange_token("t").await.unwrap_err();
+        assert!(
+            matches!(error, BrokerError::Unavailable { .. }),
+            "{error:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(error.to_string().contains("127.0.0.1:1"));
+    }
+}

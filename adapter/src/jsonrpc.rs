@@ -1,0 +1,215 @@
+//! Just enough JSON-RPC to decide about a request before rmcp sees it, and to answer with a
+//! JSON-RPC error body when the adapter refuses one.
+//!
+//! The gate in front of rmcp needs the method names (which ones need a token) and the request id
+//! (so a 401 names the request it refuses). It does not interpret anything else; rmcp parses the
+//! same bytes again and stays the authority on the protocol. A body this module cannot read is
+//! treated as needing a token (fail closed); rmcp then reports the parse error to authenticated
+//! callers.
+
+use axum::{
+    body::Body,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+/// JSON-RPC error codes the adapter itself answers with (the implementation-defined server-error
+/// range −32000…−32099, away from the codes rmcp uses).
+pub(crate) mod code {
+    /// No token, or a token the broker refused (HTTP 401).
+    pub(crate) const UNAUTHORIZED: i64 = -32001;
+    /// Token valid but not allowed: role not granted, or another user's session (HTTP 403).
+    pub(crate) const FORBIDDEN: i64 = -32003;
+    /// The session is revoked or unknown at the broker; start a new one (HTTP 404).
+    pub(crate) const SESSION_GONE: i64 = -32004;
+    /// The credential broker could not answer (HTTP 503).
+    pub(crate) const BROKER_UNAVAILABLE: i64 = -32005;
+    /// Invalid request (body too large, malformed header).
+    pub(crate) const INVALID_REQUEST: i64 = -32600;
+    /// Same code and shape as rmcp's, so version negotiation in clients keeps working.
+    pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+}
+
+/// One message of a POST body, reduced to what the gate needs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Message {
+    Request {
+        id: Value,
+        method: String,
+    },
+    Notification {
+        method: String,
+    },
+    /// A response or error the client sends back to a server request (no method).
+    Reply,
+}
+
+/// What a request body holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Envelope {
+    /// No body (GET, DELETE).
+    Empty,
+    /// One message, or the messages of a batch in order.
+    Messages(Vec<Message>),
+    /// Not JSON, or not JSON-RPC.
+    Unreadable,
+}
+
+impl Envelope {
+    pub(crate) fn parse(body: &[u8]) -> Self {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Envelope::Empty;
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            return Envelope::Unreadable;
+        };
+        let items = match value {
+            Value::Array(items) if !items.is_empty() => items,
+            Value::Object(_) => vec![value],
+            _ => return Envelope::Unreadable,
+        };
+        let mut messages = Vec::with_capacity(items.len());
+        for item in items {
+            match Self::message(item) {
+                Some(message) => messages.push(message),
+                None => return Envelope::Unreadable,
+            }
+        }
+        Envelope::Messages(messages)
+    }
+
+    fn message(value: Value) -> Option<Message> {
+        let Value::Object(mut object) = value else {
+            return None;
+        };
+        match (object.remove("method"), object.remove("id")) {
+            (Some(Value::String(method)), Some(id)) => Some(Message::Request { id, method }),
+            (Some(Value::String(method)), None) => Some(Message::Notification { method }),
+            (Some(_), _) => None,
+            (None, Some(_)) if object.contains_key("result") || object.contains_key("error") => {
+                Some(Message::Reply)
+            }
+            (None, _) => None,
+        }
+    }
+
+    /// The id of the first request, for error answers; `null` when there is none.
+    pub(crate) fn request_id(&self) -> Value {
+        match self {
+            Envelope::Messages(messages) => messages
+                .iter()
+                .find_map(|message| match message {
+                    Message::Request { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// Method names of all requests and notifications.
+    pub(crate) fn methods(&self) -> impl Iterator<Item = &str> {
+        let messages: &[Message] = match self {
+            Envelope::Messages(messages) => messages,
+            _ => &[],
+        };
+        messages.iter().filter_map(|message| match message {
+            Message::Request { method, .. } | Message::Notification { method } => {
+                Some(method.as_str())
+            }
+            Message::Reply => None,
+        })
+    }
+
+    /// True when the body is exactly one `tools/call` request: the only case in which a broker
+    /// outage is reported by the tool itself (see `auth`).
+    pub(crate) fn is_single_tool_call(&self) -> bool {
+        matches!(self, Envelope::Messages(messages)
+            if matches!(messages.as_slice(), [Message::Request { method, .. }] if method == "tools/call"))
+    }
+}
+
+/// A JSON-RPC error answer with an HTTP status.
+pub(crate) fn error_response(
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    message: impl Into<String>,
+    data: Option<Value>,
+) -> Response {
+    let mut error = json!({ "code": code, "message": message.into() });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    let body = json!({ "jsonrpc": "2.0", "id": id, "error": error });
+    let mut response = (status, Body::from(body.to_string())).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_requests_notifications_and_replies() {
+        let envelope =
+            Envelope::parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}"#);
+        assert!(envelope.is_single_tool_call());
+        assert_eq!(envelope.request_id(), json!(7));
+        assert_eq!(envelope.methods().collect::<Vec<_>>(), ["tools/call"]);
+
+        let envelope =
+            Envelope::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(envelope.request_id(), Value::Null);
+        assert!(!envelope.is_single_tool_call());
+
+        let envelope = Envelope::parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#);
+        assert_eq!(envelope, Envelope::Messages(vec![Message::Reply]));
+    }
+
+    #[test]
+    fn batches_keep_every_method() {
+        let envelope = Envelope::parse(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call"}]"#,
+        );
+        assert_eq!(
+            envelope.methods().collect::<Vec<_>>(),
+            ["ping", "tools/call"]
+        );
+        assert!(!envelope.is_single_tool_call());
+        assert_eq!(envelope.request_id(), json!(1));
+    }
+
+    #[test]
+    fn junk_is_unreadable_and_nothing_is_empty() {
+        assert_eq!(Envelope::parse(b"{not json"), Envelope::Unreadable);
+        assert_eq!(Envelope::parse(b"[]"), Envelope::Unreadable);
+        assert_eq!(Envelope::parse(b"42"), Envelope::Unreadable);
+        assert_eq!(
+            Envelope::parse(br#"{"jsonrpc":"2.0","id":1,"method":5}"#),
+            Envelope::Unreadable
+        );
+        assert_eq!(Envelope::parse(b"  "), Envelope::Empty);
+    }
+
+    #[test]
+    fn error_bodies_are_json_rpc() {
+        let response = error_response(
+            StatusCode::UNAUTHORIZED,
+            json!(3),
+            code::UNAUTHORIZED,
+            "send a token",
+            None,
+        );
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            HeaderValue::from_static("application/json")
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Log setup (text or JSON lines on stdout) with two guards against leaking session ids.
+//!
+//! The adapter's own events never carry a token, a secret or a raw session id. rmcp's do: it logs
+//! `create new session` with the id at INFO and names sessions in some error lines. So rmcp gets
+//! only WARN and above, without its spans, and every line passes through [`RedactingWriter`],
+//! which replaces anything shaped like a UUID (rmcp's session ids are UUIDv4) with `<uuid>`.
+
+use std::io::{self, Write};
+
+use tracing::Level;
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::filter_fn, fmt::MakeWriter, layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `RUST_LOG` refines the level (default `info`).
+pub fn init(format: LogFormat) {
+    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // rmcp: WARN+ events only, never its spans (a span carries the session id as a field).
+    let rmcp_guard = filter_fn(|metadata| {
+        if metadata.target().starts_with("rmcp") {
+            metadata.is_event() && *metadata.level() <= Level::WARN
+        } else {
+            true
+        }
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(RedactingWriter);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(false).boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(rmcp_guard).with_filter(env_filter))
+        .init();
+}
+
+/// Hands each formatted line to stdout after redacting UUIDs.
+#[derive(Clone, Copy)]
+pub(crate) struct RedactingWriter;
+
+impl<'a> MakeWriter<'a> for RedactingWriter {
+    type Writer = RedactingLine;
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingLine(Vec::with_capacity(256))
+    }
+}
+
+/// One log event, buffered until it is complete.
+pub(crate) struct RedactingLine(Vec<u8>);
+
+impl Write for RedactingLine {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingLine {
+    fn drop(&mut self) {
+        let line = redact_uuids(&self.0);
+        let _ = io::stdout().lock().write_all(&line);
+    }
+}
+
+/// Replaces every `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex) with `<uuid>`.
+pub(crate) fn redact_uuids(input: &[u8]) -> Vec<u8> {
+    const SHAPE: &[usize] = &[8, 4, 4, 4, 12];
+    const LEN: usize = 36;
+    let matches_at = |at: usize| -> bool {
+        if at + LEN > input.len() {
+            return false;
+        }
+        let mut pos = at;
+        for (index, &group) in SHAPE.iter().enumerate() {
+            if !input[pos..pos + group].iter().all(u8::is_ascii_hexdigit) {
+                return false;
+            }
+            pos += group;
+            if index + 1 < SHAPE.len() {
+                if input[pos] != b'-' {
+                    return false;
+                }
+                pos += 1;
+            }
+        }
+        true
+    };
+    let mut output = Vec::with_capacity(input.len());
+    let mut at = 0;
+    while at < input.len() {
+        if matches_at(at) {
+            output.extend_from_slice(b"<uuid>");
+            at += LEN;
+        } else {
+            output.push(input[at]);
+            at += 1;
+        }
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_redacted_and_the_rest_is_kept() {
+        let line = b"create new session session_id=\"2f0c7a6e-58f7-4c84-a1c5-3c2f0f3e5d11\" tag=9f86d081884c\n";
+        assert_eq!(
+            String::from_utf8(redact_uuids(line)).unwrap(),
+            "create new session session_id=\"<uuid>\" tag=9f86d081884c\n"
+        );
+        assert_eq!(redact_uuids(b"no ids here"), b"no ids here");
+        assert_eq!(redact_uuids(b"2f0c7a6e-58f7"), b"2f0c7a6e-58f7");
+    }
+}

@@ -1,0 +1,529 @@
+//! The HTTP surface: rmcp's Streamable HTTP service on `/mcp` behind the gate, RFC 9728
+//! Protected Resource Metadata, and `/healthz`.
+//!
+//! Every request to `/mcp` passes the gate, in this order, before rmcp sees it:
+//! 1. body read up to `ADAPTER_MAX_BODY` (413 beyond it), so the later steps can name the
+//!    request's JSON-RPC id in their answers;
+//! 2. `Origin` check (403 for a browser origin that is not configured);
+//! 3. `MCP-Protocol-Version` check (400 for a revision this server does not speak);
+//! 4. authentication ([`crate::auth`]): 401/403/404/503, or a [`crate::auth::Caller`] in the
+//!    request extensions for the tool handlers.
+//!
+//! rmcp then applies its own rules (Host allowlist against DNS rebinding, `Accept`, sessions,
+//! 404 for an unknown session, DELETE ending a session with 202). Sessions exist for the
+//! 2025-03-26 … 2025-11-25 revisions; rmcp serves 2026-07-28 requests without a session.
+//! CORS answers (for browser frontends on an allowed origin) wrap all of it.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use url::Url;
+
+use crate::{
+    auth::Authenticator,
+    broker::Broker,
+    config::Config,
+    jsonrpc::{Envelope, code, error_response},
+    origin::{OriginPolicy, OriginRejection},
+    protocol,
+    s3::S3Clients,
+    tools::BucketTools,
+};
+
+/// Path of the MCP endpoint.
+pub const MCP_PATH: &str = "/mcp";
+const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// What the `/mcp` gate needs.
+struct Gate {
+    origins: OriginPolicy,
+    auth: Authenticator,
+    max_body: usize,
+}
+
+/// Builds the whole HTTP application. `shutdown` ends rmcp's sessions and streams.
+pub fn app(
+    config: &Config,
+    broker_ca: Option<Vec<u8>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Router> {
+    let broker = Broker::connect_lazy(&config.broker_url, config.broker_timeout, broker_ca)?;
+    let s3 = Arc::new(S3Clients::new(&config.region, config.s3_endpoint.as_ref()));
+    let resource = config.resource();
+    let metadata_url = resource_metadata_url(&resource);
+
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(config.session_idle);
+    let sessions = Arc::new(sessions);
+
+    let hosts = config.effective_allowed_hosts();
+    let mut rmcp_config = StreamableHttpServerConfig::default()
+        .with_max_request_body_bytes(config.max_body)
+        .with_cancellation_token(shutdown)
+        // rmcp checks origins too; the gate already did with the same list. Explicit ports keep
+        // rmcp's matching exact.
+        .with_allowed_origins(config.allowed_origins.iter().map(|o| with_explicit_port(o)))
+        .enforce_origin_validation();
+    rmcp_config = if hosts.is_empty() {
+        rmcp_config.disable_allowed_hosts()
+    } else {
+        rmcp_config.with_allowed_hosts(hosts)
+    };
+    let mcp = StreamableHttpService::new(
+        move || Ok(BucketTools::new(s3.clone())),
+        sessions.clone(),
+        rmcp_config,
+    );
+
+    let origins = OriginPolicy::new(config.allowed_origins.clone());
+    let gate = Arc::new(Gate {
+        origins: origins.clone(),
+        auth: Authenticator::new(broker, config.require_auth, metadata_url, sessions),
+        max_body: config.max_body,
+    });
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origins.allows_header(origin)
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            HeaderName::from_static("mcp-session-id"),
+            header::WWW_AUTHENTICATE,
+        ])
+        .max_age(Duration::from_secs(600));
+    let mcp_routes = Router::new()
+        .route_service(MCP_PATH, mcp.clone())
+        .route_service("/mcp/", mcp)
+        .layer(middleware::from_fn_with_state(gate, mcp_gate))
+        .layer(cors);
+
+    let metadata = Arc::new(protected_resource_metadata(
+        &resource,
+        &config.authorization_servers,
+    ));
+    let mut metadata_paths = vec![PRM_PATH.to_string(), format!("{PRM_PATH}{MCP_PATH}")];
+    let derived = format!("{PRM_PATH}{}", resource.path().trim_end_matches('/'));
+    if !metadata_paths.contains(&derived) {
+        metadata_paths.push(derived);
+    }
+    let mut well_known = Router::new();
+    for path in metadata_paths {
+        well_known = well_known.route(&path, get(serve_metadata));
+    }
+    Ok(Router::new()
+        .merge(mcp_routes)
+        .merge(well_known.with_state(metadata))
+        .route("/healthz", get(healthz)))
+}
+
+/// `https://h/.well-known/oauth-protected-resource/<path of the resource>` (RFC 9728 §3.1).
+pub(crate) fn resource_metadata_url(resource: &Url) -> String {
+    let mut base = resource.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    let path = resource.path().trim_end_matches('/').to_string();
+    base.set_path(&format!("{PRM_PATH}{path}"));
+    base.to_string()
+}
+
+/// The RFC 9728 document.
+pub(crate) fn protected_resource_metadata(resource: &Url, authorization_servers: &[Url]) -> Value {
+    json!({
+        "resource": resource.as_str(),
+        "authorization_servers": authorization_servers
+            .iter()
+            .map(|url| url.as_str().trim_end_matches('/').to_string())
+            .collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "S3 MCP adapter",
+    })
+}
+
+async fn serve_metadata(State(metadata): State<Arc<Value>>) -> Response {
+    let mut response = Json(metadata.as_ref().clone()).into_response();
+    // Public metadata that browser clients fetch from other origins.
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// The `/mcp` gate: body, Origin, protocol version, authentication; then rmcp.
+async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let bytes = match read_body(&parts.headers, body, gate.max_body).await {
+        Ok(bytes) => bytes,
+        Err(response) => return *response,
+    };
+    let envelope = Envelope::parse(&bytes);
+    let id = envelope.request_id();
+
+    if let Err(rejection) = gate.origins.check(&parts.headers) {
+        let message = match rejection {
+            OriginRejection::Malformed => "Forbidden: malformed Origin header".to_string(),
+            OriginRejection::NotAllowed(origin) => {
+                tracing::warn!(%origin, "refused a request from an origin that is not allowed");
+                format!("Forbidden: origin {origin} is not allowed to use this MCP server")
+            }
+        };
+        return error_response(StatusCode::FORBIDDEN, id, code::FORBIDDEN, message, None);
+    }
+    if let Err(response) = protocol::check(&parts.headers, &id) {
+        return *response;
+    }
+    match gate.auth.authenticate(&parts.headers, &envelope).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+        }
+        Err(response) => return *response,
+    }
+    let is_delete = parts.method == Method::DELETE;
+    let mut response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    // rmcp ends a session with 202; the session is gone, nothing is pending, and clients (the
+    // official Python SDK among them) expect 200 or 204 here.
+    if is_delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
+}
+
+/// The whole body, or 413 beyond `max` bytes.
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, Box<Response>> {
+    let too_large = || {
+        Box::new(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Value::Null,
+            code::INVALID_REQUEST,
+            format!("request body larger than {max} bytes"),
+            None,
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(_) => Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            code::INVALID_REQUEST,
+            "could not read the request body",
+            None,
+        ))),
+    }
+}
+
+/// `https://a.example` → `https://a.example:443`, for rmcp's origin matcher.
+fn with_explicit_port(origin: &str) -> String {
+    if origin == "null" {
+        return origin.into();
+    }
+    match origin.parse::<http::Uri>() {
+        Ok(uri) if uri.port().is_none() => match uri.scheme_str() {
+            Some("https") => format!("{origin}:443"),
+            Some("http") => format!("{origin}:80"),
+            _ => origin.into(),
+        },
+        _ => origin.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+    use tower::ServiceExt;
+
+    #[test]
+    fn metadata_url_is_formed_as_rfc_9728_says() {
+        let url = |s: &str| resource_metadata_url(&Url::parse(s).unwrap());
+        assert_eq!(
+            url("https://mcp.example.com/mcp"),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            url("http://127.0.0.1:8000/mcp/"),
+            "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            url("https://mcp.example.com"),
+            "https://mcp.example.com/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(
+            url("https://h/tools/mcp"),
+            "https://h/.well-known/oauth-protected-resource/tools/mcp"
+        );
+    }
+
+    #[test]
+    fn metadata_document_has_the_required_fields() {
+        let doc = protected_resource_metadata(
+            &Url::parse("https://mcp.example.com/mcp").unwrap(),
+            &[Url::parse("https://idp.example.com/").unwrap()],
+        );
+        assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
+        assert_eq!(
+            doc["authorization_servers"],
+            json!(["https://idp.example.com"])
+        );
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    }
+
+    #[test]
+    fn explicit_ports_for_rmcp() {
+        assert_eq!(
+            with_explicit_port("https://a.example"),
+            "https://a.example:443"
+        );
+        assert_eq!(
+            with_explicit_port("http://a.example:8080"),
+            "http://a.example:8080"
+        );
+        assert_eq!(with_explicit_port("null"), "null");
+    }
+
+    fn test_app(extra: &[&str]) -> Router {
+        let mut args = vec![
+            "mcp-adapter",
+            "--broker-url",
+            "http://127.0.0.1:1",
+            "--broker-timeout",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        let config = Config::load_from(args).unwrap();
+        app(&config, None, CancellationToken::new()).unwrap()
+    }
+
+    fn post(body: &str) -> http::request::Builder {
+        let _ = body;
+        http::Request::post(MCP_PATH)
+            .header(header::HOST, "127.0.0.1:8000")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+    }
+
+    const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    const TOOL_CALL: &str = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"bucket_objects_list","arguments":{"bucket":"demo-bucket"}}}"#;
+
+    async fn send(app: Router, request: http::Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        // SSE answers stay open; read only what is there.
+        let body = tokio::time::timeout(
+            Duration::from_millis(500),
+            to_bytes(response.into_body(), 1 << 20),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+        (status, headers, body)
+    }
+
+    #[tokio::test]
+    async fn initialize_without_a_token_opens_a_session() {
+        let (status, headers, _) = send(
+            test_app(&[]),
+            post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.contains_key("mcp-session-id"));
+    }
+
+    #[tokio::test]
+    async fn a_tool_call_without_a_token_is_401_with_the_challenge() {
+        let (status, headers, body) = send(
+            test_app(&[]),
+            post(TOOL_CALL).body(Body::from(TOOL_CALL)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            headers[header::WWW_AUTHENTICATE],
+            r#"Bearer resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp""#
+        );
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["id"], 9);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Authorization: Bearer <JWT>")
+        );
+    }
+
+    #[tokio::test]
+    async fn foreign_origins_are_403_and_listed_ones_pass() {
+        let request = post(INITIALIZE)
+            .header(header::ORIGIN, "https://evil.example")
+            .body(Body::from(INITIALIZE))
+            .unwrap();
+        let (status, _, body) = send(test_app(&[]), request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["id"], 1);
+
+        let request = post(INITIALIZE)
+            .header(header::ORIGIN, "https://app.example.com")
+            .body(Body::from(INITIALIZE))
+            .unwrap();
+        let (status, headers, _) = send(
+            test_app(&["--allowed-origins", "https://app.example.com"]),
+            request,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_protocol_versions_are_400() {
+        let request = post(INITIALIZE)
+            .header("mcp-protocol-version", "1999-01-01")
+            .body(Body::from(INITIALIZE))
+            .unwrap();
+        let (status, _, body) = send(test_app(&[]), request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["error"]["code"],
+            code::UNSUPPORTED_PROTOCOL_VERSION
+        );
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_413() {
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+            "a".repeat(5000)
+        );
+        let (status, _, _) = send(
+            test_app(&["--max-body", "4KiB"]),
+            post(&big).body(Body::from(big.clone())).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        // Without Content-Length (a stream), too.
+        let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(big))]);
+        let (status, _, _) = send(
+            test_app(&["--max-body", "4KiB"]),
+            post("").body(Body::from_stream(stream)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_tool_call_with_the_broker_down_is_a_tool_error_naming_it() {
+        let app = test_app(&[]);
+        let (status, headers, _) = send(
+            app.clone(),
+            post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let session = headers["mcp-session-id"].clone();
+        let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        let request = post(initialized)
+            .header("mcp-session-id", session.clone())
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(Body::from(initialized))
+            .unwrap();
+        assert_eq!(send(app.clone(), request).await.0, StatusCode::ACCEPTED);
+        let request = post(TOOL_CALL)
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .header(header::AUTHORIZATION, "Bearer a.b.c")
+            .body(Body::from(TOOL_CALL))
+            .unwrap();
+        let (status, _, body) = send(app, request).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains(r#"\"isError\":true"#) || text.contains(r#""isError":true"#),
+            "{text}"
+        );
+        assert!(text.contains("CredentialBrokerUnavailable"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn metadata_and_health() {
+        let app = test_app(&["--authorization-servers", "https://idp.example.com"]);
+        for path in [PRM_PATH, "/.well-known/oauth-protected-resource/mcp"] {
+            let (status, headers, body) = send(
+                app.clone(),
+                http::Request::get(path).body(Body::empty()).unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+            let doc: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(doc["resource"], "http://127.0.0.1:8000/mcp");
+            assert_eq!(
+                doc["authorization_servers"],
+                json!(["https://idp.example.com"])
+            );
+        }
+        let (status, _, _) = send(
+            app,
+            http::Request::get("/healthz").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn hosts_outside_the_allowlist_are_refused_by_rmcp() {
+        let request = http::Request::post(MCP_PATH)
+            .header(header::HOST, "attacker.example")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(Body::from(INITIALIZE))
+            .unwrap();
+        assert_eq!(send(test_app(&[]), request).await.0, StatusCode::FORBIDDEN);
+        let request = http::Request::post(MCP_PATH)
+            .header(header::HOST, "mcp.internal:8000")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(Body::from(INITIALIZE))
+            .unwrap();
+        assert_eq!(
+            send(test_app(&["--allowed-hosts", "mcp.internal"]), request)
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! The S3 tools, one file per family, and what they share: the caller's S3 client and the shape
+//! of results.
+//!
+//! Handlers are short because authentication is done before they run: the gate in front of rmcp
+//! left a [`Caller`] in the HTTP request's extensions, and rmcp hands the request's
+//! `http::request::Parts` to the handler. A handler that finds no authorized caller answers with
+//! a tool error and makes no S3 request; there is no other credential it could use.
+//!
+//! Results are structured content plus the same JSON as text (the MCP spec's advice for clients
+//! that predate structured content). Failures the caller can act on (an invalid argument, an S3
+//! error such as `AccessDenied`, `NoSuchKey`, `NoSuchBucket`) are tool results with `isError` and
+//! a machine-readable `error.code`, never transport errors.
+
+mod access;
+mod link;
+mod list;
+mod object;
+mod put;
+
+use std::{borrow::Cow, sync::Arc, time::SystemTime};
+
+use aws_sdk_s3::Client;
+use http::request::Parts;
+use rmcp::{
+    ServerHandler,
+    handler::server::router::tool::ToolRouter,
+    model::{
+        CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities,
+        ServerConfig,
+    },
+    tool_handler,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    auth::Caller,
+    broker::Issued,
+    s3::{S3Clients, S3Failure},
+};
+
+/// The MCP server: S3 tools on broker credentials.
+#[derive(Clone)]
+pub(crate) struct BucketTools {
+    s3: Arc<S3Clients>,
+    tool_router: ToolRouter<Self>,
+}
+
+impl BucketTools {
+    pub(crate) fn new(s3: Arc<S3Clients>) -> Self {
+        Self {
+            s3,
+            tool_router: Self::list_router()
+                + Self::object_router()
+                + Self::put_router()
+                + Self::link_router()
+                + Self::access_router(),
+        }
+    }
+
+    /// The S3 client for this request's caller, or the tool error that says why there is none.
+    fn session(&self, parts: &Parts) -> Result<S3Session, CallToolResult> {
+        match parts.extensions.get::<Caller>() {
+            Some(Caller::Authorized(issued)) => Ok(S3Session {
+                client: self.s3.client(&issued.credentials, issued.expires_at),
+                issued: issued.clone(),
+            }),
+            Some(Caller::Unserved(reason)) => Err(failure(
+                "CredentialBrokerUnavailable",
+                reason.clone(),
+                json!({}),
+            )),
+            Some(Caller::Anonymous) | None => Err(failure(
+                "Unauthenticated",
+                "no credentials for this request: send `Authorization: Bearer <JWT>` on every request"
+                    .into(),
+                json!({}),
+            )),
+        }
+    }
+}
+
+/// An S3 client and the broker answer it was built from.
+pub(crate) struct S3Session {
+    pub(crate) client: Client,
+    pub(crate) issued: Arc<Issued>,
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for BucketTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "mcp-adapter",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "S3 tools that run on your own AWS credentials, issued per request from your \
+                 token. Send `Authorization: Bearer <JWT>` on every request (initialize may go \
+                 without one)."
+                    .to_string(),
+            )
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(crate::protocol::SUPPORTED)
+    }
+}
+
+/// A successful result: `value` as structured content and as JSON text.
+pub(crate) fn success(value: Value) -> CallToolResult {
+    CallToolResult::structured(value)
+}
+
+/// A failed result: a readable line first, then the structured error
+/// `{"error": {"code", "message", …details}}` as content and as JSON text.
+pub(crate) fn failure(code: &str, message: String, details: Value) -> CallToolResult {
+    let mut error = json!({ "code": code, "message": message });
+    if let (Some(error), Value::Object(details)) = (error.as_object_mut(), details) {
+        error.extend(details);
+    }
+    let value = json!({ "error": error });
+    let mut result = CallToolResult::structured_error(value);
+    result
+        .content
+        .insert(0, ContentBlock::text(format!("{code}: {message}")));
+    result
+}
+
+/// An argument the caller must change; names the argument.
+pub(crate) fn invalid_argument(argument: &str, problem: impl std::fmt::Display) -> CallToolResult {
+    failure(
+        "InvalidArgument",
+        format!("invalid argument `{argument}`: {problem}"),
+        json!({ "argument": argument }),
+    )
+}
+
+/// An S3 request that failed, with the AWS error code.
+pub(crate) fn s3_failure(operation: &str, target: &str, failure_: S3Failure) -> CallToolResult {
+    failure(
+        &failure_.code,
+        format!("S3 {operation} on {target} failed: {}", failure_.message),
+        json!({ "operation": operation, "target": target, "http_status": failure_.http_status }),
+    )
+}
+
+/// RFC 3339 text of an S3 timestamp.
+pub(crate) fn timestamp(time: Option<&aws_smithy_types::DateTime>) -> Value {
+    time.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+/// RFC 3339 text of a system time.
+pub(crate) fn system_time(time: SystemTime) -> Value {
+    timestamp(Some(&aws_smithy_types::DateTime::from(time)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_errors_with_a_code_and_a_readable_line() {
+        let result = invalid_argument("max_keys", "must be between 1 and 1000");
+        assert_eq!(result.is_error, Some(true));
+        let structured = result.structured_content.clone().unwrap();
+        assert_eq!(structured["error"]["code"], "InvalidArgument");
+        assert_eq!(structured["error"]["argument"], "max_keys");
+        let first = result.content[0].as_text().unwrap().text.clone();
+        assert!(
+            first.starts_with("InvalidArgument: invalid argument `max_keys`"),
+            "{first}"
+        );
+    }
+
+    #[test]
+    fn s3_failures_carry_the_aws_code() {
+        let result = s3_failure(
+            "PutObject",
+            "s3://b/k",
+            S3Failure {
+                code: "AccessDenied".into(),
+                message: "not authorized".into(),
+                http_status: Some(403),
+            },
+        );
+        assert_eq!(result.is_error, Some(true));
+        assert_eq!(
+            result.structured_content.unwrap()["error"]["code"],
+            "AccessDenied"
+        );
+    }
+
+    #[test]
+    fn a_request_without_a_caller_gets_no_client() {
+        let tools = BucketTools::new(Arc::new(S3Clients::new("us-east-1", None)));
+        let (parts, ()) = http::Request::new(()).into_parts();
+        let refused = tools.session(&parts).err().unwrap();
+        assert_eq!(
+            refused.structured_content.unwrap()["error"]["code"],
+            "Unauthenticated"
+        );
+
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.extensions.insert(Caller::Unserved(
+            "credential broker at x unavailable".into(),
+        ));
+        let refused = tools.session(&parts).err().unwrap();
+        assert_eq!(
+            refused.structured_content.unwrap()["error"]["code"],
+            "CredentialBrokerUnavailable"
+        );
+    }
+
+    #[test]
+    fn every_tool_of_the_issue_is_listed() {
+        let tools = BucketTools::new(Arc::new(S3Clients::new("us-east-1", None)));
+        let names: Vec<String> = tools
+            .tool_router
+            .list_all()
+            .into_iter()
+            .map(|tool| tool.name.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "bucket_access_check",
+                "bucket_object_fetch",
+                "bucket_object_info",
+                "bucket_object_link",
+                "bucket_object_text",
+                "bucket_objects_list",
+                "bucket_objects_put"
+            ]
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! One object: `bucket_object_info` (HeadObject), `bucket_object_text` and `bucket_object_fetch`
+//! (GetObject of at most `max_bytes`, with a Range request so a large object is never downloaded
+//! whole).
+
+use base64::Engine;
+use http::request::Parts;
+use rmcp::{
+    ErrorData,
+    handler::server::{tool::Extension, wrapper::Parameters},
+    model::CallToolResult,
+    tool, tool_router,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{BucketTools, invalid_argument, s3_failure, success, timestamp};
+use crate::s3::{ObjectUri, S3Failure, parse_object_uri};
+
+const DEFAULT_MAX_BYTES: i64 = 65_536;
+/// Upper bound for `max_bytes`: a tool result lives in memory and in the model's context.
+const MAX_MAX_BYTES: i64 = 8 * 1024 * 1024;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(crate) struct InfoArgs {
+    /// Object URI, `s3://bucket/key`.
+    s3_uri: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(crate) struct TextArgs {
+    /// Object URI, `s3://bucket/key`.
+    s3_uri: String,
+    /// Bytes to read from the start of the object, 1–8388608 (default 65536).
+    #[serde(default)]
+    max_bytes: Option<i64>,
+    /// Text encoding: `utf-8` (default), `latin-1` or `ascii`.
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(crate) struct FetchArgs {
+    /// Object URI, `s3://bucket/key`.
+    s3_uri: String,
+    /// Bytes to read from the start of the object, 1–8388608 (default 65536).
+    #[serde(default)]
+    max_bytes: Option<i64>,
+}
+
+/// Supported text encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Utf8,
+    Latin1,
+    Ascii,
+}
+
+impl Encoding {
+    fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value
+            .map(|v| v.trim().to_ascii_lowercase().replace('_', "-"))
+            .as_deref()
+        {
+            None | Some("utf-8" | "utf8") => Ok(Self::Utf8),
+            Some("latin-1" | "latin1" | "iso-8859-1") => Ok(Self::Latin1),
+            Some("ascii" | "us-ascii") => Ok(Self::Ascii),
+            Some(other) => Err(format!("{other:?} is not one of utf-8, latin-1, ascii")),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Utf8 => "utf-8",
+            Self::Latin1 => "latin-1",
+            Self::Ascii => "ascii",
+        }
+    }
+
+    /// Decodes; returns the text and whether bytes had to be replaced. A truncated read may end
+    /// inside a UTF-8 sequence: that tail is dropped, not replaced.
+    fn decode(self, bytes: &[u8], truncated: bool) -> (String, bool) {
+        match self {
+            Self::Latin1 => (bytes.iter().map(|&b| b as char).collect(), false),
+            Self::Ascii => {
+                let replaced = bytes.iter().any(|b| !b.is_ascii());
+                let text = bytes
+                    .iter()
+                    .map(|&b| if b.is_ascii() { b as char } else { '\u{fffd}' })
+                    .collect();
+                (text, replaced)
+            }
+            Self::Utf8 => {
+                let bytes = if truncated {
+                    trim_partial_utf8(bytes)
+                } else {
+                    bytes
+                };
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => (text.to_string(), false),
+                    Err(_) => (String::from_utf8_lossy(bytes).into_owned(), true),
+                }
+            }
+        }
+    }
+}
+
+/// Drops an incomplete UTF-8 sequence at the end (at most 3 bytes).
+fn trim_partial_utf8(bytes: &[u8]) -> &[u8] {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => bytes,
+        Err(error) if error.error_len().is_none() => &bytes[..error.valid_up_to()],
+        Err(_) => bytes,
+    }
+}
+
+/// The first bytes of an object and what S3 said about it.
+struct Head {
+    bytes: Vec<u8>,
+    /// Whole object size, when S3 told it.
+    size: Option<i64>,
+    content_type: Option<String>,
+    etag: Option<String>,
+    last_modified: Value,
+}
+
+impl Head {
+    fn truncated(&self) -> bool {
+        self.size.is_some_and(|size| size > self.bytes.len() as i64)
+    }
+}
+
+fn parse_max_bytes(value: Option<i64>) -> Result<i64, CallToolResult> {
+    let max = value.unwrap_or(DEFAULT_MAX_BYTES);
+    if (1..=MAX_MAX_BYTES).contains(&max) {
+        Ok(max)
+    } else {
+        Err(invalid_argument(
+            "max_bytes",
+            format!("{max} is not between 1 and {MAX_MAX_BYTES}"),
+        ))
+    }
+}
+
+fn parse_uri(value: &str) -> Result<ObjectUri, CallToolResult> {
+    parse_object_uri(value).map_err(|problem| invalid_argument("s3_uri", problem))
+}
+
+/// Total size from `Content-Range: bytes 0-99/1234`.
+fn total_from_content_range(range: Option<&str>) -> Option<i64> {
+    range?.rsplit_once('/')?.1.parse().ok()
+}
+
+impl BucketTools {
+    /// GetObject of the first `max_bytes` bytes; an empty object (where S3 refuses any Range
+    /// with InvalidRange) is read without one.
+    async fn read_head(
+        &self,
+        client: &aws_sdk_s3::Client,
+        object: &ObjectUri,
+        max_bytes: i64,
+    ) -> Result<Head, CallToolResult> {
+        let ranged = client
+            .get_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .range(format!("bytes=0-{}", max_bytes - 1))
+            .send()
+            .await;
+        let output = match ranged {
+            Ok(output) => output,
+            Err(error) => {
+                let failure = S3Failure::from_sdk(&error);
+                if failure.code != "InvalidRange" {
+                    return Err(s3_failure("GetObject", &object.uri(), failure));
+                }
+                client
+                    .get_object()
+                    .bucket(&object.bucket)
+                    .key(&object.key)
+                    .send()
+                    .await
+                    .map_err(|error| {
+                        s3_failure("GetObject", &object.uri(), S3Failure::from_sdk(&error))
+                    })?
+            }
+        };
+        let size = total_from_content_range(output.content_range()).or(output.content_length());
+        let content_type = output.content_type().map(str::to_string);
+        let etag = output.e_tag().map(str::to_string);
+        let last_modified = timestamp(output.last_modified());
+        let mut bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|error| {
+                s3_failure(
+                    "GetObject",
+                    &object.uri(),
+                    S3Failure {
+                        code: "NetworkError".into(),
+                        message: format!("reading the object failed: {error}"),
+                        http_status: None,
+                    },
+                )
+            })?
+            .to_vec();
+        bytes.truncate(max_bytes as usize);
+        Ok(Head {
+            bytes,
+            size,
+            content_type,
+            etag,
+            last_modified,
+        })
+    }
+}
+
+#[tool_router(router = object_router, vis = "pub(super)")]
+impl BucketTools {
+    #[tool(
+        name = "bucket_object_info",
+        description = "Metadata of one S3 object: size, content type, etag, last modified, user metadata and version id.",
+        annotations(read_only_hint = true, open_world_hint = true)
+    )]
+    async fn bucket_object_info(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<InfoArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let object = match parse_uri(&args.s3_uri) {
+            Ok(object) => object,
+            Err(refusal) => return Ok(refusal),
+        };
+        let s3 = match self.session(&parts) {
+            Ok(s3) => s3,
+            Err(refusal) => return Ok(refusal),
+        };
+        let head = s3
+            .client
+            .head_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .send()
+            .await;
+        match head {
+            Ok(head) => Ok(success(json!({
+                "s3_uri": object.uri(),
+                "bucket": object.bucket,
+                "key": object.key,
+                "size": head.content_length(),
+                "content_type": head.content_type(),
+                "etag": head.e_tag(),
+                "last_modified": timestamp(head.last_modified()),
+                "metadata": head.metadata(),
+                "version_id": head.version_id(),
+            }))),
+            Err(error) => {
+                let mut failure = S3Failure::from_sdk(&error);
+                // HEAD answers carry no error body: a 404 is a missing key (or bucket).
+                if failure.code == "NotFound" {
+                    failure.code = "NoSuchKey".into();
+                    failure.message = "the object (or its bucket) does not exist".into();
+                }
+                Ok(s3_failure("HeadObject", &object.uri(), failure))
+            }
+        }
+    }
+
+    #[tool(
+        name = "bucket_object_text",
+        description = "Read the start of an S3 object as text (at most max_bytes bytes, default 65536).",
+        annotations(read_only_hint = true, open_world_hint = true)
+    )]
+    async fn bucket_object_text(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<TextArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let (object, max_bytes, encoding) = match (
+            parse_uri(&args.s3_uri),
+            parse_max_bytes(args.max_bytes),
+            Encoding::parse(args.encoding.as_deref()),
+        ) {
+            (Ok(object), Ok(max), Ok(encoding)) => (object, max, encoding),
+            (Err(refusal), _, _) | (_, Err(refusal), _) => return Ok(refusal),
+            (_, _, Err(problem)) => return Ok(invalid_argument("encoding", problem)),
+        };
+        let s3 = match self.session(&parts) {
+            Ok(s3) => s3,
+            Err(refusal) => return Ok(refusal),
+        };
+        let head = match self.read_head(&s3.client, &object, max_bytes).await {
+            Ok(head) => head,
+            Err(refusal) => return Ok(refusal),
+        };
+        let truncated = head.truncated();
+        let (text, replaced) = encoding.decode(&head.bytes, truncated);
+        Ok(success(json!({
+            "s3_uri": object.uri(),
+            "text": text,
+            "encoding": encoding.name(),
+            "bytes_read": head.bytes.len(),
+            "size": head.size,
+            "truncated": truncated,
+            "invalid_bytes_replaced": replaced,
+            "content_type": head.content_type,
+            "etag": head.etag,
+            "last_modified": head.last_modified,
+        })))
+    }
+
+    #[tool(
+        name = "bucket_object_fetch",
+        description = "Read the start of an S3 object as base64 (at most max_bytes bytes, default 65536).",
+        annotations(read_only_hint = true, open_world_hint = true)
+    )]
+    async fn bucket_object_fetch(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<FetchArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let (object, max_bytes) = match (parse_uri(&args.s3_uri), parse_max_bytes(args.max_bytes)) {
+            (Ok(object), Ok(max)) => (object, max),
+            (Err(refusal), _) | (_, Err(refusal)) => return Ok(refusal),
+        };
+        let s3 = match self.session(&parts) {
+            Ok(s3) => s3,
+            Err(refusal) => return Ok(refusal),
+        };
+        let head = match self.read_head(&s3.client, &object, max_bytes).await {
+            Ok(head) => head,
+            Err(refusal) => return Ok(refusal),
+        };
+        Ok(success(json!({
+            "s3_uri": object.uri(),
+            "data": base64::engine::general_purpose::STANDARD.encode(&head.bytes),
+            "bytes_read": head.bytes.len(),
+            "size": head.size,
+            "truncated": head.truncated(),
+            "content_type": head.content_type,
+            "etag": head.etag,
+            "last_modified": head.last_modified,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings() {
+        assert_eq!(Encoding::parse(None), Ok(Encoding::Utf8));
+        assert_eq!(Encoding::parse(Some("UTF_8")), Ok(Encoding::Utf8));
+        assert_eq!(Encoding::parse(Some("ISO-8859-1")), Ok(Encoding::Latin1));
+        assert!(Encoding::parse(Some("ebcdic")).is_err());
+        assert_eq!(
+            Encoding::Latin1.decode(&[0x63, 0xe9], false),
+            ("cé".into(), false)
+        );
+        assert!(Encoding::Ascii.decode(&[0x61, 0xe9], false).1);
+    }
+
+    #[test]
+    fn a_cut_utf8_sequence_is_dropped_not_replaced() {
+        let bytes = "añ".as_bytes(); // 61 c3 b1
+        assert_eq!(
+            Encoding::Utf8.decode(&bytes[..2], true),
+            ("a".into(), false)
+        );
+        assert!(Encoding::Utf8.decode(&bytes[..2], false).1);
+        assert!(Encoding::Utf8.decode(&[0x61, 0xff, 0x62], true).1);
+    }
+
+    #[test]
+    fn max_bytes_bounds_and_content_range() {
+        assert!(parse_max_bytes(None).is_ok());
+        assert!(parse_max_bytes(Some(0)).is_err());
+        assert!(parse_max_bytes(Some(MAX_MAX_BYTES + 1)).is_err());
+        assert_eq!(
+            total_from_content_range(Some("bytes 0-99/1234")),
+            Some(1234)
+        );
+        assert_eq!(total_from_content_range(Some("bytes 0-99/*")), None);
+        assert_eq!(total_from_content_range(None), None);
+    }
+}

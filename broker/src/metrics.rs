@@ -1,0 +1,81 @@
+//! Prometheus metrics on `BROKER_METRICS_LISTEN` (text format at `/metrics`).
+//!
+//! Names, so dashboards and alerts can rely on them:
+//! - `credbroker_requests_total{method,code}` and `credbroker_request_seconds{method}`
+//! - `credbroker_sts_calls_total{outcome}` and `credbroker_sts_call_seconds`
+//! - `credbroker_cache_lookups_total{result="hit"|"miss"}`
+//! - `credbroker_refreshes_total{outcome="ok"|"failed"}`
+//! - `credbroker_store_errors_total{kind}`
+//! - `credbroker_live_sessions` (gauge, refreshed by the store sweep)
+//!
+//! Labels never carry a subject, role or session: their cardinality would be unbounded and they
+//! belong in logs.
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use std::net::SocketAddr;
+
+/// Starts the exporter's HTTP listener. Without a listener the `metrics` macros are no-ops.
+pub fn install(listen: SocketAddr) -> anyhow::Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?
+        .install()
+        .map_err(|e| anyhow::anyhow!("BROKER_METRICS_LISTEN: cannot start the metrics listener on {listen}: {e}"))?;
+    tracing::info!(%listen, "metrics at /metrics");
+    Ok(())
+}
+
+/// One answered request.
+pub fn request(method: &'static str, code: tonic::Code, seconds: f64) {
+    metrics::counter!("credbroker_requests_total", "method" => method, "code" => code_name(code)).increment(1);
+    metrics::histogram!("credbroker_request_seconds", "method" => method).record(seconds);
+}
+
+/// One STS call.
+pub fn sts_call(ok: bool, seconds: f64) {
+    metrics::counter!("credbroker_sts_calls_total", "outcome" => if ok { "ok" } else { "error" }).increment(1);
+    metrics::histogram!("credbroker_sts_call_seconds").record(seconds);
+}
+
+/// One credential lookup.
+pub fn lookup(hit: bool) {
+    metrics::counter!("credbroker_cache_lookups_total", "result" => if hit { "hit" } else { "miss" }).increment(1);
+}
+
+/// One background refresh.
+pub fn refresh(ok: bool) {
+    metrics::counter!("credbroker_refreshes_total", "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// One store failure.
+pub fn store_error(kind: &'static str) {
+    metrics::counter!("credbroker_store_errors_total", "kind" => kind).increment(1);
+}
+
+/// Current number of live sessions.
+pub fn live_sessions(n: usize) {
+    metrics::gauge!("credbroker_live_sessions").set(n as f64);
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,179 @@
+//! The real `mcp-adapter` binary.
+//!
+//! [`AdapterBuilder`] starts it with a cleared environment (like the broker: `HOME` is the scratch
+//! directory, no `AWS_*` unless a test adds them) and waits for `GET /healthz` = 200.
+//! [`AdapterBuilder::ambient_credentials`] deliberately gives the adapter VALID low-privilege AWS
+//! credentials, in its environment and in `~/.aws`, to prove it never uses them.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::ports::free_port;
+use crate::process::{ChildProcess, Scratch};
+use crate::tools;
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Configuration for one adapter process.
+#[derive(Debug, Clone)]
+pub struct AdapterBuilder {
+    name: String,
+    port: u16,
+    env: BTreeMap<String, String>,
+    args: Vec<String>,
+    ambient: Option<(String, String)>,
+}
+
+impl AdapterBuilder {
+    /// An adapter on a free loopback port that asks the broker at `broker_url`.
+    pub fn new(broker_url: &str) -> AdapterBuilder {
+        let port = free_port();
+        let mut env = BTreeMap::new();
+        env.insert("ADAPTER_LISTEN".to_string(), format!("127.0.0.1:{port}"));
+        env.insert("ADAPTER_BROKER_URL".to_string(), broker_url.to_string());
+        env.insert("AWS_REGION".to_string(), "us-east-1".to_string());
+        env.insert("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string());
+        env.insert("RUST_LOG".to_string(), "info,mcp_adapter=debug".to_string());
+        AdapterBuilder {
+            name: "mcp-adapter".into(),
+            port,
+            env,
+            args: Vec::new(),
+            ambient: None,
+        }
+    }
+
+    pub fn name(mut self, name: &str) -> AdapterBuilder {
+        self.name = name.to_string();
+        self
+    }
+
+    /// `ADAPTER_S3_ENDPOINT` (path-style addressing).
+    pub fn s3_endpoint(self, endpoint: &str) -> AdapterBuilder {
+        self.env("ADAPTER_S3_ENDPOINT", endpoint)
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> AdapterBuilder {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    pub fn without_env(mut self, key: &str) -> AdapterBuilder {
+        self.env.remove(key);
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> AdapterBuilder {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Valid AWS keys in `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` AND in `$HOME/.aws`: the
+    /// ambient identity the incident's backend fell back to. The adapter must never use them.
+    pub fn ambient_credentials(
+        mut self,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> AdapterBuilder {
+        self.ambient = Some((access_key_id.to_string(), secret_access_key.to_string()));
+        self.env("AWS_ACCESS_KEY_ID", access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", secret_access_key)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the process without waiting.
+    pub fn spawn(self) -> Adapter {
+        let scratch = Scratch::new(&self.name);
+        let mut cmd = Command::new(tools::adapter_bin());
+        cmd.args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", scratch.path());
+        if let Some((key, secret)) = &self.ambient {
+            let aws = scratch.join(".aws");
+            std::fs::create_dir_all(&aws).expect("create ~/.aws");
+            std::fs::write(
+                aws.join("credentials"),
+                format!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"),
+            )
+            .expect("write ~/.aws/credentials");
+            std::fs::write(aws.join("config"), "[default]\nregion = us-east-1\n")
+                .expect("write ~/.aws/config");
+        }
+        cmd.envs(&self.env);
+        let process = ChildProcess::spawn(&self.name, &mut cmd, &scratch.join("adapter.log"));
+        Adapter {
+            process,
+            scratch,
+            port: self.port,
+        }
+    }
+
+    /// Starts the adapter and waits until `GET /healthz` answers 200.
+    pub async fn start(self) -> Adapter {
+        let mut adapter = self.spawn();
+        let url = format!("{}/healthz", adapter.url());
+        let http = reqwest::Client::new();
+        adapter
+            .process
+            .wait_until("GET /healthz answers 200", START_TIMEOUT, || {
+                let req = http.get(&url).timeout(Duration::from_secs(2)).send();
+                async move { matches!(req.await, Ok(r) if r.status().is_success()) }
+            })
+            .await;
+        adapter
+    }
+}
+
+/// A running adapter process.
+#[derive(Debug)]
+pub struct Adapter {
+    process: ChildProcess,
+    scratch: Scratch,
+    port: u16,
+}
+
+impl Adapter {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.url())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The adapter's scratch directory (its `HOME`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn sigterm(&mut self) {
+        self.process.sigterm();
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_exit(timeout).await
+    }
+}

@@ -1,0 +1,267 @@
+//! The real `credential-broker` binary, started with an explicit environment.
+//!
+//! [`BrokerBuilder`] collects the broker's configuration as environment variables (the way ECS
+//! passes it) and starts the binary with a cleared environment: no `AWS_*` from the developer's
+//! shell, `HOME` pointing at the scratch directory (so no `~/.aws` leaks in), the broker's own
+//! identity only when a test gives it one. [`BrokerBuilder::start`] waits until standard gRPC
+//! health says `SERVING` for `credbroker.v1.CredentialBroker`; [`BrokerBuilder::start_expecting_exit`]
+//! is for configurations the broker must refuse.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::ports::{free_port, loopback};
+use crate::process::{ChildProcess, Scratch};
+use crate::tools;
+
+/// The service name health and reflection know the broker by.
+pub const SERVICE: &str = "credbroker.v1.CredentialBroker";
+
+/// How long a broker may take to become SERVING (a debug build on a busy 2-core machine).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Configuration for one broker process.
+#[derive(Debug, Clone)]
+pub struct BrokerBuilder {
+    name: String,
+    port: u16,
+    env: BTreeMap<String, String>,
+    args: Vec<String>,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        BrokerBuilder::new()
+    }
+}
+
+impl BrokerBuilder {
+    /// A broker on a free loopback port with text logs at `info` (debug for the broker itself),
+    /// region us-east-1 and nothing else: add a key source, an allowlist and STS settings.
+    pub fn new() -> BrokerBuilder {
+        let port = free_port();
+        let mut builder = BrokerBuilder {
+            name: "credential-broker".into(),
+            port,
+            env: BTreeMap::new(),
+            args: Vec::new(),
+        };
+        builder = builder
+            .env("BROKER_LISTEN", &format!("127.0.0.1:{port}"))
+            .env("BROKER_LOG_FORMAT", "text")
+            .env("RUST_LOG", "info,credential_broker=debug")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        builder
+    }
+
+    /// Names the process in panics and logs (`broker-1`, `broker-2` for replicas).
+    pub fn name(mut self, name: &str) -> BrokerBuilder {
+        self.name = name.to_string();
+        self
+    }
+
+    /// Sets one environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> BrokerBuilder {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Removes a variable set earlier (for example to test that it is required).
+    pub fn without_env(mut self, key: &str) -> BrokerBuilder {
+        self.env.remove(key);
+        self
+    }
+
+    /// Adds a command-line argument (after the binary name).
+    pub fn arg(mut self, arg: &str) -> BrokerBuilder {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// `BROKER_JWT_HS256_SECRET` and `BROKER_JWT_ALGORITHMS=HS256`.
+    pub fn hs256_secret(self, secret: &str) -> BrokerBuilder {
+        self.env("BROKER_JWT_HS256_SECRET", secret)
+            .env("BROKER_JWT_ALGORITHMS", "HS256")
+    }
+
+    /// `BROKER_ALLOWED_ROLE_ARNS` (comma-joined globs).
+    pub fn allowed_roles(self, globs: &[&str]) -> BrokerBuilder {
+        self.env("BROKER_ALLOWED_ROLE_ARNS", &globs.join(","))
+    }
+
+    /// `BROKER_STS_ENDPOINT`.
+    pub fn sts_endpoint(self, endpoint: &str) -> BrokerBuilder {
+        self.env("BROKER_STS_ENDPOINT", endpoint)
+    }
+
+    /// The broker's own AWS identity (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+    pub fn aws_identity(self, access_key_id: &str, secret_access_key: &str) -> BrokerBuilder {
+        self.env("AWS_ACCESS_KEY_ID", access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", secret_access_key)
+    }
+
+    /// `BROKER_CACHE_URL`.
+    pub fn cache_url(self, url: &str) -> BrokerBuilder {
+        self.env("BROKER_CACHE_URL", url)
+    }
+
+    /// The port the broker will listen on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the process without waiting for anything.
+    pub fn spawn(self) -> Broker {
+        let scratch = Scratch::new(&self.name);
+        let mut cmd = Command::new(tools::broker_bin());
+        cmd.args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // An empty HOME: no developer ~/.aws can lend the broker an identity.
+            .env("HOME", scratch.path())
+            .envs(&self.env);
+        let log = scratch.join("broker.log");
+        let process = ChildProcess::spawn(&self.name, &mut cmd, &log);
+        Broker {
+            process,
+            scratch,
+            addr: loopback(self.port),
+            env: self.env,
+        }
+    }
+
+    /// Starts the broker and waits until gRPC health reports SERVING for the broker service.
+    pub async fn start(self) -> Broker {
+        let mut broker = self.spawn();
+        broker.wait_serving().await;
+        broker
+    }
+
+    /// Starts a broker that must refuse its configuration: waits for it to exit and returns the
+    /// exit status and everything it printed. Panics if it is still running after 30 s.
+    pub async fn start_expecting_exit(self) -> (ExitStatus, String) {
+        let mut broker = self.spawn();
+        match broker.process.wait_exit(Duration::from_secs(30)).await {
+            Some(status) => (status, broker.log_text()),
+            None => broker
+                .process
+                .fail("expected the broker to refuse this configuration and exit, it kept running"),
+        }
+    }
+}
+
+/// A running broker process.
+#[derive(Debug)]
+pub struct Broker {
+    process: ChildProcess,
+    scratch: Scratch,
+    addr: SocketAddr,
+    env: BTreeMap<String, String>,
+}
+
+impl Broker {
+    /// Waits until health says SERVING for [`SERVICE`].
+    pub async fn wait_serving(&mut self) {
+        let endpoint = self.endpoint();
+        self.process
+            .wait_until(
+                &format!("grpc.health.v1.Health/Check({SERVICE}) = SERVING"),
+                START_TIMEOUT,
+                || {
+                    let endpoint = endpoint.clone();
+                    async move { health_of(&endpoint, SERVICE).await == Some(ServingStatus::Serving) }
+                },
+            )
+            .await;
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client on a fresh channel (HTTP/2: clone it freely for concurrent calls).
+    pub async fn client(&self) -> CredentialBrokerClient<Channel> {
+        CredentialBrokerClient::new(channel(&self.endpoint()).await.expect("connect to broker"))
+    }
+
+    /// The serving status health reports for `service` (`""` is the whole server); `None` when
+    /// the call itself fails.
+    pub async fn health(&self, service: &str) -> Option<ServingStatus> {
+        health_of(&self.endpoint(), service).await
+    }
+
+    /// Everything the broker logged so far.
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The environment the broker was started with.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// The broker's scratch directory (its `HOME`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// SIGTERM: ask for a graceful shutdown; see [`Broker::wait_exit`].
+    pub fn sigterm(&mut self) {
+        self.process.sigterm();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.process.wait_exit(timeout).await
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+}
+
+/// A connected channel to `endpoint` with a short connect timeout.
+pub async fn channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(endpoint.to_string())
+        .expect("valid endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+}
+
+async fn health_of(endpoint: &str, service: &str) -> Option<ServingStatus> {
+    let channel = channel(endpoint).await.ok()?;
+    let mut client = HealthClient::new(channel);
+    let request = tonic::Request::new(HealthCheckRequest {
+        service: service.to_string(),
+    });
+    let response = tokio::time::timeout(Duration::from_secs(2), client.check(request))
+        .await
+        .ok()?
+        .ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}

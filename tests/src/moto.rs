@@ -1,0 +1,166 @@
+//! moto, the AWS emulator, with IAM enforcement on.
+//!
+//! `moto_server` is started with `INITIAL_NO_AUTH_ACTION_COUNT=3` and seeded by
+//! `tests/support/seed_moto.py`: its first three (unauthenticated) calls create an `admin` user,
+//! everything after is signed and checked against IAM policies. So credentials the broker hands
+//! out really carry their role's rights: a read-only role's credentials get AccessDenied on
+//! PutObject, unknown keys get InvalidAccessKeyId. The seed script prints one JSON object with
+//! all ARNs and keys, parsed here into [`MotoSeed`].
+//!
+//! Each test starts its own moto (about 1 s), so counts and state never leak between tests.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ports::free_port;
+use crate::process::{ChildProcess, Scratch};
+use crate::tools;
+
+/// The account every seeded ARN lives in (moto's default account).
+pub const ACCOUNT_ID: &str = "123456789012";
+
+/// What `seed_moto.py` created.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MotoSeed {
+    pub endpoint: String,
+    pub region: String,
+    pub account_id: String,
+    pub buckets: SeedBuckets,
+    pub roles: SeedRoles,
+    pub users: SeedUsers,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeedBuckets {
+    /// `demo-bucket`: the demo roles' bucket.
+    pub demo: String,
+    /// `other-bucket`: no demo role may touch it.
+    pub other: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeedRoles {
+    /// `demo-read-write`: `s3:*` on demo-bucket.
+    pub read_write: String,
+    /// `demo-read-only`: `s3:GetObject`, `s3:ListBucket` on demo-bucket.
+    pub read_only: String,
+    /// `ops-admin`: `s3:*` everywhere; outside the broker's allowlist and rights.
+    pub ops_admin: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeedUsers {
+    pub admin: AwsUser,
+    /// The broker's own identity: may only assume `role/demo-*`.
+    pub broker: AwsUser,
+    /// Valid keys with no S3 rights: the "ambient" identity an adapter must never use.
+    pub ambient: AwsUser,
+}
+
+/// An IAM user with an access key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AwsUser {
+    pub arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// A running, seeded moto server.
+#[derive(Debug)]
+pub struct Moto {
+    process: ChildProcess,
+    _scratch: Scratch,
+    port: u16,
+    seed: MotoSeed,
+}
+
+impl Moto {
+    /// moto with IAM enforcement after seeding (the normal case).
+    pub async fn start() -> Moto {
+        Moto::start_inner(true).await
+    }
+
+    /// moto that never checks signatures or policies. Needed for `AssumeRoleWithWebIdentity`:
+    /// moto 5.2.5 under enforcement answers that unsigned call with HTTP 500
+    /// (`KeyError: 'HTTP_AUTHORIZATION'`), while real STS accepts it unsigned.
+    pub async fn start_without_iam_enforcement() -> Moto {
+        Moto::start_inner(false).await
+    }
+
+    async fn start_inner(enforce_iam: bool) -> Moto {
+        let scratch = Scratch::new("moto");
+        let port = free_port();
+        let mut cmd = Command::new(tools::moto_server());
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", scratch.path())
+            .env("PYTHONUNBUFFERED", "1");
+        if enforce_iam {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "3");
+        }
+        let mut process = ChildProcess::spawn("moto_server", &mut cmd, &scratch.join("moto.log"));
+
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let probe_url = format!("{endpoint}/moto-api/");
+        let http = reqwest::Client::new();
+        process
+            .wait_until(
+                "GET /moto-api/ answers 200",
+                Duration::from_secs(60),
+                || {
+                    let req = http.get(&probe_url).timeout(Duration::from_secs(2)).send();
+                    async move { matches!(req.await, Ok(r) if r.status().is_success()) }
+                },
+            )
+            .await;
+
+        let output = tokio::process::Command::new(tools::python())
+            .arg(tools::support_file("seed_moto.py"))
+            .args(["--endpoint", &endpoint])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", scratch.path())
+            .output()
+            .await
+            .expect("run seed_moto.py");
+        if !output.status.success() {
+            process.fail(&format!(
+                "seed_moto.py failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let seed: MotoSeed = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "seed_moto.py printed no seed JSON ({e}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+        Moto {
+            process,
+            _scratch: scratch,
+            port,
+            seed,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn seed(&self) -> &MotoSeed {
+        &self.seed
+    }
+
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
+}

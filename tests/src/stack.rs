@@ -1,0 +1,104 @@
+//! The usual test setup in one call: seeded moto, a counting STS proxy in front of it, and a
+//! broker that signs in to STS as the seeded `broker` user, validates HS256 tokens (with issuer
+//! and audience checks on) and allows the `demo-*` roles.
+//!
+//! Tests that need something different change the [`BrokerBuilder`] in
+//! [`BrokerStack::start_with`], or build their own from the parts.
+
+use crate::broker::{Broker, BrokerBuilder};
+use crate::moto::{ACCOUNT_ID, Moto, MotoSeed};
+use crate::sts_proxy::StsProxy;
+use crate::tokens::{Claims, TokenMinter, random_string};
+
+/// `iss` of the test tokens, checked by the broker (`BROKER_JWT_ISSUER`).
+pub const ISSUER: &str = "https://auth.e2e.test/";
+/// `aud` of the test tokens, checked by the broker (`BROKER_JWT_AUDIENCE`).
+pub const AUDIENCE: &str = "credential-broker";
+
+/// The allowlist glob of the standard broker.
+pub fn demo_roles_glob() -> String {
+    format!("arn:aws:iam::{ACCOUNT_ID}:role/demo-*")
+}
+
+/// moto + STS proxy + broker + a minter whose tokens the broker accepts.
+#[derive(Debug)]
+pub struct BrokerStack {
+    // Field order is drop order: the broker goes first, moto last.
+    pub broker: Broker,
+    pub proxy: StsProxy,
+    pub moto: Moto,
+    pub minter: TokenMinter,
+    pub secret: String,
+}
+
+impl BrokerStack {
+    /// The standard stack.
+    pub async fn start() -> BrokerStack {
+        BrokerStack::start_with(|b| b).await
+    }
+
+    /// The standard stack with a changed broker configuration.
+    pub async fn start_with(configure: impl FnOnce(BrokerBuilder) -> BrokerBuilder) -> BrokerStack {
+        let moto = Moto::start().await;
+        let proxy = StsProxy::start(moto.port());
+        let secret = random_string(48);
+        let builder = configure(standard_broker(moto.seed(), &proxy.endpoint(), &secret));
+        let broker = builder.start().await;
+        BrokerStack {
+            broker,
+            proxy,
+            moto,
+            minter: standard_minter(&secret),
+            secret,
+        }
+    }
+
+    pub fn seed(&self) -> &MotoSeed {
+        self.moto.seed()
+    }
+
+    /// moto's own endpoint (not the proxy): for S3 and GetCallerIdentity checks.
+    pub fn aws_endpoint(&self) -> String {
+        self.moto.endpoint()
+    }
+
+    /// A token for `sub` granting the read-write role.
+    pub fn rw_token(&self, sub: &str) -> String {
+        self.minter.for_role(sub, &self.seed().roles.read_write)
+    }
+
+    /// A token for `sub` granting the read-only role.
+    pub fn ro_token(&self, sub: &str) -> String {
+        self.minter.for_role(sub, &self.seed().roles.read_only)
+    }
+
+    /// Signs `claims` with the broker's secret (default iss/aud added).
+    pub fn token(&self, claims: &Claims) -> String {
+        self.minter.mint(claims)
+    }
+}
+
+/// The standard broker configuration against `seed`, with STS at `sts_endpoint`.
+pub fn standard_broker(seed: &MotoSeed, sts_endpoint: &str, secret: &str) -> BrokerBuilder {
+    BrokerBuilder::new()
+        .hs256_secret(secret)
+        .env("BROKER_JWT_ISSUER", ISSUER)
+        .env("BROKER_JWT_AUDIENCE", AUDIENCE)
+        .env("BROKER_ROLE_ACCOUNT_ID", ACCOUNT_ID)
+        .allowed_roles(&[&demo_roles_glob()])
+        .sts_endpoint(sts_endpoint)
+        .aws_identity(
+            &seed.users.broker.access_key_id,
+            &seed.users.broker.secret_access_key,
+        )
+}
+
+/// A minter for the standard broker's secret, issuer and audience.
+pub fn standard_minter(secret: &str) -> TokenMinter {
+    TokenMinter::hs256(secret).issuer(ISSUER).audience(AUDIENCE)
+}
+
+/// A fresh session id, as long and random as an MCP session id.
+pub fn new_session_id() -> String {
+    format!("mcp-session-{}", random_string(32))
+}
