@@ -71,8 +71,9 @@ pub(crate) enum Caller {
     Anonymous,
     /// The broker's credentials for this request's token.
     Authorized(Arc<Issued>),
-    /// A `tools/call` the broker could not serve; the tool answers with this reason.
-    Unserved(String),
+    /// A `tools/call` the broker could not serve; the tool answers with this error code
+    /// (`CredentialBrokerUnavailable`, `CredentialBrokerRejected`) and reason.
+    Unserved { code: &'static str, reason: String },
 }
 
 /// A bearer token; shows itself in no `Debug` or log output.
@@ -199,10 +200,19 @@ impl Authenticator {
                 Err(Box::new(session_gone(id, &reason)))
             }
             Err(error) => {
-                let reason = format!("{error}; no other credentials are used, retry later");
+                let (code, reason) = match &error {
+                    BrokerError::InvalidArgument(_) => (
+                        "CredentialBrokerRejected",
+                        format!("{error}; no other credentials are used"),
+                    ),
+                    _ => (
+                        "CredentialBrokerUnavailable",
+                        format!("{error}; no other credentials are used, retry later"),
+                    ),
+                };
                 if envelope.is_single_tool_call() {
                     tracing::warn!(session = %tag, %error, "broker could not serve a tool call");
-                    return Ok(Caller::Unserved(reason));
+                    return Ok(Caller::Unserved { code, reason });
                 }
                 if !needs_token {
                     tracing::warn!(session = %tag, %error, "broker could not verify a token the request does not need; serving it as anonymous");
@@ -225,12 +235,11 @@ impl Authenticator {
 
     /// 401 for a missing (`reason` None) or refused token.
     fn unauthorized(&self, id: Value, reason: Option<&str>) -> Response {
+        crate::metrics::auth_refusal(StatusCode::UNAUTHORIZED);
         let (challenge, message) = match reason {
             None => (
                 www_authenticate(&self.resource_metadata, None),
-                format!(
-                    "Authorization required: {SEND_TOKEN} (only initialize may go without one)"
-                ),
+                format!("Authorization required: {SEND_TOKEN}"),
             ),
             Some(reason) => (
                 www_authenticate(
@@ -256,6 +265,7 @@ impl Authenticator {
     }
 
     fn forbidden(&self, id: Value, reason: &str) -> Response {
+        crate::metrics::auth_refusal(StatusCode::FORBIDDEN);
         let mut response = error_response(
             StatusCode::FORBIDDEN,
             id,
@@ -383,6 +393,7 @@ fn quoted_safe(value: &str) -> String {
 
 /// 404 for a session the broker revoked or does not know.
 fn session_gone(id: Value, reason: &str) -> Response {
+    crate::metrics::auth_refusal(StatusCode::NOT_FOUND);
     error_response(
         StatusCode::NOT_FOUND,
         id,
@@ -542,7 +553,7 @@ mod tests {
         let broker = Broker::connect_lazy(
             &url::Url::parse("http://127.0.0.1:1").unwrap(),
             Duration::from_millis(200),
-            None,
+            Default::default(),
         )
         .unwrap();
         Authenticator::new(
@@ -614,11 +625,12 @@ mod tests {
             .authenticate(&headers, &request("tools/call"))
             .await
             .unwrap();
-        let Caller::Unserved(reason) = caller else {
+        let Caller::Unserved { code, reason } = caller else {
             panic!("expected an unserved caller")
         };
         assert!(
-            reason.contains("credential broker at http://127.0.0.1:1 unavailable"),
+            code == "CredentialBrokerUnavailable"
+                && reason.contains("credential broker at http://127.0.0.1:1 unavailable"),
             "{reason}"
         );
 

@@ -19,7 +19,7 @@ use credbroker_proto::v1::{
 };
 use tonic::{
     Code, Status,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use url::Url;
 
@@ -85,7 +85,7 @@ impl Broker {
     pub(crate) fn connect_lazy(
         url: &Url,
         deadline: Duration,
-        ca_pem: Option<Vec<u8>>,
+        tls_settings: crate::config::BrokerTls,
     ) -> anyhow::Result<Self> {
         let address = url.as_str().trim_end_matches('/').to_string();
         let mut endpoint = Endpoint::from_shared(address.clone())?
@@ -96,11 +96,16 @@ impl Broker {
             .keep_alive_while_idle(true);
         if url.scheme() == "https" {
             let mut tls = ClientTlsConfig::new().with_native_roots();
-            if let Some(host) = url.host_str() {
-                tls = tls.domain_name(host);
+            if let Some(domain) = tls_settings.domain {
+                tls = tls.domain_name(domain);
+            } else if let Some(host) = url.host_str() {
+                tls = tls.domain_name(host.trim_matches(['[', ']']));
             }
-            if let Some(pem) = ca_pem {
+            if let Some(pem) = tls_settings.ca {
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = tls_settings.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
             }
             endpoint = endpoint.tls_config(tls)?;
         }
@@ -120,7 +125,7 @@ impl Broker {
         token: &str,
     ) -> Result<Issued, BrokerError> {
         let response = self
-            .call(|mut client, timeout| {
+            .call("GetCredentials", |mut client, timeout| {
                 let mut request = tonic::Request::new(GetCredentialsRequest {
                     session_id: session_id.to_owned(),
                     token: token.to_owned(),
@@ -143,7 +148,7 @@ impl Broker {
     /// Credentials for a request without a session (the 2026-07-28 revision).
     pub(crate) async fn exchange_token(&self, token: &str) -> Result<Issued, BrokerError> {
         let response = self
-            .call(|mut client, timeout| {
+            .call("ExchangeToken", |mut client, timeout| {
                 let mut request = tonic::Request::new(ExchangeTokenRequest {
                     token: token.to_owned(),
                     role_arn: String::new(),
@@ -163,17 +168,32 @@ impl Broker {
     }
 
     /// Runs one RPC under the deadline, retrying once on UNAVAILABLE while time remains.
-    async fn call<T, F, Fut>(&self, rpc: F) -> Result<T, BrokerError>
+    /// Records the call's latency and failure code (`method` is the RPC name).
+    async fn call<T, F, Fut>(&self, method: &'static str, rpc: F) -> Result<T, BrokerError>
     where
         F: Fn(CredentialBrokerClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
+        let outcome = self.call_with_retry(started, rpc).await;
+        crate::metrics::broker_call(
+            method,
+            started.elapsed().as_secs_f64(),
+            outcome.as_ref().err().map(Status::code),
+        );
+        outcome.map_err(|status| self.classify(&status))
+    }
+
+    async fn call_with_retry<T, F, Fut>(&self, started: Instant, rpc: F) -> Result<T, Status>
+    where
+        F: Fn(CredentialBrokerClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         let mut retried = false;
         loop {
             let remaining = self.deadline.saturating_sub(started.elapsed());
             if remaining.is_zero() {
-                return Err(self.unavailable(format!(
+                return Err(Status::deadline_exceeded(format!(
                     "no answer within {}",
                     humantime::format_duration(self.deadline)
                 )));
@@ -193,7 +213,7 @@ impl Broker {
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
-            return Err(self.classify(&status));
+            return Err(status);
         }
     }
 
@@ -283,7 +303,7 @@ mod tests {
         Broker::connect_lazy(
             &Url::parse("http://127.0.0.1:1").unwrap(),
             Duration::from_millis(300),
-            None,
+            Default::default(),
         )
         .unwrap()
     }
@@ -369,6 +389,137 @@ mod tests {
         let debug = format!("{issued:?}");
         assert!(!debug.contains("very-secret"), "{debug}");
         assert!(debug.contains("ASIAEXAMPLE"));
+    }
+
+    /// A broker whose ExchangeToken answers with the scripted statuses, then succeeds.
+    mod fake {
+        use std::sync::{
+            Arc, Mutex,
+            atomic::{AtomicUsize, Ordering},
+        };
+
+        use credbroker_proto::v1::{credential_broker_server::*, *};
+        use tonic::{Request, Response, Status};
+
+        #[derive(Clone, Default)]
+        pub(super) struct Scripted {
+            pub(super) failures: Arc<Mutex<Vec<Status>>>,
+            pub(super) calls: Arc<AtomicUsize>,
+        }
+
+        #[tonic::async_trait]
+        impl CredentialBroker for Scripted {
+            async fn exchange_token(
+                &self,
+                _: Request<ExchangeTokenRequest>,
+            ) -> Result<Response<ExchangeTokenResponse>, Status> {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let next = self.failures.lock().unwrap().pop();
+                if let Some(status) = next {
+                    return Err(status);
+                }
+                Ok(Response::new(ExchangeTokenResponse {
+                    credentials: Some(AwsCredentials {
+                        access_key_id: "ASIAFAKE".into(),
+                        secret_access_key: "s".into(),
+                        session_token: "t".into(),
+                        expiration: Some(prost_types::Timestamp::from(
+                            std::time::SystemTime::now() + std::time::Duration::from_secs(900),
+                        )),
+                    }),
+                    principal: Some(Principal::default()),
+                }))
+            }
+            async fn bind_session(
+                &self,
+                _: Request<BindSessionRequest>,
+            ) -> Result<Response<SessionInfo>, Status> {
+                Err(Status::unimplemented(""))
+            }
+            async fn get_credentials(
+                &self,
+                _: Request<GetCredentialsRequest>,
+            ) -> Result<Response<GetCredentialsResponse>, Status> {
+                Err(Status::unimplemented(""))
+            }
+            async fn describe_session(
+                &self,
+                _: Request<DescribeSessionRequest>,
+            ) -> Result<Response<SessionInfo>, Status> {
+                Err(Status::unimplemented(""))
+            }
+            async fn list_sessions(
+                &self,
+                _: Request<ListSessionsRequest>,
+            ) -> Result<Response<ListSessionsResponse>, Status> {
+                Err(Status::unimplemented(""))
+            }
+            async fn revoke_session(
+                &self,
+                _: Request<RevokeSessionRequest>,
+            ) -> Result<Response<RevokeSessionResponse>, Status> {
+                Err(Status::unimplemented(""))
+            }
+        }
+
+        /// Serves `broker` on a loopback port; returns its URL.
+        pub(super) async fn serve(broker: Scripted) -> url::Url {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(CredentialBrokerServer::new(broker))
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            );
+            url::Url::parse(&format!("http://{address}")).unwrap()
+        }
+    }
+
+    async fn fake_broker(failures: Vec<Status>) -> (Broker, fake::Scripted) {
+        let scripted = fake::Scripted::default();
+        *scripted.failures.lock().unwrap() = failures;
+        let url = fake::serve(scripted.clone()).await;
+        let broker = Broker::connect_lazy(&url, Duration::from_secs(2), Default::default()).unwrap();
+        (broker, scripted)
+    }
+
+    fn calls(scripted: &fake::Scripted) -> usize {
+        scripted.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_retried_once() {
+        let (broker, scripted) = fake_broker(vec![Status::unavailable("restarting")]).await;
+        let issued = broker
+            .exchange_token("t")
+            .await
+            .expect("second attempt succeeds");
+        assert_eq!(issued.credentials.access_key_id(), "ASIAFAKE");
+        assert_eq!(calls(&scripted), 2);
+
+        let (broker, scripted) = fake_broker(vec![
+            Status::unavailable("down"),
+            Status::unavailable("still down"),
+        ])
+        .await;
+        assert!(matches!(
+            broker.exchange_token("t").await,
+            Err(BrokerError::Unavailable { .. })
+        ));
+        assert_eq!(calls(&scripted), 2, "exactly one retry");
+    }
+
+    #[tokio::test]
+    async fn other_codes_are_never_retried() {
+        for status in [
+            Status::unauthenticated("expired"),
+            Status::permission_denied("role"),
+            Status::internal("bug"),
+        ] {
+            let (broker, scripted) = fake_broker(vec![status]).await;
+            assert!(broker.exchange_token("t").await.is_err());
+            assert_eq!(calls(&scripted), 1);
+        }
     }
 
     #[tokio::test]

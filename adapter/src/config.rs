@@ -7,7 +7,9 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{CommandFactory, Parser, ValueEnum, error::ContextKind, error::ContextValue};
+use clap::{
+    Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ContextKind, error::ContextValue,
+};
 use url::Url;
 
 /// Which JSON-RPC requests need `Authorization: Bearer <JWT>`.
@@ -32,9 +34,15 @@ pub enum LogFormat {
 #[command(
     name = "mcp-adapter",
     version,
-    about = "MCP server (Streamable HTTP) whose S3 tools run only on credentials from the credential broker"
+    about = "MCP server (Streamable HTTP) whose S3 tools run only on credentials from the credential broker",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Config {
+    /// Subcommand; none means serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+
     /// Address the HTTP server listens on.
     #[arg(long, env = "ADAPTER_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
@@ -43,9 +51,23 @@ pub struct Config {
     #[arg(long, env = "ADAPTER_BROKER_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_broker_url)]
     pub broker_url: Url,
 
-    /// PEM file with the CA that signed the broker's certificate (https only; default: system roots).
-    #[arg(long, env = "ADAPTER_BROKER_CA_FILE")]
-    pub broker_ca_file: Option<PathBuf>,
+    /// CA that signed the broker's certificate (https only; default: system roots): a PEM file
+    /// path, or the PEM text itself (a value starting with `-----BEGIN`).
+    #[arg(long, env = "ADAPTER_BROKER_CA", value_parser = parse_pem_source)]
+    pub broker_ca: Option<PemSource>,
+
+    /// Client certificate (chain) for mTLS to the broker: PEM file path or PEM text. Needs
+    /// ADAPTER_BROKER_CLIENT_KEY.
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_CERT", value_parser = parse_pem_source)]
+    pub broker_client_cert: Option<PemSource>,
+
+    /// Private key of the client certificate: PEM file path or PEM text.
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = parse_pem_source)]
+    pub broker_client_key: Option<PemSource>,
+
+    /// Name to verify in the broker's certificate (default: the host of ADAPTER_BROKER_URL).
+    #[arg(long, env = "ADAPTER_BROKER_TLS_DOMAIN")]
+    pub broker_tls_domain: Option<String>,
 
     /// Deadline for one broker call, retries included (for example 5s, 800ms).
     #[arg(long, env = "ADAPTER_BROKER_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
@@ -94,6 +116,73 @@ pub struct Config {
     /// How long an idle MCP session is kept (for example 5m).
     #[arg(long, env = "ADAPTER_SESSION_IDLE", default_value = "5m", value_parser = parse_session_idle)]
     pub session_idle: Duration,
+
+    /// Address of the Prometheus listener (`/metrics`); off when unset.
+    #[arg(long, env = "ADAPTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Subcommands of `mcp-adapter`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Exit 0 if GET /healthz on the adapter answers 200 (for container health checks).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `mcp-adapter healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Adapter address (0.0.0.0 is dialled as 127.0.0.1, [::] as [::1]).
+    #[arg(long, env = "ADAPTER_LISTEN", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+/// A PEM value as configured: a file to read, or the PEM text itself (ECS injects secrets as
+/// environment variables). `Debug` never shows inline text, which may be a private key.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    File(PathBuf),
+    Inline(String),
+}
+
+impl std::fmt::Debug for PemSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "File({})", path.display()),
+            Self::Inline(_) => f.write_str("Inline(<pem>)"),
+        }
+    }
+}
+
+impl PemSource {
+    /// The PEM bytes; `variable` names the setting in the error.
+    pub fn load(&self, variable: &str) -> Result<Vec<u8>, ConfigError> {
+        let bytes = match self {
+            Self::Inline(text) => text.clone().into_bytes(),
+            Self::File(path) => std::fs::read(path).map_err(|e| ConfigError {
+                variable: variable.into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?,
+        };
+        if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+            return Err(ConfigError {
+                variable: variable.into(),
+                message: "not PEM (no -----BEGIN line)".into(),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// PEM material for the broker connection, read at start.
+#[derive(Clone, Default)]
+pub struct BrokerTls {
+    pub ca: Option<Vec<u8>>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub domain: Option<String>,
 }
 
 /// A setting that could not be used, with the environment variable that holds it.
@@ -130,21 +219,67 @@ impl Config {
 
     /// Rules that span settings or need more than one value parser.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.broker_ca_file.is_some() && self.broker_url.scheme() != "https" {
-            return Err(ConfigError {
-                variable: "ADAPTER_BROKER_CA_FILE".into(),
-                message: "set, but ADAPTER_BROKER_URL is not https://".into(),
-            });
+        if self.command.is_some() {
+            return Ok(());
         }
-        if let Some(path) = &self.broker_ca_file
-            && !path.is_file()
+        let https = self.broker_url.scheme() == "https";
+        for (variable, set) in [
+            ("ADAPTER_BROKER_CA", self.broker_ca.is_some()),
+            ("ADAPTER_BROKER_CLIENT_CERT", self.broker_client_cert.is_some()),
+            ("ADAPTER_BROKER_CLIENT_KEY", self.broker_client_key.is_some()),
+            ("ADAPTER_BROKER_TLS_DOMAIN", self.broker_tls_domain.is_some()),
+        ] {
+            if set && !https {
+                return Err(ConfigError {
+                    variable: variable.into(),
+                    message: "set, but ADAPTER_BROKER_URL is not https://".into(),
+                });
+            }
+        }
+        match (&self.broker_client_cert, &self.broker_client_key) {
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    variable: "ADAPTER_BROKER_CLIENT_KEY".into(),
+                    message: "missing: ADAPTER_BROKER_CLIENT_CERT is set".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    variable: "ADAPTER_BROKER_CLIENT_CERT".into(),
+                    message: "missing: ADAPTER_BROKER_CLIENT_KEY is set".into(),
+                });
+            }
+            _ => {}
+        }
+        if let Some(domain) = &self.broker_tls_domain
+            && (domain.trim().is_empty() || domain.contains(['/', ' ', ':']))
         {
             return Err(ConfigError {
-                variable: "ADAPTER_BROKER_CA_FILE".into(),
-                message: format!("{} is not a readable file", path.display()),
+                variable: "ADAPTER_BROKER_TLS_DOMAIN".into(),
+                message: format!("{domain:?} is not a host name"),
             });
         }
-        Ok(())
+        self.broker_tls().map(|_| ())
+    }
+
+    /// Reads the broker TLS material (files or inline PEM).
+    pub fn broker_tls(&self) -> Result<BrokerTls, ConfigError> {
+        let ca = match &self.broker_ca {
+            Some(source) => Some(source.load("ADAPTER_BROKER_CA")?),
+            None => None,
+        };
+        let identity = match (&self.broker_client_cert, &self.broker_client_key) {
+            (Some(cert), Some(key)) => Some((
+                cert.load("ADAPTER_BROKER_CLIENT_CERT")?,
+                key.load("ADAPTER_BROKER_CLIENT_KEY")?,
+            )),
+            _ => None,
+        };
+        Ok(BrokerTls {
+            ca,
+            identity,
+            domain: self.broker_tls_domain.clone(),
+        })
     }
 
     /// The RFC 9728 `resource` identifier: the configured URL, or `http://<listen>/mcp`.
@@ -203,6 +338,18 @@ fn env_for_arg(rendered_arg: &str) -> Option<String> {
         .find(|arg| arg.get_long() == Some(long))
         .and_then(|arg| arg.get_env())
         .map(|env| env.to_string_lossy().into_owned())
+}
+
+fn parse_pem_source(value: &str) -> Result<PemSource, String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err("empty; a PEM file path or PEM text".into());
+    }
+    if trimmed.starts_with("-----BEGIN") {
+        // Env values sometimes carry literal `\n` instead of line breaks.
+        return Ok(PemSource::Inline(trimmed.replace("\\n", "\n")));
+    }
+    Ok(PemSource::File(PathBuf::from(trimmed)))
 }
 
 fn parse_broker_url(value: &str) -> Result<Url, String> {
@@ -388,12 +535,111 @@ mod tests {
         assert!(config.effective_allowed_hosts().is_empty());
     }
 
-    #[test]
-    fn ca_file_needs_https() {
-        let error = load(&["--broker-ca-file", "/etc/hostname"])
+    fn error_variable(args: &[&str]) -> String {
+        load(args)
             .expect_err("must fail")
-            .expect_err("not help");
-        assert_eq!(error.variable, "ADAPTER_BROKER_CA_FILE");
+            .expect_err("not help")
+            .variable
+    }
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn ca_needs_https() {
+        assert_eq!(
+            error_variable(&["--broker-ca", "/etc/hostname"]),
+            "ADAPTER_BROKER_CA"
+        );
+        assert_eq!(
+            error_variable(&["--broker-tls-domain", "broker.internal"]),
+            "ADAPTER_BROKER_TLS_DOMAIN"
+        );
+    }
+
+    #[test]
+    fn pem_values_are_files_or_inline_text() {
+        let https = ["--broker-url", "https://broker.internal:50051"];
+        let config = load(&[https[0], https[1], "--broker-ca", PEM]).unwrap();
+        assert!(matches!(config.broker_ca, Some(PemSource::Inline(_))));
+        assert_eq!(config.broker_tls().unwrap().ca.unwrap(), PEM.as_bytes());
+        assert!(!format!("{config:?}").contains("MIIB"), "inline PEM is not shown");
+
+        let escaped = PEM.replace('\n', "\\n");
+        let config = load(&[https[0], https[1], "--broker-ca", &escaped]).unwrap();
+        assert_eq!(config.broker_tls().unwrap().ca.unwrap(), PEM.as_bytes());
+
+        let dir = std::env::temp_dir().join(format!("adapter-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ca.pem");
+        std::fs::write(&file, PEM).unwrap();
+        let config = load(&[https[0], https[1], "--broker-ca", file.to_str().unwrap()]).unwrap();
+        assert_eq!(config.broker_ca, Some(PemSource::File(file.clone())));
+
+        assert_eq!(
+            error_variable(&[https[0], https[1], "--broker-ca", "/nonexistent/ca.pem"]),
+            "ADAPTER_BROKER_CA"
+        );
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        assert_eq!(
+            error_variable(&[https[0], https[1], "--broker-ca", not_pem.to_str().unwrap()]),
+            "ADAPTER_BROKER_CA"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn client_cert_and_key_come_together() {
+        let https = ["--broker-url", "https://broker.internal:50051"];
+        assert_eq!(
+            error_variable(&[https[0], https[1], "--broker-client-cert", PEM]),
+            "ADAPTER_BROKER_CLIENT_KEY"
+        );
+        assert_eq!(
+            error_variable(&[https[0], https[1], "--broker-client-key", PEM]),
+            "ADAPTER_BROKER_CLIENT_CERT"
+        );
+        assert_eq!(
+            error_variable(&["--broker-client-cert", PEM, "--broker-client-key", PEM]),
+            "ADAPTER_BROKER_CA",
+            "plain http refuses TLS settings"
+        );
+        let config = load(&[
+            https[0],
+            https[1],
+            "--broker-client-cert",
+            PEM,
+            "--broker-client-key",
+            PEM,
+            "--broker-tls-domain",
+            "broker.internal",
+        ])
+        .unwrap();
+        let tls = config.broker_tls().unwrap();
+        assert!(tls.identity.is_some());
+        assert_eq!(tls.domain.as_deref(), Some("broker.internal"));
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_parsed() {
+        assert!(load(&[]).unwrap().metrics_listen.is_none());
+        let config = load(&["--metrics-listen", "0.0.0.0:9464"]).unwrap();
+        assert_eq!(config.metrics_listen.unwrap().port(), 9464);
+        assert_eq!(
+            error_variable(&["--metrics-listen", "nowhere"]),
+            "ADAPTER_METRICS_LISTEN"
+        );
+    }
+
+    #[test]
+    fn healthcheck_is_a_subcommand_and_no_subcommand_serves() {
+        assert!(load(&[]).unwrap().command.is_none());
+        let config = load(&["healthcheck", "--addr", "0.0.0.0:9000"]).unwrap();
+        let Some(Command::Healthcheck(args)) = config.command else {
+            panic!("healthcheck expected")
+        };
+        assert_eq!(args.addr.port(), 9000);
+        assert_eq!(args.timeout, Duration::from_secs(3));
     }
 
     #[test]

@@ -15,13 +15,17 @@
 //! | `s3` | S3 clients from given credentials, cached while valid; `s3://` parsing |
 //! | `tools` | the S3 tools, one file per family |
 //! | `origin`, `protocol`, `jsonrpc` | Origin allowlist, MCP-Protocol-Version, JSON-RPC envelope/errors |
+//! | [`metrics`] | Prometheus counters and histograms on `ADAPTER_METRICS_LISTEN` |
+//! | [`healthcheck`] | the `healthcheck` subcommand (GET /healthz) |
 //! | [`logging`] | text/JSON logs that never show a session id |
 
 mod auth;
 mod broker;
 pub mod config;
+pub mod healthcheck;
 mod jsonrpc;
 pub mod logging;
+pub mod metrics;
 mod origin;
 mod protocol;
 mod s3;

@@ -1,8 +1,12 @@
-//! `mcp-adapter`: wiring only. Parse the settings, set up logs, serve until SIGTERM or Ctrl-C.
+//! `mcp-adapter`: wiring only. Parse the settings, set up logs, serve until SIGTERM or Ctrl-C;
+//! or, with `healthcheck`, probe a running adapter's `/healthz` and exit 0 or 1.
 
 use std::{process::ExitCode, time::Duration};
 
-use mcp_adapter::{config::Config, logging, server};
+use mcp_adapter::{
+    config::{Command, Config},
+    healthcheck, logging, metrics, server,
+};
 use tokio_util::sync::CancellationToken;
 
 /// How long open connections (SSE streams, tool calls in flight) get to finish after a signal.
@@ -21,6 +25,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Healthcheck(args)) = &config.command {
+        return match healthcheck::check(args.addr, args.timeout).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("mcp-adapter healthcheck: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     logging::init(config.log_format);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,28 +45,27 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let broker_ca = match &config.broker_ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            anyhow::anyhow!(
-                "ADAPTER_BROKER_CA_FILE: cannot read {}: {e}",
-                path.display()
-            )
-        })?),
-        None => None,
-    };
+    let broker_tls = config
+        .broker_tls()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(listen) = config.metrics_listen {
+        metrics::install(listen)?;
+    }
     if config.authorization_servers.is_empty() {
         tracing::warn!(
             "ADAPTER_AUTHORIZATION_SERVERS is empty: clients cannot discover where to get a token"
         );
     }
+    let signal = shutdown_signal()?;
     let shutdown = CancellationToken::new();
-    let app = server::app(&config, broker_ca, shutdown.clone())?;
+    let app = server::app(&config, broker_tls, shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("ADAPTER_LISTEN: cannot listen on {}: {e}", config.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         broker = %config.broker_url,
+        broker_mtls = config.broker_client_cert.is_some(),
         resource = %config.resource(),
         require_auth = ?config.require_auth,
         s3_endpoint = config.s3_endpoint.as_ref().map(|u| u.as_str()).unwrap_or("AWS"),
@@ -63,7 +75,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let signalled = shutdown.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutting down: closing MCP sessions and draining connections");
         signalled.cancel();
     });
@@ -79,24 +91,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::error!("cannot watch SIGTERM: {error}");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now, before serving, so that a signal
+/// arriving during start-up is not lost to the default action; the future completes on either.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {},
             _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

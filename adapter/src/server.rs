@@ -59,10 +59,10 @@ struct Gate {
 /// Builds the whole HTTP application. `shutdown` ends rmcp's sessions and streams.
 pub fn app(
     config: &Config,
-    broker_ca: Option<Vec<u8>>,
+    broker_tls: crate::config::BrokerTls,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Router> {
-    let broker = Broker::connect_lazy(&config.broker_url, config.broker_timeout, broker_ca)?;
+    let broker = Broker::connect_lazy(&config.broker_url, config.broker_timeout, broker_tls)?;
     let s3 = Arc::new(S3Clients::new(&config.region, config.s3_endpoint.as_ref()));
     let resource = config.resource();
     let metadata_url = resource_metadata_url(&resource);
@@ -320,7 +320,7 @@ mod tests {
         ];
         args.extend_from_slice(extra);
         let config = Config::load_from(args).unwrap();
-        app(&config, None, CancellationToken::new()).unwrap()
+        app(&config, Default::default(), CancellationToken::new()).unwrap()
     }
 
     fn post(body: &str) -> http::request::Builder {

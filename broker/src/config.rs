@@ -137,6 +137,14 @@ pub struct ServeArgs {
     /// The previous cache key, still accepted for reading during a rotation.
     #[arg(long, env = "BROKER_CACHE_KEY_PREVIOUS", hide_env_values = true)]
     pub cache_key_previous: Option<Secret>,
+    /// Base64 32-byte key for session handles, credential ids and token fingerprints. Set it so
+    /// that rotating BROKER_CACHE_KEY does not rename every stored record (default: derived from
+    /// the cache key).
+    #[arg(long, env = "BROKER_HANDLE_KEY", hide_env_values = true)]
+    pub handle_key: Option<Secret>,
+    /// File holding the handle key.
+    #[arg(long, env = "BROKER_HANDLE_KEY_FILE")]
+    pub handle_key_file: Option<PathBuf>,
     /// Allow a Redis store without a cache key (values stored in plaintext). Never in production.
     #[arg(long, env = "BROKER_INSECURE_PLAINTEXT_CACHE")]
     pub insecure_plaintext_cache: bool,
@@ -181,8 +189,17 @@ impl std::fmt::Debug for TlsFiles {
     }
 }
 
+/// A PEM value: a file path, or the PEM text itself (ECS injects secrets as environment values).
 fn read_pem(var: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| bad(var, format!("cannot read {}: {e}", path.display())))?;
+    if path
+        .as_os_str()
+        .as_encoded_bytes()
+        .starts_with(b"-----BEGIN ")
+    {
+        return Ok(path.as_os_str().as_encoded_bytes().to_vec());
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| bad(var, format!("cannot read {}: {e}", path.display())))?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(bad(var, format!("{} is not a PEM file", path.display())));
     }
@@ -194,7 +211,10 @@ impl ServeArgs {
         match (&self.tls_cert, &self.tls_key) {
             (None, None) => {
                 if self.tls_client_ca.is_some() {
-                    return Err(bad("BROKER_TLS_CLIENT_CA", "needs BROKER_TLS_CERT and BROKER_TLS_KEY"));
+                    return Err(bad(
+                        "BROKER_TLS_CLIENT_CA",
+                        "needs BROKER_TLS_CERT and BROKER_TLS_KEY",
+                    ));
                 }
                 Ok(None)
             }
@@ -264,6 +284,9 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Current cache key (32 bytes), then the previous one if any.
     pub cache_keys: Vec<Secret>,
+    /// Key of the keyed hashes (handles, credential ids, fingerprints), when set apart from the
+    /// cache key.
+    pub handle_key: Option<Secret>,
     pub insecure_plaintext_cache: bool,
     pub session_grace: Duration,
     pub revoked_retention: Duration,
@@ -353,16 +376,16 @@ impl ServeArgs {
             (None, Some(p)) => Some(read_secret_file("BROKER_JWT_HS256_SECRET_FILE", p)?),
             (None, None) => None,
         };
-        if let Some(s) = &hs256_secret {
-            if s.len() < 32 {
-                return Err(bad(
-                    "BROKER_JWT_HS256_SECRET",
-                    format!(
-                        "is {} bytes; HS256 secrets must be at least 32 bytes (RFC 7518 §3.2)",
-                        s.len()
-                    ),
-                ));
-            }
+        if let Some(s) = &hs256_secret
+            && s.len() < 32
+        {
+            return Err(bad(
+                "BROKER_JWT_HS256_SECRET",
+                format!(
+                    "is {} bytes; HS256 secrets must be at least 32 bytes (RFC 7518 §3.2)",
+                    s.len()
+                ),
+            ));
         }
         let jwks = match (&self.jwks_url, &self.jwks_file) {
             (Some(_), Some(_)) => {
@@ -403,13 +426,13 @@ impl ServeArgs {
             }
         };
         let role_account_id = self.role_account_id.clone().filter(|s| !s.is_empty());
-        if let Some(a) = &role_account_id {
-            if a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()) {
-                return Err(bad(
-                    "BROKER_ROLE_ACCOUNT_ID",
-                    format!("{a:?} is not a 12-digit AWS account id"),
-                ));
-            }
+        if let Some(a) = &role_account_id
+            && (a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(bad(
+                "BROKER_ROLE_ACCOUNT_ID",
+                format!("{a:?} is not a 12-digit AWS account id"),
+            ));
         }
         let tag_claims: Vec<String> = self
             .tag_claims
@@ -505,6 +528,20 @@ impl ServeArgs {
             }
             cache_keys.push(decode_key("BROKER_CACHE_KEY_PREVIOUS", prev)?);
         }
+        let handle_key = match (&self.handle_key, &self.handle_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "BROKER_HANDLE_KEY",
+                    "give either BROKER_HANDLE_KEY or BROKER_HANDLE_KEY_FILE, not both",
+                ));
+            }
+            (Some(k), None) => Some(decode_key("BROKER_HANDLE_KEY", k.expose())?),
+            (None, Some(p)) => {
+                let k = read_secret_file("BROKER_HANDLE_KEY_FILE", p)?;
+                Some(decode_key("BROKER_HANDLE_KEY_FILE", k.expose())?)
+            }
+            (None, None) => None,
+        };
         if matches!(cache, CacheConfig::Redis(_))
             && cache_keys.is_empty()
             && !self.insecure_plaintext_cache
@@ -539,6 +576,7 @@ impl ServeArgs {
             refresh_margin,
             cache,
             cache_keys,
+            handle_key,
             insecure_plaintext_cache: self.insecure_plaintext_cache,
             session_grace: duration("BROKER_SESSION_GRACE", &self.session_grace)?,
             revoked_retention: duration("BROKER_REVOKED_RETENTION", &self.revoked_retention)?,

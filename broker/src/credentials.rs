@@ -172,15 +172,15 @@ impl CredentialEngine {
     ) -> Result<(Arc<CredentialRecord>, Lookup), EngineError> {
         let id = self.credential_id(scope);
         let now = now_ms();
-        if let Some(rec) = self.store.get_credential(&id).await? {
-            if rec.servable(now) {
-                if now >= rec.refresh_at_ms {
-                    self.refresh_in_background(&id, scope, token);
-                }
-                bump(&self.stats.hits);
-                crate::metrics::lookup(true);
-                return Ok((Arc::new(rec), Lookup::Hit));
+        if let Some(rec) = self.store.get_credential(&id).await?
+            && rec.servable(now)
+        {
+            if now >= rec.refresh_at_ms {
+                self.refresh_in_background(&id, scope, token);
             }
+            bump(&self.stats.hits);
+            crate::metrics::lookup(true);
+            return Ok((Arc::new(rec), Lookup::Hit));
         }
         bump(&self.stats.misses);
         crate::metrics::lookup(false);
@@ -264,17 +264,17 @@ impl CredentialEngine {
     ) -> Result<CredentialRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + self.settings.lock_ttl * 2;
         loop {
-            if let Some(rec) = self.store.get_credential(id).await? {
-                if rec.fresh(now_ms()) {
-                    return Ok(rec);
-                }
+            if let Some(rec) = self.store.get_credential(id).await?
+                && rec.fresh(now_ms())
+            {
+                return Ok(rec);
             }
             if let Some(lock) = self.store.try_lock(id, self.settings.lock_ttl).await? {
                 let result = async {
-                    if let Some(rec) = self.store.get_credential(id).await? {
-                        if rec.fresh(now_ms()) {
-                            return Ok(rec);
-                        }
+                    if let Some(rec) = self.store.get_credential(id).await?
+                        && rec.fresh(now_ms())
+                    {
+                        return Ok(rec);
                     }
                     let rec = self.issue(scope, token).await?;
                     self.store.put_credential(id, &rec).await?;

@@ -18,22 +18,30 @@ use std::net::SocketAddr;
 pub fn install(listen: SocketAddr) -> anyhow::Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(listen)
-        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])?
         .install()
-        .map_err(|e| anyhow::anyhow!("BROKER_METRICS_LISTEN: cannot start the metrics listener on {listen}: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "BROKER_METRICS_LISTEN: cannot start the metrics listener on {listen}: {e}"
+            )
+        })?;
     tracing::info!(%listen, "metrics at /metrics");
     Ok(())
 }
 
 /// One answered request.
 pub fn request(method: &'static str, code: tonic::Code, seconds: f64) {
-    metrics::counter!("credbroker_requests_total", "method" => method, "code" => code_name(code)).increment(1);
+    metrics::counter!("credbroker_requests_total", "method" => method, "code" => code_name(code))
+        .increment(1);
     metrics::histogram!("credbroker_request_seconds", "method" => method).record(seconds);
 }
 
 /// One STS call.
 pub fn sts_call(ok: bool, seconds: f64) {
-    metrics::counter!("credbroker_sts_calls_total", "outcome" => if ok { "ok" } else { "error" }).increment(1);
+    metrics::counter!("credbroker_sts_calls_total", "outcome" => if ok { "ok" } else { "error" })
+        .increment(1);
     metrics::histogram!("credbroker_sts_call_seconds").record(seconds);
 }
 
@@ -44,7 +52,8 @@ pub fn lookup(hit: bool) {
 
 /// One background refresh.
 pub fn refresh(ok: bool) {
-    metrics::counter!("credbroker_refreshes_total", "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    metrics::counter!("credbroker_refreshes_total", "outcome" => if ok { "ok" } else { "failed" })
+        .increment(1);
 }
 
 /// One store failure.

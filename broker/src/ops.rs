@@ -167,7 +167,10 @@ pub struct HealthcheckArgs {
 }
 
 /// The endpoint the health check dials, with TLS when a CA is given.
-fn health_endpoint(args: &HealthcheckArgs, uri: &str) -> Result<tonic::transport::Endpoint, Box<dyn std::error::Error>> {
+fn health_endpoint(
+    args: &HealthcheckArgs,
+    uri: &str,
+) -> Result<tonic::transport::Endpoint, Box<dyn std::error::Error>> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let Some(ca) = &args.tls_ca else {
         return Ok(tonic::transport::Endpoint::from_shared(uri.to_string())?);
@@ -178,7 +181,10 @@ fn health_endpoint(args: &HealthcheckArgs, uri: &str) -> Result<tonic::transport
         tls = tls.domain_name(domain.clone());
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert)?,
+            std::fs::read(key)?,
+        ));
     }
     Ok(tonic::transport::Endpoint::from_shared(uri)?.tls_config(tls)?)
 }

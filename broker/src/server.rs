@@ -22,6 +22,17 @@ use std::time::Duration;
 /// when there is one, so every replica computes the same handles; otherwise made at start.
 fn hasher(config: &Config) -> KeyedHasher {
     use base64::Engine;
+    if let Some(key) = &config.handle_key {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key.expose())
+            .expect("validated at start");
+        return KeyedHasher::new(&bytes);
+    }
+    if matches!(config.cache, CacheConfig::Redis(_)) && !config.cache_keys.is_empty() {
+        tracing::warn!(
+            "BROKER_HANDLE_KEY is not set: handles derive from BROKER_CACHE_KEY, so rotating the cache key forgets every session and revocation; set BROKER_HANDLE_KEY"
+        );
+    }
     match config.cache_keys.first() {
         Some(key) => {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -184,14 +195,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
-        let mut t = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
-            &tls.cert_pem,
-            tls.key_pem.expose().as_bytes(),
-        ));
+        let mut t = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, tls.key_pem.expose().as_bytes()),
+        );
         if let Some(ca) = &tls.client_ca_pem {
             t = t.client_ca_root(tonic::transport::Certificate::from_pem(ca));
         }
-        builder = builder.tls_config(t).context("BROKER_TLS_CERT / BROKER_TLS_KEY: unusable TLS material")?;
+        builder = builder
+            .tls_config(t)
+            .context("BROKER_TLS_CERT / BROKER_TLS_KEY: unusable TLS material")?;
     }
     let mut stop_for_server = stop_rx.clone();
     let server = tokio::spawn(

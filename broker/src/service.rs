@@ -154,7 +154,11 @@ fn selector(id: Option<String>, handle: Option<String>) -> Result<Selector, Stat
 }
 
 /// Records the request's method, code and latency.
-fn observe<T>(method: &'static str, started: std::time::Instant, r: Result<T, Status>) -> Result<T, Status> {
+fn observe<T>(
+    method: &'static str,
+    started: std::time::Instant,
+    r: Result<T, Status>,
+) -> Result<T, Status> {
     let code = r.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
     crate::metrics::request(method, code, started.elapsed().as_secs_f64());
     r
@@ -282,33 +286,67 @@ impl BrokerService {
 
 #[tonic::async_trait]
 impl CredentialBroker for BrokerService {
-    async fn bind_session(&self, req: Request<pb::BindSessionRequest>) -> Result<Response<pb::SessionInfo>, Status> {
+    async fn bind_session(
+        &self,
+        req: Request<pb::BindSessionRequest>,
+    ) -> Result<Response<pb::SessionInfo>, Status> {
         let started = std::time::Instant::now();
         observe("BindSession", started, self.bind_session_inner(req).await)
     }
 
-    async fn get_credentials(&self, req: Request<pb::GetCredentialsRequest>) -> Result<Response<pb::GetCredentialsResponse>, Status> {
+    async fn get_credentials(
+        &self,
+        req: Request<pb::GetCredentialsRequest>,
+    ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
         let started = std::time::Instant::now();
-        observe("GetCredentials", started, self.get_credentials_inner(req).await)
+        observe(
+            "GetCredentials",
+            started,
+            self.get_credentials_inner(req).await,
+        )
     }
 
-    async fn exchange_token(&self, req: Request<pb::ExchangeTokenRequest>) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
+    async fn exchange_token(
+        &self,
+        req: Request<pb::ExchangeTokenRequest>,
+    ) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
         let started = std::time::Instant::now();
-        observe("ExchangeToken", started, self.exchange_token_inner(req).await)
+        observe(
+            "ExchangeToken",
+            started,
+            self.exchange_token_inner(req).await,
+        )
     }
 
-    async fn describe_session(&self, req: Request<pb::DescribeSessionRequest>) -> Result<Response<pb::SessionInfo>, Status> {
+    async fn describe_session(
+        &self,
+        req: Request<pb::DescribeSessionRequest>,
+    ) -> Result<Response<pb::SessionInfo>, Status> {
         let started = std::time::Instant::now();
-        observe("DescribeSession", started, self.describe_session_inner(req).await)
+        observe(
+            "DescribeSession",
+            started,
+            self.describe_session_inner(req).await,
+        )
     }
 
-    async fn list_sessions(&self, req: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsResponse>, Status> {
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let started = std::time::Instant::now();
         observe("ListSessions", started, self.list_sessions_inner(req).await)
     }
 
-    async fn revoke_session(&self, req: Request<pb::RevokeSessionRequest>) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+    async fn revoke_session(
+        &self,
+        req: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
         let started = std::time::Instant::now();
-        observe("RevokeSession", started, self.revoke_session_inner(req).await)
+        observe(
+            "RevokeSession",
+            started,
+            self.revoke_session_inner(req).await,
+        )
     }
 }

@@ -11,6 +11,7 @@
 //! - [`tools`]: where the binaries, the venv, moto, grpcurl and redis are;
 //! - [`moto`]: a seeded moto server enforcing IAM;
 //! - [`sts_proxy`]: a counting (and failure-injecting) proxy in front of moto's STS;
+//! - [`sts_expiry`]: a proxy that shortens STS credential lifetimes (refresh and last-good in minutes);
 //! - [`redis`]: standalone and cluster redis-server, and a dump of everything they hold;
 //! - [`tokens`]: JWTs (HS256, RS256, ES256) and JWKS;
 //! - [`broker`]: the broker process and its gRPC clients;
@@ -20,7 +21,10 @@
 //! - [`adapter`]: the MCP adapter process;
 //! - [`grpcurl`]: grpcurl against a server;
 //! - [`aws`]: S3 and STS clients from exactly the credentials a test holds;
-//! - [`leaks`]: assertions that no secret appears in a text.
+//! - [`leaks`]: assertions that no secret appears in a text;
+//! - [`load`]: workers that keep calling tools or `GetCredentials` and record every answer;
+//! - [`hostile`]: a corpus of hostile JWTs with the answers they must get;
+//! - [`mcp`]: a plain-HTTP MCP client for the adapter (sessions, forged headers, raw bodies).
 //!
 //! Everything a test starts listens on 127.0.0.1 only and is stopped when its handle drops.
 //! Run the suite with `scripts/test`, which installs the tools and builds the binaries first.
@@ -29,14 +33,18 @@ pub mod adapter;
 pub mod aws;
 pub mod broker;
 pub mod grpcurl;
+pub mod hostile;
 pub mod http_doc;
 pub mod leaks;
+pub mod load;
+pub mod mcp;
 pub mod moto;
 pub mod ports;
 pub mod process;
 pub mod redis;
 pub mod rpc;
 pub mod stack;
+pub mod sts_expiry;
 pub mod sts_proxy;
 pub mod tokens;
 pub mod tools;

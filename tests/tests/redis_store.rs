@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
 use credbroker_proto::v1::{
-    ExchangeTokenRequest, GetCredentialsRequest, GetCredentialsResponse, RevokeSessionRequest, revoke_session_request,
+    ExchangeTokenRequest, GetCredentialsRequest, GetCredentialsResponse, RevokeSessionRequest,
+    revoke_session_request,
 };
 use e2e::aws;
 use e2e::broker::{Broker, BrokerBuilder, SERVICE};
@@ -85,7 +86,8 @@ impl Replicas {
                     .env("BROKER_CACHE_KEY", &key)
             })
             .collect();
-        let brokers = futures::future::join_all(builders.into_iter().map(BrokerBuilder::start)).await;
+        let brokers =
+            futures::future::join_all(builders.into_iter().map(BrokerBuilder::start)).await;
         Replicas {
             brokers,
             proxy,
@@ -96,7 +98,8 @@ impl Replicas {
     }
 
     fn rw_token(&self, sub: &str) -> String {
-        self.minter.for_role(sub, &self.moto.seed().roles.read_write)
+        self.minter
+            .for_role(sub, &self.moto.seed().roles.read_write)
     }
 
     fn ro_token(&self, sub: &str) -> String {
@@ -122,7 +125,9 @@ async fn get_credentials(
 async fn revoke(client: &mut CredentialBrokerClient<Channel>, session_id: &str) -> bool {
     client
         .revoke_session(RevokeSessionRequest {
-            selector: Some(revoke_session_request::Selector::SessionId(session_id.to_string())),
+            selector: Some(revoke_session_request::Selector::SessionId(
+                session_id.to_string(),
+            )),
         })
         .await
         .expect("RevokeSession")
@@ -134,18 +139,31 @@ fn assert_no_plaintext_secrets(entries: &[RedisEntry], secrets: &[Secret]) {
     assert!(!entries.is_empty(), "Redis is empty: nothing was checked");
     for secret in secrets {
         let found = keys_containing(entries, secret.value.as_bytes());
-        assert!(found.is_empty(), "{} appears in plaintext under {found:?}", secret.label);
+        assert!(
+            found.is_empty(),
+            "{} appears in plaintext under {found:?}",
+            secret.label
+        );
         // A JWT is also looked for by its signature alone.
         if let Some((_, sig)) = secret.value.rsplit_once('.').filter(|(_, s)| s.len() >= 16) {
             let found = keys_containing(entries, sig.as_bytes());
-            assert!(found.is_empty(), "{}'s signature appears in plaintext under {found:?}", secret.label);
+            assert!(
+                found.is_empty(),
+                "{}'s signature appears in plaintext under {found:?}",
+                secret.label
+            );
         }
     }
     // Every value the broker wrote is sealed (format byte 0x01), except the index members
     // (handles) and lock tokens, which are random or keyed hashes.
     for e in entries {
         if e.key.starts_with(b"cb:v1:cred:") || e.key.starts_with(b"cb:v1:sess:") {
-            assert_eq!(e.values[0].first(), Some(&0x01), "unsealed value under {}", String::from_utf8_lossy(&e.key));
+            assert_eq!(
+                e.values[0].first(),
+                Some(&0x01),
+                "unsealed value under {}",
+                String::from_utf8_lossy(&e.key)
+            );
         }
     }
 }
@@ -159,23 +177,39 @@ async fn sessions_are_shared_and_revocation_reaches_every_replica(backend: Backe
     let session_id = new_session_id();
     let token = replicas.rw_token("alice");
 
-    let bound = get_credentials(&mut one, &session_id, &token).await.expect("bind on replica 1");
+    let bound = get_credentials(&mut one, &session_id, &token)
+        .await
+        .expect("bind on replica 1");
     assert!(bound.rebound, "the first call binds");
-    let served = get_credentials(&mut two, &session_id, &token).await.expect("serve on replica 2");
+    let served = get_credentials(&mut two, &session_id, &token)
+        .await
+        .expect("serve on replica 2");
     assert!(!served.rebound, "replica 2 saw the session replica 1 bound");
     let (c1, c2) = (bound.credentials.unwrap(), served.credentials.unwrap());
-    assert_eq!(c1.access_key_id, c2.access_key_id, "replica 2 served the stored credential");
-    assert_eq!(replicas.proxy.assume_role_count(), 1, "one STS call for both replicas");
+    assert_eq!(
+        c1.access_key_id, c2.access_key_id,
+        "replica 2 served the stored credential"
+    );
+    assert_eq!(
+        replicas.proxy.assume_role_count(),
+        1,
+        "one STS call for both replicas"
+    );
     assert_eq!(
         bound.session.as_ref().map(|s| &s.session_handle),
         served.session.as_ref().map(|s| &s.session_handle)
     );
     let arn = aws::caller_arn(&replicas.moto.endpoint(), &c2).await;
-    assert!(arn.contains(":assumed-role/demo-read-write/alice-"), "{arn}");
+    assert!(
+        arn.contains(":assumed-role/demo-read-write/alice-"),
+        "{arn}"
+    );
 
     // Another subject's token on alice's session, through the other replica: refused.
     let mallory = replicas.rw_token("mallory");
-    let err = get_credentials(&mut two, &session_id, &mallory).await.expect_err("mallory took the session");
+    let err = get_credentials(&mut two, &session_id, &mallory)
+        .await
+        .expect_err("mallory took the session");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
     // A stateless exchange, so its credential is in Redis too.
@@ -192,13 +226,21 @@ async fn sessions_are_shared_and_revocation_reaches_every_replica(backend: Backe
     // Revoke on replica 1; replica 2 refuses at its very next call.
     assert!(revoke(&mut one, &session_id).await);
     let revoked_at = Instant::now();
-    let err = get_credentials(&mut two, &session_id, &token).await.expect_err("revoked session served");
+    let err = get_credentials(&mut two, &session_id, &token)
+        .await
+        .expect_err("revoked session served");
     let refused_after = revoked_at.elapsed();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     println!("revocation: replica 2 refused {refused_after:?} after replica 1 revoked");
     assert!(refused_after < Duration::from_secs(1));
-    let err = get_credentials(&mut one, &session_id, &replicas.rw_token("alice")).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "a new token does not revive a revoked session");
+    let err = get_credentials(&mut one, &session_id, &replicas.rw_token("alice"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "a new token does not revive a revoked session"
+    );
 
     let secrets = vec![
         Secret::new("secret access key (session)", c1.secret_access_key.clone()),
@@ -214,7 +256,11 @@ async fn sessions_are_shared_and_revocation_reaches_every_replica(backend: Backe
     assert_no_plaintext_secrets(&entries, &secrets);
     println!("scanned {} Redis keys: no plaintext secret", entries.len());
     for broker in &replicas.brokers {
-        let key = broker.env().get("BROKER_CACHE_KEY").cloned().unwrap_or_default();
+        let key = broker
+            .env()
+            .get("BROKER_CACHE_KEY")
+            .cloned()
+            .unwrap_or_default();
         let mut all = secrets.clone();
         all.push(Secret::new("cache key", key));
         leaks::assert_no_secrets("broker log", &broker.log_text(), &all);
@@ -223,12 +269,18 @@ async fn sessions_are_shared_and_revocation_reaches_every_replica(backend: Backe
 
 #[tokio::test]
 async fn standalone_sessions_are_shared_and_revocation_reaches_every_replica() {
-    sessions_are_shared_and_revocation_reaches_every_replica(Backend::Single(RedisServer::start().await)).await;
+    sessions_are_shared_and_revocation_reaches_every_replica(Backend::Single(
+        RedisServer::start().await,
+    ))
+    .await;
 }
 
 #[tokio::test]
 async fn cluster_sessions_are_shared_and_revocation_reaches_every_replica() {
-    sessions_are_shared_and_revocation_reaches_every_replica(Backend::Cluster(RedisCluster::start().await)).await;
+    sessions_are_shared_and_revocation_reaches_every_replica(Backend::Cluster(
+        RedisCluster::start().await,
+    ))
+    .await;
 }
 
 /// 2 replicas × 200 concurrent cold requests for one principal → one AssumeRole.
@@ -283,12 +335,18 @@ struct Sample {
     outcome: Result<String, Code>,
 }
 
+/// When, which replica, what health said (`None`: the check itself failed).
+type HealthSample = (Instant, usize, Option<ServingStatus>);
+
 #[tokio::test]
 async fn redis_restart_under_load_recovers_within_5s_and_never_serves_a_wrong_credential() {
     let mut redis = RedisServer::start().await;
     let replicas = Replicas::start(&redis.url(), 2).await;
-    let tokens: BTreeMap<&'static str, String> =
-        [("alice", replicas.rw_token("alice")), ("bob", replicas.ro_token("bob"))].into();
+    let tokens: BTreeMap<&'static str, String> = [
+        ("alice", replicas.rw_token("alice")),
+        ("bob", replicas.ro_token("bob")),
+    ]
+    .into();
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
@@ -298,7 +356,8 @@ async fn redis_restart_under_load_recovers_within_5s_and_never_serves_a_wrong_cr
         let client = broker.client().await;
         for _ in 0..4 {
             for (&subject, token) in &tokens {
-                let (mut client, token, samples, stop) = (client.clone(), token.clone(), samples.clone(), stop.clone());
+                let (mut client, token, samples, stop) =
+                    (client.clone(), token.clone(), samples.clone(), stop.clone());
                 let session_id = new_session_id();
                 workers.push(tokio::spawn(async move {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -324,7 +383,7 @@ async fn redis_restart_under_load_recovers_within_5s_and_never_serves_a_wrong_cr
         }
     }
     // Health of each replica, every 100 ms.
-    let health: Arc<Mutex<Vec<(Instant, usize, Option<ServingStatus>)>>> = Arc::default();
+    let health: Arc<Mutex<Vec<HealthSample>>> = Arc::default();
     let endpoints: Vec<String> = replicas.brokers.iter().map(Broker::endpoint).collect();
     let watcher = {
         let (health, stop) = (health.clone(), stop.clone());
@@ -349,10 +408,18 @@ async fn redis_restart_under_load_recovers_within_5s_and_never_serves_a_wrong_cr
     let deadline = back + Duration::from_secs(10);
     while Instant::now() < deadline {
         let served = (0..2).all(|b| {
-            samples.lock().unwrap().iter().any(|s| s.broker == b && s.at > back && s.outcome.is_ok())
+            samples
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.broker == b && s.at > back && s.outcome.is_ok())
         });
         let serving = (0..2).all(|b| {
-            health.lock().unwrap().iter().any(|(t, hb, st)| *hb == b && *t > back && *st == Some(ServingStatus::Serving))
+            health
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(t, hb, st)| *hb == b && *t > back && *st == Some(ServingStatus::Serving))
         });
         if served && serving {
             break;
@@ -366,22 +433,37 @@ async fn redis_restart_under_load_recovers_within_5s_and_never_serves_a_wrong_cr
     }
     watcher.await.unwrap();
 
-    let samples = samples.lock().unwrap();
-    let health = health.lock().unwrap();
+    // Every task has stopped: take the observations out of their mutexes.
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    let health = std::mem::take(&mut *health.lock().unwrap());
     let ok = samples.iter().filter(|s| s.outcome.is_ok()).count();
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     for s in samples.iter().filter_map(|s| s.outcome.as_ref().err()) {
         *codes.entry(format!("{s:?}")).or_default() += 1;
     }
-    let slowest_failure = samples.iter().filter(|s| s.outcome.is_err()).map(|s| s.latency).max().unwrap_or_default();
+    let slowest_failure = samples
+        .iter()
+        .filter(|s| s.outcome.is_err())
+        .map(|s| s.latency)
+        .max()
+        .unwrap_or_default();
     println!(
         "restart under load: {} calls, {ok} ok, failures by code {codes:?}, slowest failure {slowest_failure:?}, {} AssumeRole calls in all",
         samples.len(),
         replicas.proxy.assume_role_count()
     );
-    assert!(codes.keys().all(|c| c == "Unavailable"), "failures other than UNAVAILABLE: {codes:?}");
-    assert!(codes.get("Unavailable").copied().unwrap_or(0) > 0, "the outage was not seen");
-    assert!(slowest_failure < Duration::from_secs(3), "a call hung {slowest_failure:?} on the dead Redis");
+    assert!(
+        codes.keys().all(|c| c == "Unavailable"),
+        "failures other than UNAVAILABLE: {codes:?}"
+    );
+    assert!(
+        codes.get("Unavailable").copied().unwrap_or(0) > 0,
+        "the outage was not seen"
+    );
+    assert!(
+        slowest_failure < Duration::from_secs(3),
+        "a call hung {slowest_failure:?} on the dead Redis"
+    );
 
     for b in 0..2 {
         let down = health
@@ -400,9 +482,21 @@ async fn redis_restart_under_load_recovers_within_5s_and_never_serves_a_wrong_cr
             "replica {}: NOT_SERVING {down:?} after the kill; after redis-server answered again: first credential {served:?}, SERVING {serving:?}",
             b + 1
         );
-        assert!(down.is_some_and(|d| d < Duration::from_secs(3)), "replica {} never reported NOT_SERVING", b + 1);
-        assert!(served.is_some_and(|d| d < Duration::from_secs(5)), "replica {} did not recover within 5 s", b + 1);
-        assert!(serving.is_some_and(|d| d < Duration::from_secs(5)), "replica {} not SERVING within 5 s", b + 1);
+        assert!(
+            down.is_some_and(|d| d < Duration::from_secs(3)),
+            "replica {} never reported NOT_SERVING",
+            b + 1
+        );
+        assert!(
+            served.is_some_and(|d| d < Duration::from_secs(5)),
+            "replica {} did not recover within 5 s",
+            b + 1
+        );
+        assert!(
+            serving.is_some_and(|d| d < Duration::from_secs(5)),
+            "replica {} not SERVING within 5 s",
+            b + 1
+        );
     }
 
     // No wrong credential: each access key seen belongs to exactly one subject, and moto says it
@@ -415,22 +509,34 @@ async fn redis_restart_under_load_recovers_within_5s_and_never_serves_a_wrong_cr
     }
     let mut by_key: BTreeMap<String, &'static str> = BTreeMap::new();
     for (key, subjects) in &owners {
-        assert_eq!(subjects.len(), 1, "access key {key} was served to {subjects:?}");
+        assert_eq!(
+            subjects.len(),
+            1,
+            "access key {key} was served to {subjects:?}"
+        );
         by_key.insert(key.to_string(), subjects.iter().next().copied().unwrap());
     }
-    drop(samples);
     // Only key ids were kept from the samples: ask once more per subject and check with moto
     // that the credential now served is that subject's role session.
     let mut client = replicas.brokers[1].client().await;
     for (subject, token) in &tokens {
-        let r = get_credentials(&mut client, &new_session_id(), token).await.expect("served after recovery");
+        let r = get_credentials(&mut client, &new_session_id(), token)
+            .await
+            .expect("served after recovery");
         let c = r.credentials.unwrap();
         if let Some(owner) = by_key.get(&c.access_key_id) {
             assert_eq!(owner, subject);
         }
         let arn = aws::caller_arn(&replicas.moto.endpoint(), &c).await;
-        let role = if *subject == "alice" { "demo-read-write" } else { "demo-read-only" };
-        assert!(arn.contains(&format!(":assumed-role/{role}/{subject}-")), "{subject} got {arn}");
+        let role = if *subject == "alice" {
+            "demo-read-write"
+        } else {
+            "demo-read-only"
+        };
+        assert!(
+            arn.contains(&format!(":assumed-role/{role}/{subject}-")),
+            "{subject} got {arn}"
+        );
     }
     println!("distinct credentials served: {}", by_key.len());
 }
@@ -443,7 +549,10 @@ async fn health_of(endpoint: &str) -> Option<ServingStatus> {
     let request = HealthCheckRequest {
         service: SERVICE.to_string(),
     };
-    let response = tokio::time::timeout(Duration::from_secs(2), client.check(request)).await.ok()?.ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(2), client.check(request))
+        .await
+        .ok()?
+        .ok()?;
     ServingStatus::try_from(response.into_inner().status).ok()
 }
 
@@ -458,11 +567,20 @@ async fn the_broker_refuses_a_redis_url_without_a_cache_key() {
     };
     let (status, log) = base().start_expecting_exit().await;
     assert!(!status.success());
-    assert!(log.contains("BROKER_CACHE_KEY"), "the refusal names the variable: {log}");
+    assert!(
+        log.contains("BROKER_CACHE_KEY"),
+        "the refusal names the variable: {log}"
+    );
 
-    let (status, log) = base().env("BROKER_CACHE_KEY", "c2hvcnQ=").start_expecting_exit().await;
+    let (status, log) = base()
+        .env("BROKER_CACHE_KEY", "c2hvcnQ=")
+        .start_expecting_exit()
+        .await;
     assert!(!status.success());
-    assert!(log.contains("BROKER_CACHE_KEY: must decode to 32 bytes"), "{log}");
+    assert!(
+        log.contains("BROKER_CACHE_KEY: must decode to 32 bytes"),
+        "{log}"
+    );
 
     // Redis unreachable at start: a clear exit, not a broker that never serves.
     let closed = e2e::ports::free_port();
@@ -472,13 +590,19 @@ async fn the_broker_refuses_a_redis_url_without_a_cache_key() {
         .start_expecting_exit()
         .await;
     assert!(!status.success());
-    assert!(log.contains(&format!("cannot reach redis 127.0.0.1:{closed}")), "{log}");
+    assert!(
+        log.contains(&format!("cannot reach redis 127.0.0.1:{closed}")),
+        "{log}"
+    );
     assert!(!log.contains("hunter2-pass"), "the password was printed");
 
     // With the explicit opt-out it starts, and says loudly that it is insecure.
     let mut broker = base().arg("--insecure-plaintext-cache").start().await;
     assert_eq!(broker.health(SERVICE).await, Some(ServingStatus::Serving));
-    assert!(broker.log_text().contains("WITHOUT encryption"), "no warning about the plaintext cache");
+    assert!(
+        broker.log_text().contains("WITHOUT encryption"),
+        "no warning about the plaintext cache"
+    );
     broker.kill();
 }
 
@@ -489,31 +613,47 @@ async fn the_broker_refuses_a_redis_url_without_a_cache_key() {
 async fn rediss_verifies_the_server_certificate() {
     let dir = e2e::process::Scratch::new("redis-tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let openssl = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (Debian package openssl) makes the test certificate");
-    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    // A self-signed leaf: a certificate no public root vouches for.
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("make a certificate");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
     let port = e2e::ports::free_port();
     let mut cmd = std::process::Command::new(e2e::tools::redis_server());
-    cmd.args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--tls-auth-clients", "no"])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .arg("--dir")
-        .arg(dir.path());
-    let mut redis = e2e::process::ChildProcess::spawn("redis-server-tls", &mut cmd, &dir.join("redis.log"));
+    cmd.args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .args([
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-auth-clients",
+        "no",
+    ])
+    .arg("--tls-cert-file")
+    .arg(&cert)
+    .arg("--tls-key-file")
+    .arg(&key)
+    .arg("--dir")
+    .arg(dir.path());
+    let mut redis =
+        e2e::process::ChildProcess::spawn("redis-server-tls", &mut cmd, &dir.join("redis.log"));
     redis
-        .wait_until("TLS port accepts connections", Duration::from_secs(20), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-        })
+        .wait_until(
+            "TLS port accepts connections",
+            Duration::from_secs(20),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
         .await;
 
     let (status, log) = BrokerBuilder::new()
@@ -524,8 +664,17 @@ async fn rediss_verifies_the_server_certificate() {
         .start_expecting_exit()
         .await;
     assert!(!status.success());
-    assert!(!log.contains("panicked"), "TLS setup panicked (no rustls provider?): {log}");
-    assert!(log.contains(&format!("cannot reach redis 127.0.0.1:{port}")), "{log}");
-    assert!(log.to_lowercase().contains("certificate"), "the refusal names the certificate: {log}");
+    assert!(
+        !log.contains("panicked"),
+        "TLS setup panicked (no rustls provider?): {log}"
+    );
+    assert!(
+        log.contains(&format!("cannot reach redis 127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(
+        log.to_lowercase().contains("certificate"),
+        "the refusal names the certificate: {log}"
+    );
     redis.kill();
 }

@@ -64,11 +64,7 @@ impl BucketTools {
                 client: self.s3.client(&issued.credentials, issued.expires_at),
                 issued: issued.clone(),
             }),
-            Some(Caller::Unserved(reason)) => Err(failure(
-                "CredentialBrokerUnavailable",
-                reason.clone(),
-                json!({}),
-            )),
+            Some(Caller::Unserved { code, reason }) => Err(failure(code, reason.clone(), json!({}))),
             Some(Caller::Anonymous) | None => Err(failure(
                 "Unauthenticated",
                 "no credentials for this request: send `Authorization: Bearer <JWT>` on every request"
@@ -87,6 +83,23 @@ pub(crate) struct S3Session {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BucketTools {
+    /// rmcp's routing, counted in `mcp_adapter_tool_calls_total{tool,outcome}`.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let tool = if self.tool_router.has_route(&request.name) {
+            request.name.to_string()
+        } else {
+            "unknown".to_string()
+        };
+        let context = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        let response = self.tool_router.call(context).await;
+        crate::metrics::tool_call(&tool, outcome(&response));
+        response
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new(
@@ -103,6 +116,32 @@ impl ServerHandler for BucketTools {
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         Cow::Borrowed(crate::protocol::SUPPORTED)
+    }
+}
+
+/// The `outcome` label of a finished tool call.
+fn outcome(response: &Result<rmcp::model::CallToolResponse, rmcp::ErrorData>) -> &'static str {
+    let result = match response {
+        Ok(rmcp::model::CallToolResponse::Complete(result)) => result,
+        Ok(_) => return "ok",
+        Err(_) => return "protocol_error",
+    };
+    if result.is_error != Some(true) {
+        return "ok";
+    }
+    let error = result
+        .structured_content
+        .as_ref()
+        .and_then(|value| value.get("error"));
+    let code = error
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match code {
+        "CredentialBrokerUnavailable" | "CredentialBrokerRejected" => "broker_error",
+        "Unauthorized" | "AuthorizationRequired" => "unauthorized",
+        _ if error.is_some_and(|e| e.get("operation").is_some()) => "s3_error",
+        _ => "tool_error",
     }
 }
 
@@ -203,9 +242,10 @@ mod tests {
         );
 
         let (mut parts, ()) = http::Request::new(()).into_parts();
-        parts.extensions.insert(Caller::Unserved(
-            "credential broker at x unavailable".into(),
-        ));
+        parts.extensions.insert(Caller::Unserved {
+            code: "CredentialBrokerUnavailable",
+            reason: "credential broker at x unavailable".into(),
+        });
         let refused = tools.session(&parts).err().unwrap();
         assert_eq!(
             refused.structured_content.unwrap()["error"]["code"],

@@ -136,13 +136,15 @@ where
     match &err {
         SdkError::TimeoutError(_) => IssueError::Retryable("request timed out".into()),
         SdkError::DispatchFailure(d) => {
-            if d.is_io() || d.is_timeout() {
-                IssueError::Retryable("could not connect to the STS endpoint".into())
-            } else {
+            if d.is_user() {
                 IssueError::Configuration(format!(
                     "request could not be sent: {}",
                     short(&format!("{d:?}"))
                 ))
+            } else {
+                // Connection refused, reset or closed mid-response, timeouts: the endpoint is
+                // unreachable for now, whatever the transport calls it.
+                IssueError::Retryable("could not reach the STS endpoint".into())
             }
         }
         SdkError::ConstructionFailure(_) => IssueError::Configuration(
@@ -153,7 +155,11 @@ where
             let code = se.err().code().unwrap_or("Unknown").to_string();
             let msg = se.err().message().map(short).unwrap_or_default();
             let status = se.raw().status().as_u16();
-            let text = if msg.is_empty() { format!("{code} (HTTP {status})") } else { format!("{code} (HTTP {status}): {msg}") };
+            let text = if msg.is_empty() {
+                format!("{code} (HTTP {status})")
+            } else {
+                format!("{code} (HTTP {status}): {msg}")
+            };
             match code.as_str() {
                 "Throttling"
                 | "ThrottlingException"

@@ -231,8 +231,8 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `url` (`BROKER_CACHE_URL`), sealing values with `cache_keys` (current first).
     /// No keys means plaintext, allowed only when `insecure_plaintext` says so. Fails when Redis
-    /// cannot be reached within a few seconds: a broker that starts without its store would only
-    /// report NOT_SERVING, while a clear exit shows a wrong URL or password at once.
+    /// cannot be reached within 10 s (a refused password at once): a broker that started without
+    /// its store would only report NOT_SERVING, while a clear exit shows a wrong URL at once.
     pub async fn connect(
         url: &Secret,
         cache_keys: &[Secret],

@@ -249,8 +249,13 @@ mod tests {
         use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new()).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
         let point = pair.public_key().as_ref();
         let jwk = serde_json::json!({"kty":"EC","crv":"P-256","kid":kid,"alg":"ES256","use":"sig",
             "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65])});
@@ -265,9 +270,17 @@ mod tests {
         let (jwk1, key1) = es256_key("k1");
         let (jwk2, key2) = es256_key("k2");
         std::fs::write(&path, serde_json::json!({"keys":[jwk1]}).to_string()).unwrap();
-        let jwks = Jwks::load(JwksSource::File(path.clone()), Duration::ZERO).await.unwrap();
+        let jwks = Jwks::load(JwksSource::File(path.clone()), Duration::ZERO)
+            .await
+            .unwrap();
         let v = TokenValidator::new(
-            ValidatorConfig { algorithms: vec![Algorithm::ES256], issuers: vec![], audiences: vec![], leeway_secs: 0, tag_claims: vec![] },
+            ValidatorConfig {
+                algorithms: vec![Algorithm::ES256],
+                issuers: vec![],
+                audiences: vec![],
+                leeway_secs: 0,
+                tag_claims: vec![],
+            },
             None,
             Some(jwks),
         );
@@ -275,15 +288,24 @@ mod tests {
             let mut h = jsonwebtoken::Header::new(Algorithm::ES256);
             h.kid = Some(kid.into());
             let exp = jsonwebtoken::get_current_timestamp() + 60;
-            Secret::new(jsonwebtoken::encode(&h, &serde_json::json!({"sub":"alice","exp":exp}), key).unwrap())
+            Secret::new(
+                jsonwebtoken::encode(&h, &serde_json::json!({"sub":"alice","exp":exp}), key)
+                    .unwrap(),
+            )
         };
         assert!(v.validate(&sign("k1", &key1)).await.is_ok());
-        assert_eq!(v.validate(&sign("k2", &key2)).await, Err(TokenError::UnknownKey));
+        assert_eq!(
+            v.validate(&sign("k2", &key2)).await,
+            Err(TokenError::UnknownKey)
+        );
         // The provider publishes k2: the next token with k2 triggers a refetch and passes.
         std::fs::write(&path, serde_json::json!({"keys":[jwk2]}).to_string()).unwrap();
         assert!(v.validate(&sign("k2", &key2)).await.is_ok());
         // A token signed by k2's key but claiming kid k1 (now gone) is refused.
-        assert_eq!(v.validate(&sign("k1", &key2)).await, Err(TokenError::UnknownKey));
+        assert_eq!(
+            v.validate(&sign("k1", &key2)).await,
+            Err(TokenError::UnknownKey)
+        );
         std::fs::remove_file(path).ok();
     }
 
@@ -293,9 +315,14 @@ mod tests {
         let (jwk1, _) = es256_key("k1");
         let (jwk2, _) = es256_key("k2");
         std::fs::write(&path, serde_json::json!({"keys":[jwk1]}).to_string()).unwrap();
-        let jwks = Jwks::load(JwksSource::File(path.clone()), Duration::from_secs(3600)).await.unwrap();
+        let jwks = Jwks::load(JwksSource::File(path.clone()), Duration::from_secs(3600))
+            .await
+            .unwrap();
         std::fs::write(&path, serde_json::json!({"keys":[jwk2]}).to_string()).unwrap();
-        assert!(matches!(jwks.key_for(Some("k2"), Algorithm::ES256).await, Err(TokenError::UnknownKey)));
+        assert!(matches!(
+            jwks.key_for(Some("k2"), Algorithm::ES256).await,
+            Err(TokenError::UnknownKey)
+        ));
         std::fs::remove_file(path).ok();
     }
 }

@@ -1,0 +1,81 @@
+//! Prometheus metrics on `ADAPTER_METRICS_LISTEN` (text format at `/metrics`, own listener).
+//!
+//! Names, so dashboards and alerts can rely on them:
+//! - `mcp_adapter_tool_calls_total{tool,outcome}`: outcome `ok`, `tool_error` (an argument or
+//!   other caller-fixable problem), `s3_error`, `broker_error` (the broker could not serve the
+//!   call), `unauthorized` (no credentials reached the tool) or `protocol_error`
+//! - `mcp_adapter_auth_refusals_total{status}`: `401`, `403`, `404` answered by the token gate
+//! - `mcp_adapter_broker_call_seconds{method}`: one observation per broker RPC, retries included
+//! - `mcp_adapter_broker_errors_total{code}`: failed broker RPCs by gRPC code
+//!
+//! Labels never carry a subject, token or session id; `tool` is one of the registered tool names
+//! (anything else counts as `unknown`).
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+/// Starts the exporter's HTTP listener. Without it the `metrics` macros are no-ops.
+pub fn install(listen: SocketAddr) -> anyhow::Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])?
+        .install()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "ADAPTER_METRICS_LISTEN: cannot start the metrics listener on {listen}: {e}"
+            )
+        })?;
+    tracing::info!(%listen, "metrics at /metrics");
+    Ok(())
+}
+
+/// One finished `tools/call`.
+pub(crate) fn tool_call(tool: &str, outcome: &'static str) {
+    metrics::counter!(
+        "mcp_adapter_tool_calls_total",
+        "tool" => tool.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+/// One request the token gate refused with `status` (401, 403, 404).
+pub(crate) fn auth_refusal(status: http::StatusCode) {
+    metrics::counter!("mcp_adapter_auth_refusals_total", "status" => status.as_str().to_owned())
+        .increment(1);
+}
+
+/// One broker RPC, retries included; `code` is the gRPC code of a failure.
+pub(crate) fn broker_call(method: &'static str, seconds: f64, code: Option<tonic::Code>) {
+    metrics::histogram!("mcp_adapter_broker_call_seconds", "method" => method).record(seconds);
+    if let Some(code) = code {
+        metrics::counter!("mcp_adapter_broker_errors_total", "code" => code_name(code))
+            .increment(1);
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,386 @@
+//! The adapter end to end: `tools/call bucket_objects_list` through mcp-adapter + broker + moto,
+//! against (a) a direct aws-sdk-s3 `ListObjectsV2` on the same moto with the same credentials
+//! (the adapter's added latency) and (b) the Python stack the incident's backend used
+//! (`bench/python/mcp_s3_server.py`: the official SDK's `MCPServer` with boto3, validating the same
+//! HS256 JWT per call, one AssumeRole per token), driven by the same client at the same concurrency.
+//!
+//! moto is slow (single Python process) and dominates wall time on every side, so the comparison
+//! that says what the MCP stacks cost is server CPU per tool call: utime+stime of adapter + broker
+//! against the Python server process, read from /proc before and after each run. moto's own CPU is
+//! reported beside it and counted on neither side.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client as S3;
+use credbroker_proto::v1::ExchangeTokenRequest;
+use e2e::adapter::AdapterBuilder;
+use e2e::aws::{self, StaticCreds};
+use e2e::process::{ChildProcess, Scratch};
+use e2e::stack::{AUDIENCE, BrokerStack, ISSUER};
+use e2e::sts_proxy::StsProxy;
+use e2e::tools;
+use serde_json::{Value, json};
+
+use crate::driver::{self, LoadResult, LoadSpec, Op};
+use crate::mcp::McpSession;
+use crate::procfs;
+use crate::report::{Report, load_row, us, verdict};
+
+#[derive(Debug, Clone)]
+pub struct AdapterConfig {
+    pub concurrency: Vec<usize>,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Distinct users (tokens); worker i is user i mod users.
+    pub users: usize,
+    /// Objects put in the bucket before measuring (one list page returns them all).
+    pub objects: usize,
+}
+
+const TOOL: &str = "bucket_objects_list";
+
+struct DirectList {
+    s3: S3,
+    bucket: String,
+}
+
+impl Op for DirectList {
+    async fn call(&mut self) -> Result<(), String> {
+        self.s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(100)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws::error_code(&e))
+    }
+}
+
+struct ToolCall {
+    session: McpSession,
+    arguments: Value,
+    expect: usize,
+}
+
+impl Op for ToolCall {
+    async fn call(&mut self) -> Result<(), String> {
+        let result = self.session.call_tool(TOOL, self.arguments.clone()).await?;
+        let count = result
+            .get("structuredContent")
+            .and_then(|s| s.get("count"))
+            .and_then(Value::as_u64);
+        match count {
+            Some(n) if n as usize == self.expect => Ok(()),
+            _ => Err(format!("unexpected tool result: {result}")),
+        }
+    }
+}
+
+/// The Python MCP server, started from the project's venv.
+async fn start_python(
+    stack: &BrokerStack,
+    sts_endpoint: &str,
+    scratch: &Scratch,
+    http: &reqwest::Client,
+    token: &str,
+) -> anyhow::Result<(ChildProcess, String)> {
+    let port = e2e::ports::free_port();
+    let script = tools::workspace_root().join("bench/python/mcp_s3_server.py");
+    let broker_user = &stack.seed().users.broker;
+    let mut cmd = Command::new(tools::python());
+    cmd.arg(&script)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", scratch.path())
+        .env("PYTHONUNBUFFERED", "1")
+        .env("BENCH_PORT", port.to_string())
+        .env("BENCH_JWT_SECRET", &stack.secret)
+        .env("BENCH_JWT_ISSUER", ISSUER)
+        .env("BENCH_JWT_AUDIENCE", AUDIENCE)
+        .env("BENCH_S3_ENDPOINT", stack.aws_endpoint())
+        .env("BENCH_STS_ENDPOINT", sts_endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", &broker_user.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &broker_user.secret_access_key);
+    let mut process = ChildProcess::spawn("python-mcp", &mut cmd, &scratch.join("python.log"));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if McpSession::open(http, &url, token).await.is_ok() {
+            return Ok((process, url));
+        }
+        if !process.is_running() || Instant::now() > deadline {
+            anyhow::bail!(
+                "the Python MCP server did not come up:\n{}",
+                process.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Point {
+    label: &'static str,
+    result: LoadResult,
+    /// Server CPU per call (µs): adapter+broker, or the Python process; none for direct S3.
+    server_cpu_us: Option<f64>,
+    moto_cpu_us: f64,
+    load1: f64,
+}
+
+async fn measure<O: Op>(
+    label: &'static str,
+    spec: LoadSpec,
+    ops: Vec<O>,
+    server_pids: &[u32],
+    moto_pid: u32,
+) -> anyhow::Result<Point> {
+    let load1 = procfs::load1();
+    let cpu_before = procfs::cpu_time_of(server_pids)?;
+    let moto_before = procfs::cpu_time(moto_pid)?;
+    let result = driver::run(spec, ops).await;
+    let cpu = procfs::cpu_time_of(server_pids)? - cpu_before;
+    let moto = procfs::cpu_time(moto_pid)? - moto_before;
+    result.ensure_clean(label)?;
+    // Requests started in the warm-up are not in `ops` but did use CPU; count every call the
+    // servers handled in the sampled interval.
+    let calls = result.ops as f64 * (spec.warmup + spec.duration).as_secs_f64()
+        / spec.duration.as_secs_f64();
+    Ok(Point {
+        label,
+        server_cpu_us: (!server_pids.is_empty()).then(|| cpu.as_secs_f64() * 1e6 / calls),
+        moto_cpu_us: moto.as_secs_f64() * 1e6 / calls,
+        result,
+        load1,
+    })
+}
+
+pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()> {
+    let stack = BrokerStack::start_with(|b| b.env("RUST_LOG", "info")).await;
+    let adapter = AdapterBuilder::new(&stack.broker.endpoint())
+        .s3_endpoint(&stack.aws_endpoint())
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    let moto_pid = moto_pid(&stack)?;
+    let bucket = stack.seed().buckets.demo.clone();
+    let admin = aws::s3(&stack.aws_endpoint(), &stack.seed().users.admin);
+    for i in 0..cfg.objects {
+        aws::put_object(
+            &admin,
+            &bucket,
+            &format!("bench/object-{i:04}.txt"),
+            b"benchmark",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("seed object: {e}"))?;
+    }
+    let tokens: Vec<String> = (0..cfg.users)
+        .map(|u| stack.rw_token(&format!("mcp-user-{u:02}@example.com")))
+        .collect();
+    // The credentials the adapter gets for each token (the broker caches per scope, so
+    // ExchangeToken returns the very same credentials): the direct S3 baseline uses them.
+    let mut broker = stack.broker.client().await;
+    let mut direct_clients = Vec::new();
+    for token in &tokens {
+        let creds = broker
+            .exchange_token(ExchangeTokenRequest {
+                token: token.clone(),
+                role_arn: String::new(),
+            })
+            .await?
+            .into_inner()
+            .credentials
+            .ok_or_else(|| anyhow::anyhow!("ExchangeToken without credentials"))?;
+        direct_clients.push(aws::s3(&stack.aws_endpoint(), StaticCreds::from(&creds)));
+    }
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let python_sts = StsProxy::start(stack.moto.port());
+    let scratch = Scratch::new("bench-python");
+    let (python, python_url) =
+        start_python(&stack, &python_sts.endpoint(), &scratch, &http, &tokens[0]).await?;
+    let arguments = json!({ "bucket": bucket, "max_keys": 100 });
+    let rust_pids = [adapter.pid(), stack.broker.pid()];
+    let python_pids = [python.pid()];
+
+    let mut rows = Vec::new();
+    let mut json_points = Vec::new();
+    let mut summary = Vec::new();
+    for &c in &cfg.concurrency {
+        let spec = LoadSpec {
+            concurrency: c,
+            warmup: cfg.warmup,
+            duration: cfg.duration,
+        };
+        let direct = (0..c)
+            .map(|i| DirectList {
+                s3: direct_clients[i % cfg.users].clone(),
+                bucket: bucket.clone(),
+            })
+            .collect();
+        let sessions = |url: String| {
+            let http = http.clone();
+            let tokens = tokens.clone();
+            let arguments = arguments.clone();
+            let expect = cfg.objects.min(100);
+            async move {
+                let mut ops = Vec::new();
+                for i in 0..c {
+                    let session = McpSession::open(&http, &url, &tokens[i % tokens.len()])
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    ops.push(ToolCall {
+                        session,
+                        arguments: arguments.clone(),
+                        expect,
+                    });
+                }
+                anyhow::Ok(ops)
+            }
+        };
+        let adapter_ops = sessions(adapter.mcp_url()).await?;
+        let python_ops = sessions(python_url.clone()).await?;
+        let points = [
+            measure("direct S3 (aws-sdk-s3)", spec, direct, &[], moto_pid).await?,
+            measure(
+                "mcp-adapter + broker",
+                spec,
+                adapter_ops,
+                &rust_pids,
+                moto_pid,
+            )
+            .await?,
+            measure(
+                "Python MCPServer + boto3",
+                spec,
+                python_ops,
+                &python_pids,
+                moto_pid,
+            )
+            .await?,
+        ];
+        let d = points[0].result.summary();
+        let a = points[1].result.summary();
+        let p = points[2].result.summary();
+        let rust_cpu = points[1].server_cpu_us.unwrap_or(f64::NAN);
+        let py_cpu = points[2].server_cpu_us.unwrap_or(f64::NAN);
+        summary.push(json!({
+            "concurrency": c,
+            "adapter_added_p50_us": a.p50_us - d.p50_us,
+            "python_added_p50_us": p.p50_us - d.p50_us,
+            "python_cpu_over_rust_cpu": py_cpu / rust_cpu,
+            "adapter_throughput_over_python": a.throughput / p.throughput,
+        }));
+        for pt in &points {
+            let s = pt.result.summary();
+            rows.push(load_row(
+                pt.label,
+                &s,
+                &[
+                    us(s.p50_us - d.p50_us),
+                    pt.server_cpu_us
+                        .map_or("—".into(), |v| format!("{v:.0} µs")),
+                    format!("{:.0} µs", pt.moto_cpu_us),
+                    format!("{:.2}", pt.load1),
+                ],
+            ));
+            json_points.push(json!({
+                "target": pt.label,
+                "summary": s,
+                "server_cpu_us_per_call": pt.server_cpu_us,
+                "moto_cpu_us_per_call": pt.moto_cpu_us,
+                "load1_before": pt.load1,
+            }));
+        }
+    }
+    let first = &summary[0];
+    let c1 = first["concurrency"].as_u64().unwrap_or(0);
+    let added = first["adapter_added_p50_us"].as_f64().unwrap_or(f64::NAN);
+    let cpu_ratios: Vec<f64> = summary
+        .iter()
+        .filter_map(|s| s["python_cpu_over_rust_cpu"].as_f64())
+        .collect();
+    let min_cpu_ratio = cpu_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let python_sts_calls = python_sts.assume_role_count();
+    let mut md = format!(
+        "`tools/call {TOOL}` on `{bucket}` holding {objects} objects (one page), {users} users, \
+         each worker its own MCP session (`initialize`, `notifications/initialized`, then \
+         `tools/call` with `Mcp-Session-Id` and `Authorization: Bearer` on every request), the \
+         same reqwest client for both MCP servers. Direct S3 = aws-sdk-s3 `ListObjectsV2` with the \
+         credentials the broker issued for the same tokens. {warmup:?} warm-up, {duration:?} per \
+         point. \"+p50\" = p50 − direct S3's p50 at the same concurrency. Server CPU = \
+         utime+stime per call of adapter + broker, or of the Python process; moto's CPU is counted \
+         on neither side. The Python server made {python_sts_calls} AssumeRole calls (one per \
+         token).\n\n\
+         | stack | concurrency | calls/s | p50 | p99 | p99.9 | +p50 over direct S3 | server CPU/call | moto CPU/call | load1 |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        objects = cfg.objects,
+        users = cfg.users,
+        warmup = cfg.warmup,
+        duration = cfg.duration,
+    );
+    md.push_str(&rows.join("\n"));
+    md.push_str("\n\nPython ÷ Rust server CPU per call: ");
+    md.push_str(
+        &summary
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:.1}× at concurrency {}",
+                    s["python_cpu_over_rust_cpu"].as_f64().unwrap_or(f64::NAN),
+                    s["concurrency"]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    md.push_str(&format!(
+        "\n\nTargets:\n\n\
+         - adapter + broker spend ≥ 10 × less server CPU per tool call than the Python stack: \
+         lowest ratio {min_cpu_ratio:.1}× → {}\n\
+         - the adapter adds ≤ 1 ms at the median over a direct S3 call (judged at concurrency \
+         {c1}, where the median is not moto's queue): +{} → {}\n",
+        verdict(min_cpu_ratio >= 10.0),
+        us(added),
+        verdict(added <= 1000.0),
+    ));
+    report.add(
+        "Adapter end to end vs direct S3 and the Python MCP stack",
+        md,
+        json!({ "points": json_points, "summary": summary, "python_assume_role_calls": python_sts_calls }),
+    )?;
+    drop(python);
+    Ok(())
+}
+
+/// moto's pid: the harness does not expose it, so find the `moto_server` child of this process
+/// listening on moto's port (our own child, never another process's).
+fn moto_pid(stack: &BrokerStack) -> anyhow::Result<u32> {
+    let me = std::process::id();
+    let port = stack.moto.port().to_string();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if ppid == Some(me) && cmdline.contains("moto_server") && cmdline.contains(&port) {
+            return Ok(pid);
+        }
+    }
+    anyhow::bail!("moto_server child on port {port} not found")
+}

@@ -1,0 +1,252 @@
+//! Broker warm path: `GetCredentials` on bound sessions with the same token each call (the
+//! broker's fast path: no JWT validation, no STS), in-memory store and Redis store, against the
+//! floor — a bare tonic service answering the very same bytes — in the same run, with the same
+//! client, channels and concurrency.
+//!
+//! Points are measured in the order floor, memory, Redis for each concurrency, back to back, so
+//! the three see the same machine load; the server processes' CPU time per request is recorded
+//! too (it says where a throughput gap comes from: work in the broker, or waiting).
+
+use std::time::Duration;
+
+use credbroker_proto::v1::GetCredentialsRequest;
+use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
+use e2e::process::Scratch;
+use e2e::redis::RedisServer;
+use e2e::stack::BrokerStack;
+use prost::Message;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::driver::{self, LoadSpec, Op};
+use crate::report::{Report, load_row, verdict};
+use crate::{procfs, setup};
+
+/// Settings of the warm-path benchmark.
+#[derive(Debug, Clone)]
+pub struct WarmConfig {
+    pub concurrency: Vec<usize>,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// HTTP/2 connections shared by all workers (the same for every target).
+    pub connections: usize,
+    /// Bound sessions the workers cycle through (worker i uses session i mod sessions).
+    pub sessions: usize,
+    /// Distinct users those sessions belong to.
+    pub users: usize,
+}
+
+/// One `GetCredentials` per call, on this worker's session.
+pub struct GetCredentials {
+    client: CredentialBrokerClient<Channel>,
+    request: GetCredentialsRequest,
+}
+
+impl GetCredentials {
+    pub fn new(channel: Channel, session_id: &str, token: &str) -> GetCredentials {
+        GetCredentials {
+            client: CredentialBrokerClient::new(channel),
+            request: GetCredentialsRequest {
+                session_id: session_id.to_string(),
+                token: token.to_string(),
+                role_arn: String::new(),
+            },
+        }
+    }
+}
+
+impl Op for GetCredentials {
+    async fn call(&mut self) -> Result<(), String> {
+        let response = self
+            .client
+            .get_credentials(self.request.clone())
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        match response.into_inner().credentials {
+            Some(c) if !c.access_key_id.is_empty() => Ok(()),
+            _ => Err("answer without credentials".into()),
+        }
+    }
+}
+
+/// Runs `GetCredentials` load against `endpoint` at concurrency `c`.
+pub async fn measure(
+    endpoint: &str,
+    sessions: &[(String, String)],
+    connections: usize,
+    spec: LoadSpec,
+) -> anyhow::Result<driver::LoadResult> {
+    let channels = setup::channels(endpoint, connections).await?;
+    let ops = (0..spec.concurrency)
+        .map(|i| {
+            let (sid, token) = &sessions[i % sessions.len()];
+            GetCredentials::new(channels[i % channels.len()].clone(), sid, token)
+        })
+        .collect();
+    Ok(driver::run(spec, ops).await)
+}
+
+struct Target {
+    name: &'static str,
+    endpoint: String,
+    pid: u32,
+}
+
+pub async fn run(cfg: &WarmConfig, report: &mut Report) -> anyhow::Result<()> {
+    let stack = BrokerStack::start_with(|b| b.env("RUST_LOG", "info")).await;
+    let redis = RedisServer::start().await;
+    let redis_broker = setup::broker(stack.seed(), &stack.proxy.endpoint(), &stack.secret)
+        .name("broker-redis")
+        .cache_url(&redis.url())
+        .env("BROKER_CACHE_KEY", &setup::cache_key())
+        .start()
+        .await;
+
+    // Bound sessions: the first call with a token binds (rebound = true), later calls with the
+    // same token are the fast path measured here.
+    let tokens: Vec<String> = (0..cfg.users)
+        .map(|u| stack.rw_token(&format!("warm-user-{u:04}@example.com")))
+        .collect();
+    let sessions: Vec<(String, String)> = (0..cfg.sessions)
+        .map(|i| (setup::session_id(), tokens[i % cfg.users].clone()))
+        .collect();
+    let mut captured = None;
+    for endpoint in [stack.broker.endpoint(), redis_broker.endpoint()] {
+        let mut client =
+            CredentialBrokerClient::new(setup::channels(&endpoint, 1).await?.remove(0));
+        for (sid, token) in &sessions {
+            for expect_rebound in [true, false] {
+                let answer = client
+                    .get_credentials(GetCredentialsRequest {
+                        session_id: sid.clone(),
+                        token: token.clone(),
+                        role_arn: String::new(),
+                    })
+                    .await?
+                    .into_inner();
+                anyhow::ensure!(
+                    answer.rebound == expect_rebound,
+                    "session binding at {endpoint}: rebound = {}",
+                    answer.rebound
+                );
+                if !expect_rebound {
+                    captured.get_or_insert(answer);
+                }
+            }
+        }
+    }
+    let sts_calls_after_binding = stack.proxy.count();
+
+    // The floor answers exactly the bytes the broker answers for session 0.
+    let scratch = Scratch::new("bench-floor");
+    let response_file = scratch.join("response.bin");
+    let response = captured.expect("at least one session");
+    std::fs::write(&response_file, response.encode_to_vec())?;
+    let (floor, floor_endpoint) = setup::start_floor(&scratch, &response_file).await?;
+
+    let targets = [
+        Target {
+            name: "floor",
+            endpoint: floor_endpoint,
+            pid: floor.pid(),
+        },
+        Target {
+            name: "broker (memory)",
+            endpoint: stack.broker.endpoint(),
+            pid: stack.broker.pid(),
+        },
+        Target {
+            name: "broker (Redis)",
+            endpoint: redis_broker.endpoint(),
+            pid: redis_broker.pid(),
+        },
+    ];
+    let mut rows = Vec::new();
+    let mut points = Vec::new();
+    let mut target_verdicts = Vec::new();
+    for &c in &cfg.concurrency {
+        let spec = LoadSpec {
+            concurrency: c,
+            warmup: cfg.warmup,
+            duration: cfg.duration,
+        };
+        let mut floor_rps = f64::NAN;
+        for t in &targets {
+            let mut pids = vec![t.pid];
+            if t.name.contains("Redis") {
+                pids.extend(redis.pid());
+            }
+            let load_before = procfs::load1();
+            let cpu_before = procfs::cpu_time_of(&pids)?;
+            let result = measure(&t.endpoint, &sessions, cfg.connections, spec).await?;
+            let cpu = procfs::cpu_time_of(&pids)? - cpu_before;
+            result.ensure_clean(t.name)?;
+            let s = result.summary();
+            let cpu_us = cpu.as_secs_f64() * 1e6 / s.ops as f64;
+            if t.name == "floor" {
+                floor_rps = s.throughput;
+            }
+            let ratio = s.throughput / floor_rps;
+            rows.push(load_row(
+                t.name,
+                &s,
+                &[
+                    format!("{ratio:.2}"),
+                    format!("{cpu_us:.1} µs"),
+                    format!("{load_before:.2}"),
+                ],
+            ));
+            if c == *cfg.concurrency.iter().max().unwrap_or(&c) && t.name != "floor" {
+                let met = ratio >= 0.8 && s.p99_us <= 2000.0;
+                target_verdicts.push(format!(
+                    "- {} at concurrency {c}: {:.2} × the floor's throughput, p99 {} → {} (target ≥ 0.8 ×, p99 ≤ 2 ms)",
+                    t.name,
+                    ratio,
+                    crate::report::us(s.p99_us),
+                    verdict(met)
+                ));
+            }
+            points.push(json!({
+                "target": t.name,
+                "summary": s,
+                "ratio_to_floor": ratio,
+                "server_cpu_us_per_request": cpu_us,
+                "load1_before": load_before,
+            }));
+        }
+    }
+    anyhow::ensure!(
+        stack.proxy.count() == sts_calls_after_binding,
+        "the warm path called STS"
+    );
+    let mut md = format!(
+        "{} bound sessions of {} users, the same token on every call; {} shared HTTP/2 connection(s) \
+         for every target; {:?} warm-up then {:?} per point. Ratio = throughput ÷ the floor's at the \
+         same concurrency, measured just before. Server CPU = utime+stime of the server process \
+         (broker, floor; plus redis-server for the Redis broker) per request. No STS call during \
+         the measurement.\n\n\
+         | target | concurrency | req/s | p50 | p99 | p99.9 | ÷ floor | server CPU/req | load1 |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        cfg.sessions, cfg.users, cfg.connections, cfg.warmup, cfg.duration
+    );
+    md.push_str(&rows.join("\n"));
+    md.push_str(
+        "\n\nTarget (broker ≥ 0.8 × floor throughput at the highest concurrency, p99 ≤ 2 ms):\n\n",
+    );
+    md.push_str(&target_verdicts.join("\n"));
+    md.push('\n');
+    report.add(
+        "Broker warm path vs floor",
+        md,
+        json!({
+            "sessions": cfg.sessions,
+            "users": cfg.users,
+            "connections": cfg.connections,
+            "warmup_s": cfg.warmup.as_secs_f64(),
+            "duration_s": cfg.duration.as_secs_f64(),
+            "points": points,
+        }),
+    )?;
+    drop(floor);
+    Ok(())
+}

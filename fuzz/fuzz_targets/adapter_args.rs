@@ -1,0 +1,7 @@
+//! `cargo +nightly fuzz run adapter_args`: see `fuzz/props.rs` for the rules checked.
+#![no_main]
+
+#[path = "../props.rs"]
+mod props;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| props::adapter_args(data));
