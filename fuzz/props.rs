@@ -41,7 +41,7 @@ const LEEWAY: i64 = 60;
 /// Known broker bug (tests/src/hostile.rs `KNOWN_BUGS`): a tag claim given twice is accepted.
 /// While it is open the generator does not duplicate tag claims, so the bounded run in the
 /// default suite stays deterministic; set to `true` once the broker refuses them.
-const DUPLICATE_TAG_CLAIMS_REFUSED: bool = false;
+const DUPLICATE_TAG_CLAIMS_REFUSED: bool = true;
 
 /// How often each interesting path was reached, so a run can show it was not vacuous:
 /// tokens accepted, roles resolved, scopes built, bucket policies checked, object URIs accepted.

@@ -479,7 +479,8 @@ mod tests {
         let scripted = fake::Scripted::default();
         *scripted.failures.lock().unwrap() = failures;
         let url = fake::serve(scripted.clone()).await;
-        let broker = Broker::connect_lazy(&url, Duration::from_secs(2), Default::default()).unwrap();
+        let broker =
+            Broker::connect_lazy(&url, Duration::from_secs(2), Default::default()).unwrap();
         (broker, scripted)
     }
 

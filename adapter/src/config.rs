@@ -42,7 +42,6 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-
     /// Address the HTTP server listens on.
     #[arg(long, env = "ADAPTER_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
@@ -53,16 +52,16 @@ pub struct Config {
 
     /// CA that signed the broker's certificate (https only; default: system roots): a PEM file
     /// path, or the PEM text itself (a value starting with `-----BEGIN`).
-    #[arg(long, env = "ADAPTER_BROKER_CA", value_parser = parse_pem_source)]
+    #[arg(long, env = "ADAPTER_BROKER_CA", value_parser = parse_pem_source, allow_hyphen_values = true)]
     pub broker_ca: Option<PemSource>,
 
     /// Client certificate (chain) for mTLS to the broker: PEM file path or PEM text. Needs
     /// ADAPTER_BROKER_CLIENT_KEY.
-    #[arg(long, env = "ADAPTER_BROKER_CLIENT_CERT", value_parser = parse_pem_source)]
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_CERT", value_parser = parse_pem_source, allow_hyphen_values = true)]
     pub broker_client_cert: Option<PemSource>,
 
     /// Private key of the client certificate: PEM file path or PEM text.
-    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = parse_pem_source)]
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = parse_pem_source, allow_hyphen_values = true)]
     pub broker_client_key: Option<PemSource>,
 
     /// Name to verify in the broker's certificate (default: the host of ADAPTER_BROKER_URL).
@@ -225,9 +224,18 @@ impl Config {
         let https = self.broker_url.scheme() == "https";
         for (variable, set) in [
             ("ADAPTER_BROKER_CA", self.broker_ca.is_some()),
-            ("ADAPTER_BROKER_CLIENT_CERT", self.broker_client_cert.is_some()),
-            ("ADAPTER_BROKER_CLIENT_KEY", self.broker_client_key.is_some()),
-            ("ADAPTER_BROKER_TLS_DOMAIN", self.broker_tls_domain.is_some()),
+            (
+                "ADAPTER_BROKER_CLIENT_CERT",
+                self.broker_client_cert.is_some(),
+            ),
+            (
+                "ADAPTER_BROKER_CLIENT_KEY",
+                self.broker_client_key.is_some(),
+            ),
+            (
+                "ADAPTER_BROKER_TLS_DOMAIN",
+                self.broker_tls_domain.is_some(),
+            ),
         ] {
             if set && !https {
                 return Err(ConfigError {
@@ -347,7 +355,9 @@ fn parse_pem_source(value: &str) -> Result<PemSource, String> {
     }
     if trimmed.starts_with("-----BEGIN") {
         // Env values sometimes carry literal `\n` instead of line breaks.
-        return Ok(PemSource::Inline(trimmed.replace("\\n", "\n")));
+        let mut pem = trimmed.replace("\\n", "\n").trim_end().to_string();
+        pem.push('\n');
+        return Ok(PemSource::Inline(pem));
     }
     Ok(PemSource::File(PathBuf::from(trimmed)))
 }
@@ -562,7 +572,10 @@ mod tests {
         let config = load(&[https[0], https[1], "--broker-ca", PEM]).unwrap();
         assert!(matches!(config.broker_ca, Some(PemSource::Inline(_))));
         assert_eq!(config.broker_tls().unwrap().ca.unwrap(), PEM.as_bytes());
-        assert!(!format!("{config:?}").contains("MIIB"), "inline PEM is not shown");
+        assert!(
+            !format!("{config:?}").contains("MIIB"),
+            "inline PEM is not shown"
+        );
 
         let escaped = PEM.replace('\n', "\\n");
         let config = load(&[https[0], https[1], "--broker-ca", &escaped]).unwrap();
@@ -601,7 +614,7 @@ mod tests {
         );
         assert_eq!(
             error_variable(&["--broker-client-cert", PEM, "--broker-client-key", PEM]),
-            "ADAPTER_BROKER_CA",
+            "ADAPTER_BROKER_CLIENT_CERT",
             "plain http refuses TLS settings"
         );
         let config = load(&[

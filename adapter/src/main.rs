@@ -45,9 +45,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let broker_tls = config
-        .broker_tls()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let broker_tls = config.broker_tls().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(listen) = config.metrics_listen {
         metrics::install(listen)?;
     }

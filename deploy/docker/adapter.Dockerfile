@@ -18,10 +18,12 @@ COPY proto/ proto/
 COPY broker/Cargo.toml broker/Cargo.toml
 COPY adapter/Cargo.toml adapter/Cargo.toml
 COPY tests/Cargo.toml tests/Cargo.toml
-RUN mkdir -p broker/src adapter/src tests/src \
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p broker/src adapter/src tests/src bench/src \
  && echo 'fn main() {}' > broker/src/main.rs && touch broker/src/lib.rs \
  && echo 'fn main() {}' > adapter/src/main.rs && touch adapter/src/lib.rs \
  && touch tests/src/lib.rs \
+ && echo 'fn main() {}' > bench/src/main.rs && touch bench/src/lib.rs \
  && cargo build --release --locked -p mcp-adapter \
  && rm -rf adapter/src
 

@@ -19,17 +19,19 @@ WORKDIR /src
 
 # --- dependencies (cached layer) -------------------------------------------------------------
 # Every workspace member's manifest must be present for cargo to load the workspace, even the
-# members this image does not build (adapter, tests); they get empty stub sources.
+# members this image does not build (adapter, tests, bench); they get empty stub sources.
 # proto/ is copied whole: its build script compiles the .proto file, and it rarely changes.
 COPY Cargo.toml Cargo.lock ./
 COPY proto/ proto/
 COPY broker/Cargo.toml broker/Cargo.toml
 COPY adapter/Cargo.toml adapter/Cargo.toml
 COPY tests/Cargo.toml tests/Cargo.toml
-RUN mkdir -p broker/src adapter/src tests/src \
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p broker/src adapter/src tests/src bench/src \
  && echo 'fn main() {}' > broker/src/main.rs && touch broker/src/lib.rs \
  && echo 'fn main() {}' > adapter/src/main.rs && touch adapter/src/lib.rs \
  && touch tests/src/lib.rs \
+ && echo 'fn main() {}' > bench/src/main.rs && touch bench/src/lib.rs \
  && cargo build --release --locked -p credential-broker \
  && rm -rf broker/src
 

@@ -9,7 +9,8 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of the contract (and its imports), for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/credbroker_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/credbroker_descriptor.bin"));
 
 /// Fully-qualified service name, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "credbroker.v1.CredentialBroker";

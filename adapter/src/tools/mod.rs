@@ -139,7 +139,7 @@ fn outcome(response: &Result<rmcp::model::CallToolResponse, rmcp::ErrorData>) ->
         .unwrap_or("");
     match code {
         "CredentialBrokerUnavailable" | "CredentialBrokerRejected" => "broker_error",
-        "Unauthorized" | "AuthorizationRequired" => "unauthorized",
+        "Unauthenticated" => "unauthorized",
         _ if error.is_some_and(|e| e.get("operation").is_some()) => "s3_error",
         _ => "tool_error",
     }

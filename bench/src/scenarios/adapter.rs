@@ -73,7 +73,11 @@ impl Op for ToolCall {
             .and_then(Value::as_u64);
         match count {
             Some(n) if n as usize == self.expect => Ok(()),
-            _ => Err(format!("unexpected tool result: {result}")),
+            _ => Err(format!(
+                "expected {} objects, the tool answered: {}",
+                self.expect,
+                result.to_string().chars().take(300).collect::<String>()
+            )),
         }
     }
 }
@@ -198,6 +202,13 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         direct_clients.push(aws::s3(&stack.aws_endpoint(), StaticCreds::from(&creds)));
     }
 
+    // What one list page holds (the seed's own objects included): every answer must match.
+    let expect = aws::list_keys(&direct_clients[0], &bucket)
+        .await
+        .map_err(|e| anyhow::anyhow!("direct list: {e}"))?
+        .len()
+        .min(100);
+
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
@@ -229,7 +240,6 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
             let http = http.clone();
             let tokens = tokens.clone();
             let arguments = arguments.clone();
-            let expect = cfg.objects.min(100);
             async move {
                 let mut ops = Vec::new();
                 for i in 0..c {

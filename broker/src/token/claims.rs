@@ -24,7 +24,41 @@ pub(crate) struct RawClaims {
     roles: Option<Value>,
     buckets: Option<Value>,
     #[serde(flatten)]
-    other: BTreeMap<String, Value>,
+    other: UniqueMap,
+}
+
+/// The remaining claims, refusing a name given twice (a plain map would keep the last value, so
+/// `{"team":"a","team":"admin"}` could smuggle a second tag value past a reviewer's eye).
+#[derive(Debug, Default)]
+struct UniqueMap(BTreeMap<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of claims")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueMap, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate field `{}`",
+                            k.chars().take(32).collect::<String>()
+                        )));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// Claims the broker acts on.
@@ -79,7 +113,7 @@ impl RawClaims {
             roles.extend(list);
         }
         let buckets = string_list("buckets", self.buckets)?;
-        let tag_values = tag_values(&self.other, tag_claims)?;
+        let tag_values = tag_values(&self.other.0, tag_claims)?;
         Ok(Claims {
             subject,
             issuer,
@@ -293,6 +327,13 @@ mod tests {
         let r: Result<RawClaims, _> =
             serde_json::from_str(r#"{"sub":"alice","sub":"admin","exp":1}"#);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn duplicate_unknown_claims_are_refused_too() {
+        let r: Result<RawClaims, _> =
+            serde_json::from_str(r#"{"sub":"alice","exp":1,"team":"a","team":"admin"}"#);
+        assert!(r.unwrap_err().to_string().contains("duplicate field"));
     }
 
     #[test]
