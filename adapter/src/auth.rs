@@ -321,7 +321,7 @@ pub(crate) fn requires_token(require: RequireAuth, envelope: &Envelope) -> bool 
         // GET (the server's event stream) and DELETE (ending a session) carry no tool call; an
         // empty POST is refused by rmcp.
         Envelope::Empty => false,
-        Envelope::Unreadable => true,
+        Envelope::EndSession | Envelope::Unreadable => true,
         Envelope::Messages(messages) => messages.iter().any(|message| match message {
             Message::Request { method, .. } => !ANONYMOUS_METHODS.contains(&method.as_str()),
             Message::Notification { .. } | Message::Reply => false,
@@ -429,6 +429,7 @@ pub(crate) fn session_tag(session_id: &str) -> String {
 fn methods(envelope: &Envelope) -> String {
     match envelope {
         Envelope::Empty => "-".into(),
+        Envelope::EndSession => "DELETE".into(),
         Envelope::Unreadable => "<unreadable>".into(),
         Envelope::Messages(_) => envelope.methods().collect::<Vec<_>>().join(","),
     }
@@ -473,6 +474,7 @@ mod tests {
         assert!(!requires_token(RequireAuth::Tools, &notification));
         assert!(requires_token(RequireAuth::Tools, &Envelope::Unreadable));
         assert!(!requires_token(RequireAuth::Tools, &Envelope::Empty));
+        assert!(requires_token(RequireAuth::Tools, &Envelope::EndSession));
         let batch = envelope(
             r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call"}]"#,
         );

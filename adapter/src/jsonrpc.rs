@@ -48,8 +48,11 @@ pub(crate) enum Message {
 /// What a request body holds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Envelope {
-    /// No body (GET, DELETE).
+    /// No body (GET, the server's event stream).
     Empty,
+    /// DELETE: ending a session. Needs the session owner's token like a tool call: a session id
+    /// alone is not proof of anything (MCP authorization: the token goes on every request).
+    EndSession,
     /// One message, or the messages of a batch in order.
     Messages(Vec<Message>),
     /// Not JSON, or not JSON-RPC.

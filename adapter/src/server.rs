@@ -176,7 +176,11 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         Ok(bytes) => bytes,
         Err(response) => return *response,
     };
-    let envelope = Envelope::parse(&bytes);
+    let envelope = if parts.method == http::Method::DELETE {
+        Envelope::EndSession
+    } else {
+        Envelope::parse(&bytes)
+    };
     let id = envelope.request_id();
 
     if let Err(rejection) = gate.origins.check(&parts.headers) {

@@ -226,7 +226,10 @@ async fn origin_version_and_size_rules() {
 }
 
 #[tokio::test]
-async fn delete_ends_a_session_and_it_stays_ended() {
+async fn delete_without_a_token_is_refused_and_the_session_lives_on() {
+    // Ending a session is an act of its owner: like a tool call it needs the token (the MCP
+    // authorization rule). Ending it with the owner's token is covered with the broker in
+    // isolation_sessions.rs.
     let adapter = adapter_without_broker(|b| b).await;
     let session = open_session(&adapter).await;
     let client = reqwest::Client::new();
@@ -237,7 +240,8 @@ async fn delete_ends_a_session_and_it_stays_ended() {
         .send()
         .await
         .unwrap();
-    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(deleted.status(), StatusCode::UNAUTHORIZED);
+    assert!(deleted.headers().contains_key("www-authenticate"));
     let after = post(
         &adapter,
         &json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }),
@@ -247,7 +251,11 @@ async fn delete_ends_a_session_and_it_stays_ended() {
     .send()
     .await
     .unwrap();
-    assert_eq!(after.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        after.status(),
+        StatusCode::OK,
+        "the session still serves its owner"
+    );
     assert!(
         !adapter.log_text().contains(&session),
         "raw session id in the log"

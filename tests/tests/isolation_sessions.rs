@@ -196,7 +196,6 @@ async fn another_subjects_token_cannot_use_rebind_or_end_a_session() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a DELETE without any token ends a session whose id it names (the adapter does not authenticate DELETE under ADAPTER_REQUIRE_AUTH=tools)"]
 async fn a_session_cannot_be_ended_without_a_token() {
     let fx = Fixture::start().await;
     let mcp = McpHttp::new(&fx.adapter.mcp_url());
@@ -231,6 +230,27 @@ async fn a_session_cannot_be_ended_without_a_token() {
         "DELETE without a token: {}",
         delete.text
     );
+    // The owner, with the token, can end it.
+    let owner = mcp
+        .send(
+            reqwest::Client::new()
+                .delete(fx.adapter.mcp_url())
+                .header("mcp-session-id", &session)
+                .header("mcp-protocol-version", SESSION_VERSION)
+                .header("authorization", format!("Bearer {alice}")),
+        )
+        .await
+        .unwrap();
+    assert!(
+        owner.status.is_success(),
+        "owner's DELETE: HTTP {}",
+        owner.status
+    );
+    let gone = mcp
+        .call_tool(Some(&session), Some(&alice), "bucket_objects_list", list())
+        .await
+        .unwrap();
+    assert_eq!(gone.status.as_u16(), 404, "ended session: {}", gone.text);
 }
 
 /// Estimated random bits of a set of ids of one format: for each character position, log2 of the
