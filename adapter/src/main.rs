@@ -10,6 +10,8 @@ use mcp_adapter::{
 use tokio_util::sync::CancellationToken;
 
 /// How long open connections (SSE streams, tool calls in flight) get to finish after a signal.
+/// Time requests in flight get after SIGTERM before sessions are closed.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 const DRAIN: Duration = Duration::from_secs(10);
 
 #[tokio::main]
@@ -71,12 +73,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "mcp-adapter listening"
     );
 
+    // Order matters: stop accepting connections first and let requests in flight finish; only
+    // then close rmcp's sessions (which also ends open event streams, so the server can finish).
+    // Cancelling the sessions at once would answer every in-flight tool call "session not found".
     let signalled = shutdown.clone();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         signal.await;
-        tracing::info!("shutting down: closing MCP sessions and draining connections");
-        signalled.cancel();
+        tracing::info!("shutting down: no new connections; draining requests in flight");
+        let _ = stopping_tx.send(());
     });
+    let sessions_closer = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(IN_FLIGHT_GRACE).await;
+            tracing::info!("closing MCP sessions and event streams");
+            signalled.cancel();
+        }
+    };
+    tokio::spawn(sessions_closer);
     let drained = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN).await;

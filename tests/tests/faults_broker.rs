@@ -174,7 +174,6 @@ async fn broker_killed_under_adapter_load_every_call_names_the_broker_and_servic
 }
 
 #[tokio::test]
-#[ignore = "bug: on SIGTERM the adapter cancels rmcp's sessions at once (adapter/src/main.rs), so tool calls in flight get 404 Session not found instead of being drained"]
 async fn adapter_sigterm_drains_tool_calls_in_flight() {
     let moto = Moto::start().await;
     let proxy = StsProxy::start(moto.port());

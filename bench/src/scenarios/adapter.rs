@@ -39,6 +39,10 @@ pub struct AdapterConfig {
 }
 
 const TOOL: &str = "bucket_objects_list";
+const DIRECT: &str = "direct S3 (aws-sdk-s3)";
+const ADAPTER: &str = "mcp-adapter + broker";
+const ADAPTER_NODELAY: &str = "mcp-adapter (TCP_NODELAY) + broker";
+const PYTHON: &str = "Python MCPServer + boto3";
 
 struct DirectList {
     s3: S3,
@@ -217,9 +221,24 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
     let scratch = Scratch::new("bench-python");
     let (python, python_url) =
         start_python(&stack, &python_sts.endpoint(), &scratch, &http, &tokens[0]).await?;
+    // The adapter with TCP_NODELAY on its accepted sockets (the recommended one-line fix),
+    // emulated by an LD_PRELOAD shim that scripts/bench builds, when it is there.
+    let shim = std::env::var_os("BENCH_NODELAY_SHIM")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file());
+    let fixed = match &shim {
+        Some(path) => Some(
+            AdapterBuilder::new(&stack.broker.endpoint())
+                .name("mcp-adapter-nodelay")
+                .s3_endpoint(&stack.aws_endpoint())
+                .env("RUST_LOG", "info")
+                .env("LD_PRELOAD", &path.to_string_lossy())
+                .start()
+                .await,
+        ),
+        None => None,
+    };
     let arguments = json!({ "bucket": bucket, "max_keys": 100 });
-    let rust_pids = [adapter.pid(), stack.broker.pid()];
-    let python_pids = [python.pid()];
 
     let mut rows = Vec::new();
     let mut json_points = Vec::new();
@@ -255,39 +274,35 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 anyhow::Ok(ops)
             }
         };
-        let adapter_ops = sessions(adapter.mcp_url()).await?;
-        let python_ops = sessions(python_url.clone()).await?;
-        let points = [
-            measure("direct S3 (aws-sdk-s3)", spec, direct, &[], moto_pid).await?,
-            measure(
-                "mcp-adapter + broker",
-                spec,
-                adapter_ops,
-                &rust_pids,
-                moto_pid,
-            )
-            .await?,
-            measure(
-                "Python MCPServer + boto3",
-                spec,
-                python_ops,
-                &python_pids,
-                moto_pid,
-            )
-            .await?,
-        ];
+        let mut points = vec![measure(DIRECT, spec, direct, &[], moto_pid).await?];
+        let ops = sessions(adapter.mcp_url()).await?;
+        let pids = [adapter.pid(), stack.broker.pid()];
+        points.push(measure(ADAPTER, spec, ops, &pids, moto_pid).await?);
+        if let Some(fixed) = &fixed {
+            let ops = sessions(fixed.mcp_url()).await?;
+            let pids = [fixed.pid(), stack.broker.pid()];
+            points.push(measure(ADAPTER_NODELAY, spec, ops, &pids, moto_pid).await?);
+        }
+        let ops = sessions(python_url.clone()).await?;
+        points.push(measure(PYTHON, spec, ops, &[python.pid()], moto_pid).await?);
+
+        let find = |label: &str| points.iter().find(|p| p.label == label);
         let d = points[0].result.summary();
-        let a = points[1].result.summary();
-        let p = points[2].result.summary();
-        let rust_cpu = points[1].server_cpu_us.unwrap_or(f64::NAN);
-        let py_cpu = points[2].server_cpu_us.unwrap_or(f64::NAN);
-        summary.push(json!({
-            "concurrency": c,
-            "adapter_added_p50_us": a.p50_us - d.p50_us,
-            "python_added_p50_us": p.p50_us - d.p50_us,
-            "python_cpu_over_rust_cpu": py_cpu / rust_cpu,
-            "adapter_throughput_over_python": a.throughput / p.throughput,
-        }));
+        let python_point = find(PYTHON).expect("measured");
+        let py_cpu = python_point.server_cpu_us.unwrap_or(f64::NAN);
+        let py = python_point.result.summary();
+        let mut entry = json!({ "concurrency": c, "python_added_p50_us": py.p50_us - d.p50_us });
+        for (key, label) in [("adapter", ADAPTER), ("adapter_nodelay", ADAPTER_NODELAY)] {
+            if let Some(pt) = find(label) {
+                let s = pt.result.summary();
+                entry[format!("{key}_added_p50_us")] = json!(s.p50_us - d.p50_us);
+                entry[format!("{key}_python_cpu_ratio")] =
+                    json!(py_cpu / pt.server_cpu_us.unwrap_or(f64::NAN));
+                entry[format!("{key}_throughput_over_python")] =
+                    json!(s.throughput / py.throughput);
+            }
+        }
+        summary.push(entry);
         for pt in &points {
             let s = pt.result.summary();
             rows.push(load_row(
@@ -310,63 +325,68 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
             }));
         }
     }
-    let first = &summary[0];
-    let c1 = first["concurrency"].as_u64().unwrap_or(0);
-    let added = first["adapter_added_p50_us"].as_f64().unwrap_or(f64::NAN);
-    let cpu_ratios: Vec<f64> = summary
-        .iter()
-        .filter_map(|s| s["python_cpu_over_rust_cpu"].as_f64())
-        .collect();
-    let min_cpu_ratio = cpu_ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let python_sts_calls = python_sts.assume_role_count();
     let mut md = format!(
-        "`tools/call {TOOL}` on `{bucket}` holding {objects} objects (one page), {users} users, \
+        "`tools/call {TOOL}` on `{bucket}` ({expect} objects in one page), {users} users, \
          each worker its own MCP session (`initialize`, `notifications/initialized`, then \
-         `tools/call` with `Mcp-Session-Id` and `Authorization: Bearer` on every request), the \
-         same reqwest client for both MCP servers. Direct S3 = aws-sdk-s3 `ListObjectsV2` with the \
-         credentials the broker issued for the same tokens. {warmup:?} warm-up, {duration:?} per \
-         point. \"+p50\" = p50 − direct S3's p50 at the same concurrency. Server CPU = \
-         utime+stime per call of adapter + broker, or of the Python process; moto's CPU is counted \
-         on neither side. The Python server made {python_sts_calls} AssumeRole calls (one per \
-         token).\n\n\
+         `tools/call` with `Mcp-Session-Id` and `Authorization: Bearer` on every request, over \
+         keep-alive connections), the same reqwest client for every MCP server. Direct S3 = \
+         aws-sdk-s3 `ListObjectsV2` with the credentials the broker issued for the same tokens. \
+         {warmup:?} warm-up, {duration:?} per point. \"+p50\" = p50 − direct S3's p50 at the same \
+         concurrency. Server CPU = utime+stime per call of adapter + broker, or of the Python \
+         process; moto's CPU is counted on neither side. The Python server made \
+         {python_sts_calls} AssumeRole calls (one per token).{shim_note}\n\n\
          | stack | concurrency | calls/s | p50 | p99 | p99.9 | +p50 over direct S3 | server CPU/call | moto CPU/call | load1 |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
-        objects = cfg.objects,
         users = cfg.users,
         warmup = cfg.warmup,
         duration = cfg.duration,
+        shim_note = if fixed.is_some() {
+            " \"TCP_NODELAY\" rows: the same adapter binary with TCP_NODELAY set on its accepted \
+             sockets by an LD_PRELOAD shim (bench/support/nodelay.c), i.e. the recommended fix."
+        } else {
+            ""
+        },
     );
     md.push_str(&rows.join("\n"));
-    md.push_str("\n\nPython ÷ Rust server CPU per call: ");
-    md.push_str(
-        &summary
+    md.push_str("\n\nTargets:\n\n");
+    for (key, label) in [("adapter", ADAPTER), ("adapter_nodelay", ADAPTER_NODELAY)] {
+        let ratios: Vec<String> = summary
             .iter()
-            .map(|s| {
-                format!(
-                    "{:.1}× at concurrency {}",
-                    s["python_cpu_over_rust_cpu"].as_f64().unwrap_or(f64::NAN),
-                    s["concurrency"]
-                )
+            .filter_map(|s| {
+                s[format!("{key}_python_cpu_ratio")]
+                    .as_f64()
+                    .map(|r| format!("{r:.1}× at concurrency {}", s["concurrency"]))
             })
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    md.push_str(&format!(
-        "\n\nTargets:\n\n\
-         - adapter + broker spend ≥ 10 × less server CPU per tool call than the Python stack: \
-         lowest ratio {min_cpu_ratio:.1}× → {}\n\
-         - the adapter adds ≤ 1 ms at the median over a direct S3 call (judged at concurrency \
-         {c1}, where the median is not moto's queue): +{} → {}\n",
-        verdict(min_cpu_ratio >= 10.0),
-        us(added),
-        verdict(added <= 1000.0),
-    ));
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let lowest = summary
+            .iter()
+            .filter_map(|s| s[format!("{key}_python_cpu_ratio")].as_f64())
+            .fold(f64::INFINITY, f64::min);
+        let first = &summary[0];
+        let added = first[format!("{key}_added_p50_us")]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        md.push_str(&format!(
+            "- {label}: Python ÷ Rust server CPU per call {} → ≥ 10× {}; added p50 over direct \
+             S3 at concurrency {} (where the median is not moto's queue) +{} → ≤ 1 ms {}\n",
+            ratios.join(", "),
+            verdict(lowest >= 10.0),
+            first["concurrency"],
+            us(added),
+            verdict(added <= 1000.0),
+        ));
+    }
     report.add(
         "Adapter end to end vs direct S3 and the Python MCP stack",
         md,
         json!({ "points": json_points, "summary": summary, "python_assume_role_calls": python_sts_calls }),
     )?;
     drop(python);
+    drop(fixed);
     Ok(())
 }
 
