@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How long open connections (SSE streams, tool calls in flight) get to finish after a signal.
 /// Time requests in flight get after SIGTERM before sessions are closed.
-const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
 const DRAIN: Duration = Duration::from_secs(10);
 
 #[tokio::main]
