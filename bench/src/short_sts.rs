@@ -8,8 +8,8 @@
 //! 150 s) runs the broker's unmodified refresh logic on a compressed clock. moto's credentials
 //! stay valid for their real 15 minutes, so every request still succeeds.
 //!
-//! The rewritten timestamp has exactly the length of the original (moto writes
-//! `2026-11-25T10:15:00.123Z`, 24 characters; a seconds-only form is kept seconds-only), so
+//! The rewritten timestamp has exactly the length of the original (moto 5.2 writes
+//! `2026-11-25T10:15:00.123456Z`; milliseconds and seconds-only forms are kept as they are), so
 //! `Content-Length` stays right and the bytes can be rewritten in flight without parsing HTTP.
 //! Requests are counted like the harness's proxy does (`e2e::sts_proxy::ActionScanner`).
 
@@ -233,11 +233,13 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// `at` in the format (and so the length) of `old`: RFC 3339 UTC with milliseconds or seconds.
+/// `at` in the format (and so the length) of `old`: RFC 3339 UTC with microseconds (moto 5.2),
+/// milliseconds or seconds.
 fn shortened(old: &[u8], at: SystemTime) -> Option<Vec<u8>> {
+    let micros = humantime::format_rfc3339_micros(at).to_string();
     let millis = humantime::format_rfc3339_millis(at).to_string();
     let seconds = humantime::format_rfc3339_seconds(at).to_string();
-    [millis, seconds]
+    [micros, millis, seconds]
         .into_iter()
         .find(|new| new.len() == old.len() && old.ends_with(b"Z"))
         .map(String::into_bytes)
@@ -282,6 +284,10 @@ mod tests {
         assert_eq!(
             shortened(b"2026-11-25T10:15:00Z", at).unwrap(),
             b"2027-01-15T08:00:00Z".to_vec()
+        );
+        assert_eq!(
+            shortened(b"2026-11-25T10:15:00.123456Z", at).unwrap(),
+            b"2027-01-15T08:00:00.000000Z".to_vec()
         );
         assert!(shortened(b"2026-11-25T10:15:00+00:00", at).is_none());
     }
