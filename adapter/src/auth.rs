@@ -45,15 +45,14 @@ use std::{fmt, sync::Arc};
 use aws_lc_rs::digest;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use rmcp::transport::streamable_http_server::session::{
-    SessionManager, local::LocalSessionManager,
-};
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 
 use crate::{
     broker::{Broker, BrokerError, Issued},
     config::RequireAuth,
     jsonrpc::{Envelope, Message, code, error_response},
+    sessions::Sessions,
 };
 
 /// Request methods (not notifications) served without a token under `ADAPTER_REQUIRE_AUTH=tools`.
@@ -100,7 +99,7 @@ pub(crate) struct Authenticator {
     /// `<base>/.well-known/oauth-protected-resource/<path>` (RFC 9728), for `WWW-Authenticate`.
     resource_metadata: String,
     /// rmcp's sessions: to bind only sessions that exist, and to close revoked ones.
-    sessions: Arc<LocalSessionManager>,
+    sessions: Arc<Sessions>,
 }
 
 impl Authenticator {
@@ -108,7 +107,7 @@ impl Authenticator {
         broker: Broker,
         require: RequireAuth,
         resource_metadata: String,
-        sessions: Arc<LocalSessionManager>,
+        sessions: Arc<Sessions>,
     ) -> Self {
         Self {
             broker,
@@ -562,7 +561,7 @@ mod tests {
             broker,
             require,
             "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp".into(),
-            Arc::new(LocalSessionManager::default()),
+            Arc::new(Sessions::default()),
         )
     }
 

@@ -13,6 +13,7 @@
 //! | `auth` | per-request token → broker → credentials in the request extensions; 401/403/404/503 |
 //! | `broker` | the gRPC client (lazy connection, one deadline per call, one retry on UNAVAILABLE) |
 //! | `s3` | S3 clients from given credentials, cached while valid; `s3://` parsing |
+//! | `sessions` | rmcp's session manager, minting 256-bit session ids instead of UUID v4 |
 //! | `tools` | the S3 tools, one file per family |
 //! | `origin`, `protocol`, `jsonrpc` | Origin allowlist, MCP-Protocol-Version, JSON-RPC envelope/errors |
 //! | [`metrics`] | Prometheus counters and histograms on `ADAPTER_METRICS_LISTEN` |
@@ -30,4 +31,5 @@ mod origin;
 mod protocol;
 mod s3;
 pub mod server;
+mod sessions;
 mod tools;

@@ -3,7 +3,9 @@
 //! The adapter's own events never carry a token, a secret or a raw session id. rmcp's do: it logs
 //! `create new session` with the id at INFO and names sessions in some error lines. So rmcp gets
 //! only WARN and above, without its spans, and every line passes through [`RedactingWriter`],
-//! which replaces anything shaped like a UUID (rmcp's session ids are UUIDv4) with `<uuid>`.
+//! which replaces every session id (`mcps_` and 43 base64url characters, see `sessions`) with
+//! `<session>`, and anything shaped like a UUID (the id format of rmcp's own manager, and of any
+//! id rmcp might mint elsewhere) with `<uuid>`.
 
 use std::io::{self, Write};
 
@@ -14,6 +16,7 @@ use tracing_subscriber::{
 };
 
 use crate::config::LogFormat;
+use crate::sessions::{SESSION_ID_PREFIX, SESSION_ID_RANDOM_CHARS};
 
 /// Installs the global subscriber. `RUST_LOG` refines the level (default `info`).
 pub fn init(format: LogFormat) {
@@ -41,7 +44,7 @@ pub fn init(format: LogFormat) {
         .init();
 }
 
-/// Hands each formatted line to stdout after redacting UUIDs.
+/// Hands each formatted line to stdout after redacting session ids and UUIDs.
 #[derive(Clone, Copy)]
 pub(crate) struct RedactingWriter;
 
@@ -67,13 +70,28 @@ impl Write for RedactingLine {
 
 impl Drop for RedactingLine {
     fn drop(&mut self) {
-        let line = redact_uuids(&self.0);
+        let line = redact_ids(&self.0);
         let _ = io::stdout().lock().write_all(&line);
     }
 }
 
-/// Replaces every `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex) with `<uuid>`.
-pub(crate) fn redact_uuids(input: &[u8]) -> Vec<u8> {
+/// Replaces every session id with `<session>` and every `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`
+/// (hex) with `<uuid>`.
+pub(crate) fn redact_ids(input: &[u8]) -> Vec<u8> {
+    let prefix = SESSION_ID_PREFIX.as_bytes();
+    let is_id_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    // A prefix and then the id's characters; a truncated id is redacted too (fail closed).
+    let session_at = |at: usize| -> Option<usize> {
+        if !input[at..].starts_with(prefix) {
+            return None;
+        }
+        let body = input[at + prefix.len()..]
+            .iter()
+            .take(SESSION_ID_RANDOM_CHARS)
+            .take_while(|b| is_id_char(b))
+            .count();
+        Some(prefix.len() + body)
+    };
     const SHAPE: &[usize] = &[8, 4, 4, 4, 12];
     const LEN: usize = 36;
     let matches_at = |at: usize| -> bool {
@@ -98,7 +116,10 @@ pub(crate) fn redact_uuids(input: &[u8]) -> Vec<u8> {
     let mut output = Vec::with_capacity(input.len());
     let mut at = 0;
     while at < input.len() {
-        if matches_at(at) {
+        if let Some(len) = session_at(at) {
+            output.extend_from_slice(b"<session>");
+            at += len;
+        } else if matches_at(at) {
             output.extend_from_slice(b"<uuid>");
             at += LEN;
         } else {
@@ -117,10 +138,27 @@ mod tests {
     fn uuids_are_redacted_and_the_rest_is_kept() {
         let line = b"create new session session_id=\"2f0c7a6e-58f7-4c84-a1c5-3c2f0f3e5d11\" tag=9f86d081884c\n";
         assert_eq!(
-            String::from_utf8(redact_uuids(line)).unwrap(),
+            String::from_utf8(redact_ids(line)).unwrap(),
             "create new session session_id=\"<uuid>\" tag=9f86d081884c\n"
         );
-        assert_eq!(redact_uuids(b"no ids here"), b"no ids here");
-        assert_eq!(redact_uuids(b"2f0c7a6e-58f7"), b"2f0c7a6e-58f7");
+        assert_eq!(redact_ids(b"no ids here"), b"no ids here");
+        assert_eq!(redact_ids(b"2f0c7a6e-58f7"), b"2f0c7a6e-58f7");
+    }
+
+    #[test]
+    fn session_ids_are_redacted_whole_and_truncated() {
+        let id = crate::sessions::new_session_id();
+        let line = format!("Session not found: {id}, retry\n");
+        assert_eq!(
+            String::from_utf8(redact_ids(line.as_bytes())).unwrap(),
+            "Session not found: <session>, retry\n"
+        );
+        let cut = format!("id={}\n", &id[..20]);
+        assert_eq!(
+            String::from_utf8(redact_ids(cut.as_bytes())).unwrap(),
+            "id=<session>\n"
+        );
+        let two = format!("{id}{id}");
+        assert_eq!(redact_ids(two.as_bytes()), b"<session><session>");
     }
 }

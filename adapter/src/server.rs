@@ -26,9 +26,7 @@ use axum::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
@@ -42,6 +40,7 @@ use crate::{
     origin::{OriginPolicy, OriginRejection},
     protocol,
     s3::S3Clients,
+    sessions::Sessions,
     tools::BucketTools,
 };
 
@@ -67,9 +66,7 @@ pub fn app(
     let resource = config.resource();
     let metadata_url = resource_metadata_url(&resource);
 
-    let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(config.session_idle);
-    let sessions = Arc::new(sessions);
+    let sessions = Arc::new(Sessions::new(config.session_idle));
 
     let hosts = config.effective_allowed_hosts();
     let mut rmcp_config = StreamableHttpServerConfig::default()

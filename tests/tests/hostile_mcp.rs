@@ -215,6 +215,17 @@ async fn hostile_mcp_requests_get_clear_refusals_and_the_adapter_keeps_serving()
             Expect::Http(404),
         ),
         (
+            "forged session id in the adapter's own format (mcps_ + 43 characters)",
+            mcp.request(
+                tool("bucket_objects_list", json!({"bucket": demo})).to_string(),
+                &Call {
+                    session: Some(&format!("mcps_{}", random_string(43))),
+                    ..in_session.clone()
+                },
+            ),
+            Expect::Http(404),
+        ),
+        (
             "forged session id (the real one with one character changed)",
             mcp.request(
                 tool("bucket_objects_list", json!({"bucket": demo})).to_string(),

@@ -271,7 +271,6 @@ fn estimated_bits(ids: &[String]) -> f64 {
 }
 
 #[tokio::test]
-#[ignore = "bug: adapter session ids are rmcp's UUID v4 (122 random bits), below the 128 the issue requires"]
 async fn adapter_session_ids_carry_at_least_128_random_bits() {
     let adapter = AdapterBuilder::new(&format!("http://127.0.0.1:{}", e2e::ports::free_port()))
         .start()
