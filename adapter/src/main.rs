@@ -1,6 +1,8 @@
 //! `mcp-adapter`: wiring only. Parse the settings, set up logs, serve until SIGTERM or Ctrl-C;
 //! or, with `healthcheck`, probe a running adapter's `/healthz` and exit 0 or 1.
 
+use axum::serve::Listener;
+use axum::serve::ListenerExt;
 use std::{process::ExitCode, time::Duration};
 
 use mcp_adapter::{
@@ -59,9 +61,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let shutdown = CancellationToken::new();
     let app = server::app(&config, broker_tls, shutdown.clone())?;
+    // TCP_NODELAY on every accepted socket: a tool answer is an event stream written in pieces,
+    // and with Nagle's algorithm on, the last small write waits for the client's delayed ACK —
+    // about 25 ms per call on a keep-alive connection (BENCHMARKS.md, "Adapter end to end").
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("ADAPTER_LISTEN: cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| anyhow::anyhow!("ADAPTER_LISTEN: cannot listen on {}: {e}", config.listen))?
+        .tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "cannot set TCP_NODELAY on an accepted connection");
+            }
+        });
     tracing::info!(
         listen = %listener.local_addr()?,
         broker = %config.broker_url,

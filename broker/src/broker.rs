@@ -239,7 +239,12 @@ impl Broker {
         if record.token_expires_at * 1000 <= now_ms() {
             return Err(BrokerError::TokenExpired);
         }
-        let (creds, lookup) = self.engine.credentials(&record.scope, token).await?;
+        // The record names its credential (the keyed hash of its scope, written when it was
+        // bound); the sealed record cannot be altered in the store.
+        let (creds, lookup) = self
+            .engine
+            .credentials_by_id(&record.credential_id, &record.scope, token)
+            .await?;
         if lookup == Lookup::Hit {
             tracing::debug!(session = %handle, subject = %record.subject, role = %record.scope.role, "using cached credentials for session");
         } else {

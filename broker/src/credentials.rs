@@ -5,6 +5,8 @@
 //! - Concurrent misses for one scope join one in-process flight; flights on different replicas
 //!   agree through the store's set-if-absent lock, and losers wait (bounded by the lock's expiry)
 //!   for the winner's record.
+//! - With a remote store (Redis) a credential read is kept in a [`NearCache`] until its
+//!   `refresh_at`, so a warm request reads only its session from the store.
 //! - A credential past its jittered `refresh_at` is still served while a background refresh runs;
 //!   if refreshes keep failing it is served until [`MIN_REMAINING`] before expiry, then the
 //!   request fails UNAVAILABLE — never an expired or unscoped credential.
@@ -14,7 +16,7 @@ use crate::hashing::KeyedHasher;
 use crate::issuer::{IssueError, IssueRequest, Issuer};
 use crate::scope::{Scope, role_session_name};
 use crate::secret::Secret;
-use crate::store::{AnyStore, Store, StoreError};
+use crate::store::{AnyStore, NearCache, Store, StoreError};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
@@ -106,6 +108,8 @@ pub struct CredentialEngine {
     hasher: KeyedHasher,
     settings: EngineSettings,
     flights: Mutex<HashMap<String, Flight>>,
+    /// Credentials read from a remote store, until their refresh time; `None` for the memory store.
+    near: Option<NearCache>,
     /// Credential ids whose background refresh failed, with the time before which no new one is
     /// tried, so a failing STS is not asked on every request.
     refresh_backoff: Mutex<HashMap<String, i64>>,
@@ -134,8 +138,12 @@ impl CredentialEngine {
         hasher: KeyedHasher,
         settings: EngineSettings,
     ) -> Arc<Self> {
+        let near = store
+            .is_remote()
+            .then(|| NearCache::new(NearCache::DEFAULT_CAPACITY));
         Arc::new(Self {
             store,
+            near,
             issuer,
             hasher,
             settings,
@@ -171,21 +179,46 @@ impl CredentialEngine {
         token: Option<&Secret>,
     ) -> Result<(Arc<CredentialRecord>, Lookup), EngineError> {
         let id = self.credential_id(scope);
+        self.credentials_by_id(&id, scope, token).await
+    }
+
+    /// As [`CredentialEngine::credentials`], for a caller that already holds the scope's id (a
+    /// session record stores it), saving the canonical encoding and one HMAC per request.
+    pub async fn credentials_by_id(
+        self: &Arc<Self>,
+        id: &str,
+        scope: &Scope,
+        token: Option<&Secret>,
+    ) -> Result<(Arc<CredentialRecord>, Lookup), EngineError> {
         let now = now_ms();
-        if let Some(rec) = self.store.get_credential(&id).await?
+        if let Some(rec) = self.near.as_ref().and_then(|near| near.get(id, now)) {
+            self.hit();
+            return Ok((rec, Lookup::Hit));
+        }
+        if let Some(rec) = self.store.get_credential(id).await?
             && rec.servable(now)
         {
+            let rec = Arc::new(rec);
             if now >= rec.refresh_at_ms {
-                self.refresh_in_background(&id, scope, token);
+                self.refresh_in_background(id, scope, token);
+            } else if let Some(near) = &self.near {
+                near.put(id, &rec, now);
             }
-            bump(&self.stats.hits);
-            crate::metrics::lookup(true);
-            return Ok((Arc::new(rec), Lookup::Hit));
+            self.hit();
+            return Ok((rec, Lookup::Hit));
         }
         bump(&self.stats.misses);
         crate::metrics::lookup(false);
-        let rec = self.flight(&id, scope, token).await?;
+        let rec = self.flight(id, scope, token).await?;
+        if let Some(near) = &self.near {
+            near.put(id, &rec, now_ms());
+        }
         Ok((rec, Lookup::Miss))
+    }
+
+    fn hit(&self) {
+        bump(&self.stats.hits);
+        crate::metrics::lookup(true);
     }
 
     /// Starts a refresh unless one is running or the last one failed recently.

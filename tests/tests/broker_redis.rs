@@ -137,6 +137,69 @@ async fn replicas_share_sessions_and_a_revocation_reaches_the_other_replica_with
     }
 }
 
+/// `calls` of one command in `INFO commandstats` (0 when it was never run).
+async fn command_calls(redis: &RedisServer, command: &str) -> u64 {
+    let info = match redis.cmd(&["INFO", "commandstats"]).await {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO commandstats answered {other:?}"),
+    };
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_warm_request_reads_only_its_session_from_redis_and_revocation_still_reaches_it() {
+    let redis = RedisServer::start().await;
+    let stack = Replicas::start(&redis.url(), 2).await;
+    let mut one = stack.brokers[0].client().await;
+    let mut two = stack.brokers[1].client().await;
+    let session_id = new_session_id();
+    bind(&mut one, &session_id, &stack.rw_token("alice"), "")
+        .await
+        .expect("bind on replica 1");
+    // Replica 2's first call reads the credential record from Redis and keeps it.
+    let first = get_credentials(&mut two, &session_id, "", "")
+        .await
+        .unwrap();
+    let key = first.credentials.unwrap().access_key_id;
+
+    const CALLS: u64 = 40;
+    let gets_before = command_calls(&redis, "get").await;
+    for _ in 0..CALLS {
+        let answer = get_credentials(&mut two, &session_id, "", "")
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.credentials.unwrap().access_key_id,
+            key,
+            "the shared credential"
+        );
+    }
+    let gets = command_calls(&redis, "get").await - gets_before;
+    println!("{CALLS} warm GetCredentials on replica 2: {gets} Redis GETs");
+    assert!(
+        gets <= CALLS + 2,
+        "{CALLS} warm requests made {gets} Redis GETs: the credential record is read every time, \
+         not only the session"
+    );
+    assert!(
+        gets >= CALLS,
+        "{CALLS} warm requests made only {gets} Redis GETs: the session must be read every time"
+    );
+    assert_eq!(stack.proxy.assume_role_count(), 1);
+
+    // The session is still read on every call: a revocation on replica 1 reaches replica 2 at once.
+    revoke_by_id(&mut one, &session_id).await.unwrap();
+    expect_code(
+        get_credentials(&mut two, &session_id, "", "").await,
+        Code::NotFound,
+        "replica 2 right after the revocation on replica 1",
+    );
+}
+
 #[tokio::test]
 async fn two_replicas_times_200_cold_requests_make_one_assume_role() {
     let redis = RedisServer::start().await;

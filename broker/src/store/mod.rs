@@ -10,6 +10,7 @@
 //! Records are typed; the Redis store seals them (AES-256-GCM) before they leave the process.
 
 pub mod memory;
+pub mod near;
 pub mod redis;
 mod seal;
 
@@ -20,6 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+pub use near::NearCache;
 pub use redis::RedisStore;
 
 /// Why the store could not answer. Both fail the request closed.
@@ -148,6 +150,12 @@ impl AnyStore {
                 Ok(())
             }
         }
+    }
+
+    /// Whether records live outside this process, so that reading one costs a round trip (and
+    /// an in-process [`NearCache`] of credentials pays).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, AnyStore::Redis(_))
     }
 
     /// How often [`AnyStore::sweep`] should run.
