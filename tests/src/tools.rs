@@ -1,8 +1,9 @@
 //! Where the external programs are.
 //!
 //! The tests use real programs: the workspace's own binaries, `moto_server`, `python` and
-//! `grpcurl` from the project's venv, and Debian's `redis-server` / `redis-cli`. `scripts/test`
-//! installs and builds all of them; when one is missing, the panic says so, instead of a test
+//! `grpcurl` from the project's venv, Debian's `redis-server` / `redis-cli`, and for the
+//! JavaScript clients `node`, `tests/clients/js/node_modules` and Debian's `chromium`.
+//! `scripts/test` installs and builds all of them; when one is missing, the panic says so, instead of a test
 //! failing in some confusing way later.
 
 use std::path::{Path, PathBuf};
@@ -31,8 +32,9 @@ pub fn venv_dir() -> PathBuf {
 fn require(path: PathBuf, what: &str) -> PathBuf {
     if !path.exists() {
         panic!(
-            "{what} not found at {}: run scripts/test once (it installs the venv, redis-server \
-             and builds the binaries), or set E2E_VENV / E2E_BIN_DIR",
+            "{what} not found at {}: run scripts/test once (it installs the venv, redis-server, \
+             the JS clients' node_modules and Chromium, and builds the binaries), or set \
+             E2E_VENV / E2E_BIN_DIR / E2E_JS_DIR / E2E_CHROMIUM",
             path.display()
         );
     }
@@ -74,15 +76,20 @@ pub fn grpcurl() -> PathBuf {
     )
 }
 
-/// A program on `PATH`.
-fn on_path(name: &str) -> PathBuf {
+fn search_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} not found on PATH: run scripts/test once (it installs Debian's redis-server)")
-        })
+}
+
+/// A program on `PATH`.
+fn on_path(name: &str) -> PathBuf {
+    search_path(name).unwrap_or_else(|| {
+        panic!(
+            "{name} not found on PATH: run scripts/test once (it installs Debian's redis-server)"
+        )
+    })
 }
 
 pub fn redis_server() -> PathBuf {
@@ -124,4 +131,46 @@ pub fn broker_bin() -> PathBuf {
 /// The `mcp-adapter` binary.
 pub fn adapter_bin() -> PathBuf {
     require(bin_dir().join("mcp-adapter"), "mcp-adapter binary")
+}
+
+/// Node.js (`E2E_NODE`, or `node` on `PATH`): runs the JavaScript clients in `tests/clients/js`.
+pub fn node() -> PathBuf {
+    if let Some(node) = std::env::var_os("E2E_NODE").filter(|n| !n.is_empty()) {
+        return require(PathBuf::from(node), "node (E2E_NODE)");
+    }
+    search_path("node").unwrap_or_else(|| {
+        panic!("node not found on PATH: the JavaScript client tests need Node.js 20 or later")
+    })
+}
+
+/// The JavaScript clients' package (`E2E_JS_DIR`, or `<repo>/tests/clients/js`), with its
+/// `node_modules` installed (`npm ci`, which `scripts/test` runs when the lock file changes).
+pub fn js_dir() -> PathBuf {
+    let dir = match std::env::var_os("E2E_JS_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join("tests").join("clients").join("js"),
+    };
+    require(dir.join("node_modules"), "tests/clients/js/node_modules");
+    dir
+}
+
+/// The version of an npm package installed in [`js_dir`]'s `node_modules`.
+pub fn js_package_version(package: &str) -> String {
+    let manifest = js_dir()
+        .join("node_modules")
+        .join(package)
+        .join("package.json");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+    json["version"].as_str().unwrap_or("?").to_string()
+}
+
+/// Debian's Chromium for the browser tests: `E2E_CHROMIUM`, or `/usr/bin/chromium`.
+pub fn chromium() -> PathBuf {
+    match std::env::var_os("E2E_CHROMIUM") {
+        Some(path) if !path.is_empty() => require(PathBuf::from(path), "chromium (E2E_CHROMIUM)"),
+        _ => require(PathBuf::from("/usr/bin/chromium"), "chromium"),
+    }
 }
