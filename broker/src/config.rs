@@ -114,6 +114,13 @@ pub struct ServeArgs {
     /// Attempts per STS call; throttling and 5xx back off with jitter in between.
     #[arg(long, env = "BROKER_STS_MAX_ATTEMPTS", default_value = "3")]
     pub sts_max_attempts: String,
+    /// After an STS call failed (throttling, 5xx, network), requests for that credential are
+    /// answered UNAVAILABLE without asking STS for about this long; doubles per failure.
+    #[arg(long, env = "BROKER_STS_COOLDOWN", default_value = "1s")]
+    pub sts_cooldown: String,
+    /// The longest such pause.
+    #[arg(long, env = "BROKER_STS_COOLDOWN_MAX", default_value = "4s")]
+    pub sts_cooldown_max: String,
     /// Requested credential lifetime (at least 15m; capped by the role's maximum).
     #[arg(long, env = "BROKER_CREDENTIAL_TTL", default_value = "1h")]
     pub credential_ttl: String,
@@ -279,6 +286,9 @@ pub struct Config {
     pub sts_endpoint: Option<String>,
     pub region: Option<String>,
     pub sts_max_attempts: u32,
+    /// First pause after a failed STS call for a credential, and the longest (see `cooldown`).
+    pub sts_cooldown: Duration,
+    pub sts_cooldown_max: Duration,
     pub credential_ttl: Duration,
     pub refresh_margin: Duration,
     pub cache: CacheConfig,
@@ -467,6 +477,20 @@ impl ServeArgs {
                     "must be a whole number from 1 to 10",
                 )
             })?;
+        let sts_cooldown = duration("BROKER_STS_COOLDOWN", &self.sts_cooldown)?;
+        let sts_cooldown_max = duration("BROKER_STS_COOLDOWN_MAX", &self.sts_cooldown_max)?;
+        if sts_cooldown > Duration::from_secs(60) || sts_cooldown_max > Duration::from_secs(300) {
+            return Err(bad(
+                "BROKER_STS_COOLDOWN",
+                "must be at most 60s (and BROKER_STS_COOLDOWN_MAX at most 5m)",
+            ));
+        }
+        if sts_cooldown_max < sts_cooldown {
+            return Err(bad(
+                "BROKER_STS_COOLDOWN_MAX",
+                "must be at least BROKER_STS_COOLDOWN",
+            ));
+        }
         let credential_ttl = duration("BROKER_CREDENTIAL_TTL", &self.credential_ttl)?;
         if credential_ttl < Duration::from_secs(900) || credential_ttl > Duration::from_secs(43_200)
         {
@@ -572,6 +596,8 @@ impl ServeArgs {
             sts_endpoint,
             region: self.region.clone().filter(|s| !s.is_empty()),
             sts_max_attempts,
+            sts_cooldown,
+            sts_cooldown_max,
             credential_ttl,
             refresh_margin,
             cache,

@@ -10,8 +10,12 @@
 //! - A credential past its jittered `refresh_at` is still served while a background refresh runs;
 //!   if refreshes keep failing it is served until [`MIN_REMAINING`] before expiry, then the
 //!   request fails UNAVAILABLE — never an expired or unscoped credential.
+//! - After an STS call fails for a reason worth retrying, the credential id pauses
+//!   ([`Cooldowns`]): requests for it get UNAVAILABLE at once and background refreshes wait,
+//!   instead of every request starting another call against a throttling STS.
 
 use crate::clock::{now_ms, to_ms};
+use crate::cooldown::Cooldowns;
 use crate::hashing::KeyedHasher;
 use crate::issuer::{IssueError, IssueRequest, Issuer};
 use crate::scope::{Scope, role_session_name};
@@ -86,6 +90,10 @@ pub struct EngineSettings {
     pub lock_ttl: Duration,
     /// Pause between polls while another replica issues.
     pub poll_interval: Duration,
+    /// First pause after a failed STS call for a credential id; doubles per failure.
+    pub sts_cooldown: Duration,
+    /// The longest pause.
+    pub sts_cooldown_max: Duration,
 }
 
 impl Default for EngineSettings {
@@ -95,6 +103,8 @@ impl Default for EngineSettings {
             refresh_margin: Duration::from_secs(300),
             lock_ttl: Duration::from_secs(20),
             poll_interval: Duration::from_millis(25),
+            sts_cooldown: Duration::from_secs(1),
+            sts_cooldown_max: Duration::from_secs(4),
         }
     }
 }
@@ -110,9 +120,8 @@ pub struct CredentialEngine {
     flights: Mutex<HashMap<String, Flight>>,
     /// Credentials read from a remote store, until their refresh time; `None` for the memory store.
     near: Option<NearCache>,
-    /// Credential ids whose background refresh failed, with the time before which no new one is
-    /// tried, so a failing STS is not asked on every request.
-    refresh_backoff: Mutex<HashMap<String, i64>>,
+    /// Credential ids whose last STS call failed, and until when none is tried again.
+    cooldowns: Cooldowns,
     stats: Stats,
 }
 
@@ -141,6 +150,7 @@ impl CredentialEngine {
         let near = store
             .is_remote()
             .then(|| NearCache::new(NearCache::DEFAULT_CAPACITY));
+        let cooldowns = Cooldowns::new(settings.sts_cooldown, settings.sts_cooldown_max);
         Arc::new(Self {
             store,
             near,
@@ -148,9 +158,14 @@ impl CredentialEngine {
             hasher,
             settings,
             flights: Mutex::new(HashMap::new()),
-            refresh_backoff: Mutex::new(HashMap::new()),
+            cooldowns,
             stats: Stats::default(),
         })
+    }
+
+    /// Forgets STS pauses that ended long ago (called with the store's sweep).
+    pub fn sweep(&self) {
+        self.cooldowns.sweep(now_ms());
     }
 
     pub fn stats(&self) -> &Stats {
@@ -209,6 +224,13 @@ impl CredentialEngine {
         }
         bump(&self.stats.misses);
         crate::metrics::lookup(false);
+        if let Some(paused) = self.cooldowns.paused(id, now) {
+            return Err(EngineError::Issue(IssueError::Retryable(format!(
+                "{}; the next STS attempt for this credential is in {:.1} s",
+                paused.cause,
+                paused.retry_in.as_secs_f64()
+            ))));
+        }
         let rec = self.flight(id, scope, token).await?;
         if let Some(near) = &self.near {
             near.put(id, &rec, now_ms());
@@ -223,12 +245,8 @@ impl CredentialEngine {
 
     /// Starts a refresh unless one is running or the last one failed recently.
     fn refresh_in_background(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) {
-        let now = now_ms();
-        {
-            let backoff = self.refresh_backoff.lock().expect("lock");
-            if backoff.get(id).is_some_and(|until| now < *until) {
-                return;
-            }
+        if self.cooldowns.paused(id, now_ms()).is_some() {
+            return;
         }
         if self.flights.lock().expect("lock").contains_key(id) {
             return;
@@ -241,17 +259,11 @@ impl CredentialEngine {
                 Ok(_) => {
                     bump(&this.stats.refreshes);
                     crate::metrics::refresh(true);
-                    this.refresh_backoff.lock().expect("lock").remove(&id);
                     tracing::info!(credential = %&id[..12], "credential refreshed ahead of expiry");
                 }
                 Err(e) => {
                     bump(&this.stats.refresh_failures);
                     crate::metrics::refresh(false);
-                    let pause = 5_000 + rand::random_range(0..5_000);
-                    this.refresh_backoff
-                        .lock()
-                        .expect("lock")
-                        .insert(id.clone(), now_ms() + pause);
                     tracing::warn!(credential = %&id[..12], error = %e, "credential refresh failed; serving the last good credential until its margin");
                 }
             }
@@ -271,6 +283,14 @@ impl CredentialEngine {
             let result = this
                 .issue_coordinated(&id_owned, &scope, token.as_ref())
                 .await;
+            match &result {
+                Ok(_) => this.cooldowns.succeeded(&id_owned),
+                Err(EngineError::Issue(IssueError::Retryable(cause))) => {
+                    let pause = this.cooldowns.failed(&id_owned, cause, now_ms());
+                    tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS failed; this credential pauses before its next STS call");
+                }
+                Err(_) => {}
+            }
             this.flights.lock().expect("lock").remove(&id_owned);
             result.map(Arc::new)
         });
@@ -391,6 +411,9 @@ mod tests {
             KeyedHasher::new(b"k"),
             EngineSettings {
                 refresh_margin: margin,
+                // Pauses of 100–200 ms after an STS failure, so tests can wait them out.
+                sts_cooldown: Duration::from_millis(200),
+                sts_cooldown_max: Duration::from_millis(200),
                 ..EngineSettings::default()
             },
         )
@@ -456,6 +479,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_sts_call_pauses_the_credential_then_it_is_tried_again() {
+        let fake = Arc::new(FakeIssuer::default());
+        fake.fail.store(true, Ordering::SeqCst);
+        let e = CredentialEngine::new(
+            Arc::new(AnyStore::Memory(MemoryStore::new())),
+            Issuer::Fake(fake.clone()),
+            KeyedHasher::new(b"k"),
+            EngineSettings {
+                sts_cooldown: Duration::from_millis(200),
+                sts_cooldown_max: Duration::from_millis(200),
+                ..EngineSettings::default()
+            },
+        );
+        e.credentials(&scope("alice"), None).await.unwrap_err();
+        assert_eq!(fake.calls(), 1);
+        // Within the pause: answered at once, STS not asked, and the answer says when.
+        for _ in 0..20 {
+            let err = e.credentials(&scope("alice"), None).await.unwrap_err();
+            let EngineError::Issue(IssueError::Retryable(message)) = err else {
+                panic!("{err:?}")
+            };
+            assert!(message.contains("next STS attempt"), "{message}");
+        }
+        assert_eq!(fake.calls(), 1, "no STS call during the pause");
+        // Another credential is not paused.
+        e.credentials(&scope("bob"), None).await.unwrap_err();
+        assert_eq!(fake.calls(), 2);
+        // After the pause STS is asked again, and a success clears the pause.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        fake.fail.store(false, Ordering::SeqCst);
+        e.credentials(&scope("alice"), None).await.unwrap();
+        assert_eq!(fake.calls(), 3);
+    }
+
+    #[tokio::test]
     async fn refresh_runs_in_background_and_last_good_is_served_while_it_fails() {
         // 15-minute credentials with a 10-minute margin: due for refresh from the start.
         let fake = Arc::new(FakeIssuer {
@@ -486,8 +544,10 @@ mod tests {
         rec.expires_at_ms = now_ms() + 30_000;
         e.store.put_credential(&id, &rec).await.unwrap();
         assert!(e.credentials(&scope("alice"), None).await.is_err());
-        // When STS recovers, a fresh credential replaces it.
+        // When STS recovers (and the pause after the failure has ended), a fresh credential
+        // replaces it.
         fake.fail.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let (fresh, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(lookup, Lookup::Miss);
         assert_ne!(fresh.access_key_id, first.access_key_id);

@@ -3,13 +3,14 @@
 //! The flow, one module per step:
 //! [`config`] → [`token`] (is the token genuine and current?) → [`role`] (which allowlisted role?)
 //! → [`scope`] (session name, source identity, tags, bucket policy, credential key) → [`issuer`]
-//! (one STS call) → [`credentials`] (single flight, refresh ahead, last good) → [`store`] (memory or
+//! (one STS call) → [`credentials`] (single flight, refresh ahead, last good, [`cooldown`] after STS failures) → [`store`] (memory or
 //! Redis), with [`sessions`] binding tokens to session ids, [`broker`] tying them together and
 //! [`service`] speaking gRPC. [`ops`] holds health, reflection and shutdown; [`server`] wires it.
 
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod cooldown;
 pub mod credentials;
 pub mod hashing;
 pub mod issuer;

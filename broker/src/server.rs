@@ -120,13 +120,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         EngineSettings {
             duration_secs,
             refresh_margin: config.refresh_margin,
+            sts_cooldown: config.sts_cooldown,
+            sts_cooldown_max: config.sts_cooldown_max,
             ..EngineSettings::default()
         },
     );
     let broker = Arc::new(Broker::new(
         validator,
         roles,
-        engine,
+        Arc::clone(&engine),
         Arc::clone(&store),
         hasher,
         BrokerSettings {
@@ -148,8 +150,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     {
         // Expired records: the memory store drops them here; Redis expires records itself, and
-        // here only the session index is trimmed.
+        // here only the session index is trimmed. Old STS pauses are forgotten too.
         let store = Arc::clone(&store);
+        let engine = Arc::clone(&engine);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -157,6 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     _ = tokio::time::sleep(store.sweep_interval()) => {}
                     _ = stop.changed() => return,
                 }
+                engine.sweep();
                 if let Err(e) = store.sweep().await {
                     tracing::warn!(store = store.kind(), error = %e, "store sweep failed; retrying later");
                 }

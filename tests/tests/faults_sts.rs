@@ -44,6 +44,8 @@ struct Tally {
     unavailable_without_sts: Vec<String>,
     other_errors: Vec<String>,
     min_remaining_served: i64,
+    /// UNAVAILABLE answers given during a pause after a failed STS call, without asking STS.
+    paused: usize,
 }
 
 #[tokio::test]
@@ -127,6 +129,9 @@ async fn sts_outage_serves_the_last_good_credential_until_its_margin_then_unavai
                         status.message()
                     ));
                 }
+                if status.message().contains("next STS attempt") {
+                    tally.paused += 1;
+                }
                 if !status.message().contains("STS") {
                     tally
                         .unavailable_without_sts
@@ -142,6 +147,7 @@ async fn sts_outage_serves_the_last_good_credential_until_its_margin_then_unavai
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let throttled_attempts = sts.assume_role_count() - attempts_before;
+    let paused_answers = tally.paused;
 
     // Past the margin: the broker, a cold principal and the adapter all say UNAVAILABLE / STS.
     let past_margin = expect_code(
@@ -172,10 +178,21 @@ async fn sts_outage_serves_the_last_good_credential_until_its_margin_then_unavai
         .expect("adapter answers");
     // STS unreachable (connections dropped once the request is sent) instead of throttling: the
     // same answer is expected. Checked last, with the others, so every figure is printed.
+    // The credential is paused after the throttled calls (BROKER_STS_COOLDOWN): the answers
+    // repeat the last failure until the pause ends, then STS is tried and found down.
     sts.set_mode(ProxyMode::Down);
-    let down = get_credentials(&mut c, &session, &token, "")
-        .await
-        .expect_err("no credential past the margin with STS down");
+    let down_since = Instant::now();
+    let down = loop {
+        let status = get_credentials(&mut c, &session, &token, "")
+            .await
+            .expect_err("no credential past the margin with STS down");
+        if !status.message().contains("next STS attempt")
+            || down_since.elapsed() > Duration::from_secs(20)
+        {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
 
     // STS back: the next request gets a new credential.
     sts.set_mode(ProxyMode::Pass);
@@ -210,8 +227,8 @@ async fn sts_outage_serves_the_last_good_credential_until_its_margin_then_unavai
     println!(
         "STS outage: {} answers served the last good credential (smallest remaining lifetime served: {} s), \
          {} UNAVAILABLE (first {:?} s after the margin), {} other credentials, {} other errors; \
-         {throttled_attempts} throttled AssumeRole attempts while polling every 250 ms, {refresh_failures} failed \
-         background refreshes; gaps between STS attempts (s): [{}]; recovery after STS returned: {recovery:.2?}",
+         {throttled_attempts} throttled AssumeRole attempts while polling every 250 ms ({paused_answers} answers \
+         paused without asking STS), {refresh_failures} failed background refreshes; gaps between STS attempts (s): [{}]; recovery after STS returned: {recovery:.2?}",
         tally.served_last_good,
         tally.min_remaining_served,
         tally.unavailable,
@@ -294,6 +311,11 @@ async fn sts_outage_serves_the_last_good_credential_until_its_margin_then_unavai
     assert!(seconds(&recovered.expiration) - unix_now() > 60);
     // Bounded retries: each failing STS call makes at most BROKER_STS_MAX_ATTEMPTS (3) attempts,
     // and refreshes back off: far fewer attempts than the requests made while polling.
+    assert!(
+        paused_answers > 0,
+        "after a failed STS call the credential pauses: some UNAVAILABLE answers say when the next \
+         attempt is, without asking STS"
+    );
     let polls = tally.served_last_good + tally.unavailable;
     assert!(
         throttled_attempts < polls,

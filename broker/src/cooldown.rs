@@ -1,0 +1,155 @@
+//! A short per-credential pause after STS failed, so a throttling or failing STS is not asked
+//! again on every request.
+//!
+//! The SDK already retries inside one call (`BROKER_STS_MAX_ATTEMPTS`, backing off with jitter).
+//! Without a pause between calls, once a credential is past its margin every request (coalesced
+//! per credential) would start a new call of several attempts — with many users during STS
+//! throttling that multiplies the load on the one thing that is already overloaded. After a
+//! failed call for a credential id, further requests for it are answered at once with the same
+//! UNAVAILABLE (saying when the next attempt will be) until the pause ends; the pause doubles with
+//! each consecutive failure up to a bound, with jitter so replicas and credentials do not retry
+//! in step. A success ends it. Only failures worth retrying (throttling, 5xx, network) pause: a
+//! denied role or a rejected request is answered as it is, each time.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Consecutive failures of one credential id and when it may be tried again.
+#[derive(Debug, Clone)]
+struct Pause {
+    failures: u32,
+    until_ms: i64,
+    cause: String,
+}
+
+/// A credential id still in its pause: why, and for how much longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    pub cause: String,
+    pub retry_in: Duration,
+}
+
+/// Pauses by credential id.
+#[derive(Debug)]
+pub struct Cooldowns {
+    base: Duration,
+    max: Duration,
+    pauses: Mutex<HashMap<String, Pause>>,
+}
+
+impl Cooldowns {
+    /// The first pause lasts between `base / 2` and `base`; each further failure doubles it, up
+    /// to `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max: max.max(base),
+            pauses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pause `id` is in at `now_ms`, if any.
+    pub fn paused(&self, id: &str, now_ms: i64) -> Option<Paused> {
+        let pauses = self.pauses.lock().expect("cooldown lock");
+        let pause = pauses.get(id)?;
+        (now_ms < pause.until_ms).then(|| Paused {
+            cause: pause.cause.clone(),
+            retry_in: Duration::from_millis((pause.until_ms - now_ms) as u64),
+        })
+    }
+
+    /// Records a failed STS call for `id` at `now_ms`; returns the pause it starts.
+    pub fn failed(&self, id: &str, cause: &str, now_ms: i64) -> Duration {
+        let mut pauses = self.pauses.lock().expect("cooldown lock");
+        let failures = pauses.get(id).map_or(0, |p| p.failures).saturating_add(1);
+        let pause = self.pause_for(failures);
+        pauses.insert(
+            id.to_string(),
+            Pause {
+                failures,
+                until_ms: now_ms + pause.as_millis() as i64,
+                cause: cause.to_string(),
+            },
+        );
+        pause
+    }
+
+    /// Records a successful STS call for `id`: no pause.
+    pub fn succeeded(&self, id: &str) {
+        self.pauses.lock().expect("cooldown lock").remove(id);
+    }
+
+    /// Drops pauses that ended before `now_ms` (their failure counts restart from zero).
+    pub fn sweep(&self, now_ms: i64) {
+        // Kept one `max` past their end, so a failure soon after still doubles the pause.
+        let keep = self.max.as_millis() as i64;
+        self.pauses
+            .lock()
+            .expect("cooldown lock")
+            .retain(|_, p| now_ms < p.until_ms + keep);
+    }
+
+    /// `base × 2^(failures−1)`, at most `max`, then a random point in its upper half.
+    fn pause_for(&self, failures: u32) -> Duration {
+        let doubled = self
+            .base
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+        let full = doubled.min(self.max).as_millis() as u64;
+        Duration::from_millis(rand::random_range(full / 2..=full.max(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_pauses_the_id_and_a_success_ends_it() {
+        let c = Cooldowns::new(Duration::from_secs(1), Duration::from_secs(8));
+        assert!(c.paused("a", 0).is_none());
+        let pause = c.failed("a", "throttled", 0);
+        assert!(
+            (500..=1000).contains(&(pause.as_millis() as i64)),
+            "{pause:?}"
+        );
+        let paused = c.paused("a", 100).expect("paused");
+        assert_eq!(paused.cause, "throttled");
+        assert!(paused.retry_in <= pause);
+        assert!(c.paused("b", 100).is_none(), "other ids are not paused");
+        assert!(c.paused("a", 1_001).is_none(), "the pause ends");
+        c.failed("a", "throttled", 2_000);
+        c.succeeded("a");
+        assert!(c.paused("a", 2_001).is_none());
+    }
+
+    #[test]
+    fn consecutive_failures_double_the_pause_up_to_the_bound() {
+        let c = Cooldowns::new(Duration::from_secs(1), Duration::from_secs(8));
+        let mut now = 0;
+        let mut upper = Vec::new();
+        for _ in 0..6 {
+            let pause = c.failed("a", "x", now);
+            upper.push(pause);
+            now += pause.as_millis() as i64;
+        }
+        let bounds = [1_000, 2_000, 4_000, 8_000, 8_000, 8_000];
+        for (pause, bound) in upper.iter().zip(bounds) {
+            let ms = pause.as_millis() as u64;
+            assert!(
+                bound / 2 <= ms && ms <= bound,
+                "{ms} ms outside {bound}/2..{bound}"
+            );
+        }
+    }
+
+    #[test]
+    fn sweep_forgets_old_pauses_so_counts_restart() {
+        let c = Cooldowns::new(Duration::from_secs(1), Duration::from_secs(2));
+        c.failed("a", "x", 0);
+        c.failed("a", "x", 1_000);
+        c.sweep(100_000);
+        let pause = c.failed("a", "x", 100_000);
+        assert!(pause <= Duration::from_secs(1), "{pause:?}");
+    }
+}
