@@ -41,7 +41,6 @@ pub struct AdapterConfig {
 const TOOL: &str = "bucket_objects_list";
 const DIRECT: &str = "direct S3 (aws-sdk-s3)";
 const ADAPTER: &str = "mcp-adapter + broker";
-const ADAPTER_NODELAY: &str = "mcp-adapter (TCP_NODELAY) + broker";
 const PYTHON: &str = "Python MCPServer + boto3";
 
 struct DirectList {
@@ -135,6 +134,8 @@ struct Point {
     result: LoadResult,
     /// Server CPU per call (µs): adapter+broker, or the Python process; none for direct S3.
     server_cpu_us: Option<f64>,
+    /// Of that, the broker's (the second server pid), when there is one.
+    broker_cpu_us: Option<f64>,
     moto_cpu_us: f64,
     load1: f64,
 }
@@ -148,9 +149,14 @@ async fn measure<O: Op>(
 ) -> anyhow::Result<Point> {
     let load1 = procfs::load1();
     let cpu_before = procfs::cpu_time_of(server_pids)?;
+    let broker_before = server_pids.get(1).map(|p| procfs::cpu_time(*p)).transpose()?;
     let moto_before = procfs::cpu_time(moto_pid)?;
     let result = driver::run(spec, ops).await;
     let cpu = procfs::cpu_time_of(server_pids)? - cpu_before;
+    let broker = match (server_pids.get(1), broker_before) {
+        (Some(pid), Some(before)) => Some(procfs::cpu_time(*pid)? - before),
+        _ => None,
+    };
     let moto = procfs::cpu_time(moto_pid)? - moto_before;
     result.ensure_clean(label)?;
     // Requests started in the warm-up are not in `ops` but did use CPU; count every call the
@@ -160,6 +166,7 @@ async fn measure<O: Op>(
     Ok(Point {
         label,
         server_cpu_us: (!server_pids.is_empty()).then(|| cpu.as_secs_f64() * 1e6 / calls),
+        broker_cpu_us: broker.map(|b| b.as_secs_f64() * 1e6 / calls),
         moto_cpu_us: moto.as_secs_f64() * 1e6 / calls,
         result,
         load1,
@@ -221,23 +228,6 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
     let scratch = Scratch::new("bench-python");
     let (python, python_url) =
         start_python(&stack, &python_sts.endpoint(), &scratch, &http, &tokens[0]).await?;
-    // The adapter with TCP_NODELAY on its accepted sockets (the recommended one-line fix),
-    // emulated by an LD_PRELOAD shim that scripts/bench builds, when it is there.
-    let shim = std::env::var_os("BENCH_NODELAY_SHIM")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.is_file());
-    let fixed = match &shim {
-        Some(path) => Some(
-            AdapterBuilder::new(&stack.broker.endpoint())
-                .name("mcp-adapter-nodelay")
-                .s3_endpoint(&stack.aws_endpoint())
-                .env("RUST_LOG", "info")
-                .env("LD_PRELOAD", &path.to_string_lossy())
-                .start()
-                .await,
-        ),
-        None => None,
-    };
     let arguments = json!({ "bucket": bucket, "max_keys": 100 });
 
     let mut rows = Vec::new();
@@ -278,11 +268,6 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         let ops = sessions(adapter.mcp_url()).await?;
         let pids = [adapter.pid(), stack.broker.pid()];
         points.push(measure(ADAPTER, spec, ops, &pids, moto_pid).await?);
-        if let Some(fixed) = &fixed {
-            let ops = sessions(fixed.mcp_url()).await?;
-            let pids = [fixed.pid(), stack.broker.pid()];
-            points.push(measure(ADAPTER_NODELAY, spec, ops, &pids, moto_pid).await?);
-        }
         let ops = sessions(python_url.clone()).await?;
         points.push(measure(PYTHON, spec, ops, &[python.pid()], moto_pid).await?);
 
@@ -292,7 +277,7 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         let py_cpu = python_point.server_cpu_us.unwrap_or(f64::NAN);
         let py = python_point.result.summary();
         let mut entry = json!({ "concurrency": c, "python_added_p50_us": py.p50_us - d.p50_us });
-        for (key, label) in [("adapter", ADAPTER), ("adapter_nodelay", ADAPTER_NODELAY)] {
+        for (key, label) in [("adapter", ADAPTER)] {
             if let Some(pt) = find(label) {
                 let s = pt.result.summary();
                 entry[format!("{key}_added_p50_us")] = json!(s.p50_us - d.p50_us);
@@ -310,8 +295,11 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 &s,
                 &[
                     us(s.p50_us - d.p50_us),
-                    pt.server_cpu_us
-                        .map_or("—".into(), |v| format!("{v:.0} µs")),
+                    match (pt.server_cpu_us, pt.broker_cpu_us) {
+                        (Some(all), Some(broker)) => format!("{all:.0} µs ({broker:.0} µs)"),
+                        (Some(all), None) => format!("{all:.0} µs"),
+                        _ => "—".into(),
+                    },
                     format!("{:.0} µs", pt.moto_cpu_us),
                     format!("{:.2}", pt.load1),
                 ],
@@ -320,6 +308,7 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 "target": pt.label,
                 "summary": s,
                 "server_cpu_us_per_call": pt.server_cpu_us,
+                "broker_cpu_us_per_call": pt.broker_cpu_us,
                 "moto_cpu_us_per_call": pt.moto_cpu_us,
                 "load1_before": pt.load1,
             }));
@@ -335,22 +324,17 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
          {warmup:?} warm-up, {duration:?} per point. \"+p50\" = p50 − direct S3's p50 at the same \
          concurrency. Server CPU = utime+stime per call of adapter + broker, or of the Python \
          process; moto's CPU is counted on neither side. The Python server made \
-         {python_sts_calls} AssumeRole calls (one per token).{shim_note}\n\n\
+         {python_sts_calls} AssumeRole calls (one per token). In parentheses: the broker's \
+         share of the adapter + broker CPU.\n\n\
          | stack | concurrency | calls/s | p50 | p99 | p99.9 | +p50 over direct S3 | server CPU/call | moto CPU/call | load1 |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
         users = cfg.users,
         warmup = cfg.warmup,
         duration = cfg.duration,
-        shim_note = if fixed.is_some() {
-            " \"TCP_NODELAY\" rows: the same adapter binary with TCP_NODELAY set on its accepted \
-             sockets by an LD_PRELOAD shim (bench/support/nodelay.c), i.e. the recommended fix."
-        } else {
-            ""
-        },
     );
     md.push_str(&rows.join("\n"));
     md.push_str("\n\nTargets:\n\n");
-    for (key, label) in [("adapter", ADAPTER), ("adapter_nodelay", ADAPTER_NODELAY)] {
+    for (key, label) in [("adapter", ADAPTER)] {
         let ratios: Vec<String> = summary
             .iter()
             .filter_map(|s| {
@@ -386,7 +370,6 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         json!({ "points": json_points, "summary": summary, "python_assume_role_calls": python_sts_calls }),
     )?;
     drop(python);
-    drop(fixed);
     Ok(())
 }
 
