@@ -149,7 +149,10 @@ async fn measure<O: Op>(
 ) -> anyhow::Result<Point> {
     let load1 = procfs::load1();
     let cpu_before = procfs::cpu_time_of(server_pids)?;
-    let broker_before = server_pids.get(1).map(|p| procfs::cpu_time(*p)).transpose()?;
+    let broker_before = server_pids
+        .get(1)
+        .map(|p| procfs::cpu_time(*p))
+        .transpose()?;
     let moto_before = procfs::cpu_time(moto_pid)?;
     let result = driver::run(spec, ops).await;
     let cpu = procfs::cpu_time_of(server_pids)? - cpu_before;
