@@ -102,3 +102,47 @@ pub fn standard_minter(secret: &str) -> TokenMinter {
 pub fn new_session_id() -> String {
     format!("mcp-session-{}", random_string(32))
 }
+
+/// The standard [`BrokerStack`] plus an adapter pointed at it and at moto's S3.
+#[derive(Debug)]
+pub struct AdapterStack {
+    // Field order is drop order: the adapter goes before the broker.
+    pub adapter: crate::adapter::Adapter,
+    pub stack: BrokerStack,
+}
+
+impl AdapterStack {
+    /// The standard stack and adapter.
+    pub async fn start() -> AdapterStack {
+        AdapterStack::start_with(|b| b).await
+    }
+
+    /// The standard stack with a changed adapter configuration.
+    pub async fn start_with(
+        configure: impl FnOnce(crate::adapter::AdapterBuilder) -> crate::adapter::AdapterBuilder,
+    ) -> AdapterStack {
+        let stack = BrokerStack::start().await;
+        let builder = crate::adapter::AdapterBuilder::new(&stack.broker.endpoint())
+            .s3_endpoint(&stack.aws_endpoint());
+        let adapter = configure(builder).start().await;
+        AdapterStack { adapter, stack }
+    }
+
+    /// The seeded bucket both demo roles may use.
+    pub fn bucket(&self) -> String {
+        self.stack.seed().buckets.demo.clone()
+    }
+
+    /// The adapter's RFC 9728 metadata document for `/mcp`.
+    pub fn metadata_url(&self) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            self.adapter.url()
+        )
+    }
+
+    /// What the adapter's 401 answers carry in `WWW-Authenticate`.
+    pub fn challenge(&self) -> String {
+        format!(r#"Bearer resource_metadata="{}""#, self.metadata_url())
+    }
+}

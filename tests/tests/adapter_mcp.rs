@@ -17,10 +17,10 @@ use std::time::Duration;
 use credbroker_proto::v1::{
     ExchangeTokenRequest, ListSessionsRequest, RevokeSessionRequest, revoke_session_request,
 };
-use e2e::adapter::{Adapter, AdapterBuilder};
+use e2e::adapter::AdapterBuilder;
 use e2e::aws::{self, StaticCreds};
 use e2e::leaks::{Secret, assert_no_secrets};
-use e2e::stack::BrokerStack;
+use e2e::stack::{AdapterStack, BrokerStack};
 use e2e::tokens::Claims;
 use e2e::tools;
 use serde_json::{Value, json};
@@ -38,54 +38,26 @@ const SESSION_GONE: i64 = -32004;
 // Fixture
 
 /// moto + STS proxy + broker + adapter (pointed at moto's S3).
-struct Fixture {
-    adapter: Adapter,
-    stack: BrokerStack,
+type Fixture = AdapterStack;
+
+/// The credentials the broker issues for `token` (the same the adapter got: the broker keys its
+/// credential cache by issuer, subject, role and scope).
+async fn broker_credentials(fx: &Fixture, token: &str) -> StaticCreds {
+    let mut client = fx.stack.broker.client().await;
+    let answer = client
+        .exchange_token(ExchangeTokenRequest {
+            token: token.to_string(),
+            role_arn: String::new(),
+        })
+        .await
+        .expect("ExchangeToken")
+        .into_inner();
+    StaticCreds::from(&answer.credentials.expect("credentials"))
 }
 
-impl Fixture {
-    async fn start() -> Fixture {
-        Fixture::start_with(|b| b).await
-    }
-
-    async fn start_with(configure: impl FnOnce(AdapterBuilder) -> AdapterBuilder) -> Fixture {
-        let stack = BrokerStack::start().await;
-        let builder =
-            AdapterBuilder::new(&stack.broker.endpoint()).s3_endpoint(&stack.aws_endpoint());
-        let adapter = configure(builder).start().await;
-        Fixture { adapter, stack }
-    }
-
-    fn bucket(&self) -> String {
-        self.stack.seed().buckets.demo.clone()
-    }
-
-    fn metadata_url(&self) -> String {
-        format!(
-            "{}/.well-known/oauth-protected-resource/mcp",
-            self.adapter.url()
-        )
-    }
-
-    /// The credentials the broker issues for `token` (the same the adapter got: the broker keys
-    /// its credential cache by issuer, subject, role and scope).
-    async fn broker_credentials(&self, token: &str) -> StaticCreds {
-        let mut client = self.stack.broker.client().await;
-        let answer = client
-            .exchange_token(ExchangeTokenRequest {
-                token: token.to_string(),
-                role_arn: String::new(),
-            })
-            .await
-            .expect("ExchangeToken")
-            .into_inner();
-        StaticCreds::from(&answer.credentials.expect("credentials"))
-    }
-
-    /// Fails if the adapter's log holds any of these secrets.
-    fn assert_log_clean(&self, secrets: &[Secret]) {
-        assert_no_secrets("adapter log", &self.adapter.log_text(), secrets);
-    }
+/// Fails if the adapter's log holds any of these secrets.
+fn assert_log_clean(fx: &Fixture, secrets: &[Secret]) {
+    assert_no_secrets("adapter log", &fx.adapter.log_text(), secrets);
 }
 
 fn token_secrets(tokens: &[&str]) -> Vec<Secret> {
@@ -379,7 +351,7 @@ async fn a_read_write_token_lists_and_puts_as_the_assumed_role() {
         let url = reqwest::Url::parse(link["url"].as_str().unwrap()).unwrap();
         let query: std::collections::HashMap<String, String> =
             url.query_pairs().into_owned().collect();
-        let signer = fx.broker_credentials(&token).await;
+        let signer = broker_credentials(&fx, &token).await;
         assert!(url.path().ends_with(&format!("/{bucket}/{key}")), "{url}");
         assert!(query["X-Amz-Credential"].starts_with(&format!("{}/", signer.access_key_id)));
         assert_eq!(query["X-Amz-Expires"], "300");
@@ -410,7 +382,7 @@ async fn a_read_write_token_lists_and_puts_as_the_assumed_role() {
 
         // Whose credentials wrote it: the adapter used the key the broker issues for this token,
         // and that key is the demo-read-write role's STS session.
-        let creds = fx.broker_credentials(&token).await;
+        let creds = broker_credentials(&fx, &token).await;
         let log = fx.adapter.log_text();
         assert!(
             log.contains(&format!("access_key_id={}", creds.access_key_id)),
@@ -434,7 +406,7 @@ async fn a_read_write_token_lists_and_puts_as_the_assumed_role() {
         if let Some(id) = run.session_id() {
             secrets.push(Secret::new("raw session id", id));
         }
-        fx.assert_log_clean(&secrets);
+        assert_log_clean(&fx, &secrets);
     }
     let log = fx.adapter.log_text();
     assert!(
@@ -584,7 +556,7 @@ async fn a_new_token_of_the_same_user_rebinds_and_another_users_token_is_403() {
     assert!(log.contains("using cached credentials for session"));
     let mut secrets = token_secrets(&[&first, &renewed, &mallory]);
     secrets.push(Secret::new("raw session id", run.session_id().unwrap()));
-    fx.assert_log_clean(&secrets);
+    assert_log_clean(&fx, &secrets);
 }
 
 #[tokio::test]

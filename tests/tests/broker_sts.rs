@@ -186,9 +186,43 @@ async fn sts_down_is_unavailable_and_recovers_without_restart() {
     );
 
     stack.proxy.set_down(false);
-    exchange(&mut c, &stack.rw_token("alice"), "")
-        .await
-        .expect("STS back: works again");
+    served_once_the_pause_ends(&stack, &mut c, "STS back").await;
+}
+
+/// After STS failed, the credential pauses (BROKER_STS_COOLDOWN, at most 4 s by default): until
+/// then requests get UNAVAILABLE saying when the next attempt is, without an STS call; then the
+/// next request is served.
+async fn served_once_the_pause_ends(stack: &BrokerStack, c: &mut e2e::rpc::Client, what: &str) {
+    let back = std::time::Instant::now();
+    let calls_before = stack.proxy.assume_role_count();
+    let mut paused = 0;
+    loop {
+        match exchange(c, &stack.rw_token("alice"), "").await {
+            Ok(_) => break,
+            Err(status) => {
+                assert!(
+                    status.code() == Code::Unavailable
+                        && status.message().contains("next STS attempt"),
+                    "{what}: only a paused UNAVAILABLE is expected until the pause ends: {status:?}"
+                );
+                paused += 1;
+                assert!(
+                    back.elapsed() < Duration::from_secs(10),
+                    "{what}: still paused after 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(
+        stack.proxy.assume_role_count(),
+        calls_before + 1,
+        "{what}: no STS call during the pause ({paused} paused answers), one after it"
+    );
+    println!(
+        "{what}: served {:.2?} later, after {paused} paused answers",
+        back.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -209,9 +243,7 @@ async fn sts_throttling_is_retried_then_unavailable() {
     assert!(!status.message().is_empty());
 
     stack.proxy.set_mode(ProxyMode::Pass);
-    exchange(&mut c, &stack.rw_token("alice"), "")
-        .await
-        .expect("works after throttling ends");
+    served_once_the_pause_ends(&stack, &mut c, "throttling over").await;
 }
 
 #[tokio::test]

@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use e2e::adapter::{Adapter, AdapterBuilder};
 use e2e::ports::free_port;
-use e2e::stack::BrokerStack;
+use e2e::stack::AdapterStack;
 use e2e::tools;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -29,32 +28,7 @@ const TOOLS: usize = 7;
 // ---------------------------------------------------------------------------------------------
 // Fixture
 
-struct Fixture {
-    adapter: Adapter,
-    stack: BrokerStack,
-}
-
-impl Fixture {
-    async fn start(configure: impl FnOnce(AdapterBuilder) -> AdapterBuilder) -> Fixture {
-        let stack = BrokerStack::start().await;
-        let builder =
-            AdapterBuilder::new(&stack.broker.endpoint()).s3_endpoint(&stack.aws_endpoint());
-        let adapter = configure(builder).start().await;
-        Fixture { adapter, stack }
-    }
-
-    fn bucket(&self) -> String {
-        self.stack.seed().buckets.demo.clone()
-    }
-
-    /// What the adapter's 401 answers carry in `WWW-Authenticate`.
-    fn challenge(&self) -> String {
-        format!(
-            r#"Bearer resource_metadata="{}/.well-known/oauth-protected-resource/mcp""#,
-            self.adapter.url()
-        )
-    }
-}
+type Fixture = AdapterStack;
 
 // ---------------------------------------------------------------------------------------------
 // Node
@@ -215,7 +189,7 @@ fn strings(value: &Value) -> Vec<String> {
 #[tokio::test]
 async fn typescript_sdk_sends_the_token_on_every_request_and_surfaces_the_401() {
     let build = Build::new("sdk");
-    let fx = Fixture::start(|b| b).await;
+    let fx = Fixture::start().await;
     let bucket = fx.bucket();
     let key = "from-js/sdk.txt";
     let out = run_script(
@@ -346,7 +320,7 @@ async fn inspector(url: &str, header: Option<&str>, method: &[&str]) -> NodeRun 
 
 #[tokio::test]
 async fn mcp_inspector_cli_lists_and_writes_with_a_bearer_header_and_is_refused_without() {
-    let fx = Fixture::start(|b| b).await;
+    let fx = Fixture::start().await;
     let bucket = fx.bucket();
     let url = fx.adapter.mcp_url();
     let header = format!(
@@ -456,7 +430,7 @@ async fn browser_frontend_broken_client_gets_401_and_fixed_client_lists_and_writ
             break port;
         }
     };
-    let fx = Fixture::start(|b| b.env("ADAPTER_ALLOWED_ORIGINS", &page_origin)).await;
+    let fx = Fixture::start_with(|b| b.env("ADAPTER_ALLOWED_ORIGINS", &page_origin)).await;
     let bucket = fx.bucket();
     let key = "from-js/browser.txt";
     let token = fx.stack.rw_token("dana-browser");
