@@ -85,6 +85,44 @@ impl Op for ToolCall {
     }
 }
 
+/// Added latency measured in pairs: one direct S3 list and one tool call back to back, `pairs`
+/// times, alternating which goes first. moto's latency drifts by milliseconds over seconds (it
+/// dominates both calls), which swamps a p50 − p50 difference between two 5 s windows; within a
+/// pair the drift cancels. Returns the (adapter − direct) differences in µs, sorted.
+async fn paired_added_latency(
+    direct: &mut DirectList,
+    tool: &mut ToolCall,
+    pairs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut diffs = Vec::with_capacity(pairs);
+    for i in 0..pairs {
+        let time = |started: std::time::Instant| started.elapsed().as_secs_f64() * 1e6;
+        let (d, t) = if i % 2 == 0 {
+            let started = std::time::Instant::now();
+            direct.call().await.map_err(anyhow::Error::msg)?;
+            let d = time(started);
+            let started = std::time::Instant::now();
+            tool.call().await.map_err(anyhow::Error::msg)?;
+            (d, time(started))
+        } else {
+            let started = std::time::Instant::now();
+            tool.call().await.map_err(anyhow::Error::msg)?;
+            let t = time(started);
+            let started = std::time::Instant::now();
+            direct.call().await.map_err(anyhow::Error::msg)?;
+            (time(started), t)
+        };
+        diffs.push(t - d);
+    }
+    diffs.sort_by(f64::total_cmp);
+    Ok(diffs)
+}
+
+/// The `q` quantile of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 /// The Python MCP server, started from the project's venv.
 async fn start_python(
     stack: &BrokerStack,
@@ -317,6 +355,29 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
             }));
         }
     }
+    // The adapter's added latency, in pairs (see `paired_added_latency`), on one session.
+    const PAIRS: usize = 400;
+    let mut direct = DirectList {
+        s3: direct_clients[0].clone(),
+        bucket: bucket.clone(),
+    };
+    let mut tool = ToolCall {
+        session: McpSession::open(&http, &adapter.mcp_url(), &tokens[0])
+            .await
+            .map_err(anyhow::Error::msg)?,
+        arguments: arguments.clone(),
+        expect,
+    };
+    for _ in 0..20 {
+        // warm-up: connections, the adapter's S3 client for this credential
+        paired_added_latency(&mut direct, &mut tool, 2).await?;
+    }
+    let diffs = paired_added_latency(&mut direct, &mut tool, PAIRS).await?;
+    let paired = (
+        quantile(&diffs, 0.25),
+        quantile(&diffs, 0.5),
+        quantile(&diffs, 0.75),
+    );
     let python_sts_calls = python_sts.assume_role_count();
     let mut md = format!(
         "`tools/call {TOOL}` on `{bucket}` ({expect} objects in one page), {users} users, \
@@ -367,10 +428,25 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
             verdict(added <= 1000.0),
         ));
     }
+    md.push_str(&format!(
+        "- mcp-adapter + broker, added latency measured in pairs ({PAIRS} pairs of one direct \
+         `ListObjectsV2` and one `tools/call` back to back on one session, alternating which goes \
+         first, so that moto's drift cancels): median of (tool call − direct) {}, interquartile \
+         {} to {} → ≤ 1 ms {}\n",
+        us(paired.1),
+        us(paired.0),
+        us(paired.2),
+        verdict(paired.1 <= 1000.0),
+    ));
     report.add(
         "Adapter end to end vs direct S3 and the Python MCP stack",
         md,
-        json!({ "points": json_points, "summary": summary, "python_assume_role_calls": python_sts_calls }),
+        json!({
+            "points": json_points,
+            "summary": summary,
+            "python_assume_role_calls": python_sts_calls,
+            "paired_added_latency_us": { "pairs": PAIRS, "p25": paired.0, "median": paired.1, "p75": paired.2 },
+        }),
     )?;
     drop(python);
     Ok(())
