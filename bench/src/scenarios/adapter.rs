@@ -305,7 +305,10 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 anyhow::Ok(ops)
             }
         };
-        let mut points = vec![measure(DIRECT, spec, direct, &[], moto_pid).await?];
+        // Direct S3: the "server CPU" column shows this process's own CPU (the load driver and
+        // its aws-sdk-s3 clients), i.e. what a bare SDK call costs a Rust client against moto.
+        let me = [std::process::id()];
+        let mut points = vec![measure(DIRECT, spec, direct, &me, moto_pid).await?];
         let ops = sessions(adapter.mcp_url()).await?;
         let pids = [adapter.pid(), stack.broker.pid()];
         points.push(measure(ADAPTER, spec, ops, &pids, moto_pid).await?);
@@ -336,9 +339,10 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 &s,
                 &[
                     us(s.p50_us - d.p50_us),
-                    match (pt.server_cpu_us, pt.broker_cpu_us) {
-                        (Some(all), Some(broker)) => format!("{all:.0} µs ({broker:.0} µs)"),
-                        (Some(all), None) => format!("{all:.0} µs"),
+                    match (pt.label, pt.server_cpu_us, pt.broker_cpu_us) {
+                        (_, Some(all), Some(broker)) => format!("{all:.0} µs ({broker:.0} µs)"),
+                        (DIRECT, Some(client), None) => format!("client {client:.0} µs"),
+                        (_, Some(all), None) => format!("{all:.0} µs"),
                         _ => "—".into(),
                     },
                     format!("{:.0} µs", pt.moto_cpu_us),
@@ -389,7 +393,8 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
          concurrency. Server CPU = utime+stime per call of adapter + broker, or of the Python \
          process; moto's CPU is counted on neither side. The Python server made \
          {python_sts_calls} AssumeRole calls (one per token). In parentheses: the broker's \
-         share of the adapter + broker CPU.\n\n\
+         share of the adapter + broker CPU; for direct S3, the CPU of the benchmark process itself \
+         (its aws-sdk-s3 clients: what the same S3 call costs any Rust client).\n\n\
          | stack | concurrency | calls/s | p50 | p99 | p99.9 | +p50 over direct S3 | server CPU/call | moto CPU/call | load1 |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
         users = cfg.users,
