@@ -52,30 +52,7 @@ pub(crate) fn auth_refusal(status: http::StatusCode) {
 pub(crate) fn broker_call(method: &'static str, seconds: f64, code: Option<tonic::Code>) {
     metrics::histogram!("mcp_adapter_broker_call_seconds", "method" => method).record(seconds);
     if let Some(code) = code {
-        metrics::counter!("mcp_adapter_broker_errors_total", "code" => code_name(code))
+        metrics::counter!("mcp_adapter_broker_errors_total", "code" => credbroker_proto::code_name(code))
             .increment(1);
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }

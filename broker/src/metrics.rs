@@ -33,7 +33,7 @@ pub fn install(listen: SocketAddr) -> anyhow::Result<()> {
 
 /// One answered request.
 pub fn request(method: &'static str, code: tonic::Code, seconds: f64) {
-    metrics::counter!("credbroker_requests_total", "method" => method, "code" => code_name(code))
+    metrics::counter!("credbroker_requests_total", "method" => method, "code" => credbroker_proto::code_name(code))
         .increment(1);
     metrics::histogram!("credbroker_request_seconds", "method" => method).record(seconds);
 }
@@ -64,27 +64,4 @@ pub fn store_error(kind: &'static str) {
 /// Current number of live sessions.
 pub fn live_sessions(n: usize) {
     metrics::gauge!("credbroker_live_sessions").set(n as f64);
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
 }
