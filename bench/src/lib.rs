@@ -8,7 +8,6 @@
 //! - [`driver`]: closed-loop async load driver with HDR histograms;
 //! - [`floor`]: the bare tonic service the broker's warm path is compared with;
 //! - [`mcp`]: a Streamable HTTP MCP client on reqwest, the same for every MCP server measured;
-//! - [`short_sts`]: an STS proxy that shortens credential lifetimes, to observe refreshes;
 //! - [`procfs`]: RSS, CPU time and load from /proc;
 //! - [`report`]: the Markdown and JSON output;
 //! - [`scenarios`]: the benchmarks themselves.
@@ -20,4 +19,3 @@ pub mod procfs;
 pub mod report;
 pub mod scenarios;
 pub mod setup;
-pub mod short_sts;
