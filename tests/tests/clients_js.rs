@@ -473,7 +473,14 @@ async fn browser_frontend_broken_client_gets_401_and_fixed_client_lists_and_writ
     }
     let of =
         |phase: &str| -> Vec<&Value> { requests.iter().filter(|r| r["phase"] == phase).collect() };
-    for request in requests.iter().filter(|r| r["phase"] != "foreign") {
+    // Chromium adds `Origin` when it sends a request; one the client aborted before any answer
+    // (the SDK's standalone GET event stream, when it closes) may never have been sent, and then
+    // Playwright knows only the headers the page set. Those are left out of this check.
+    for request in requests
+        .iter()
+        .filter(|r| r["phase"] != "foreign")
+        .filter(|r| !(r["status"].is_null() && r["failure"] == "net::ERR_ABORTED"))
+    {
         assert_eq!(
             request["origin"], page_origin,
             "not a cross-origin request: {request}"
