@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The project's Python venv (<repo>/.venv, from tests/requirements.txt): moto, boto3, grpcurl, the
-# MCP SDK, pytest. Sourced by scripts/test and deploy/local/up, so both install and reuse the
+# MCP SDK, pytest; and as_root / apt_install for Debian packages. Sourced by scripts/test and deploy/local/up, so both install and reuse the
 # same venv with the same stamp.
 #
 #   source "$ROOT/scripts/lib/venv.sh"
@@ -13,6 +13,14 @@
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs Debian packages (apt-get update first, quietly, without recommends).
+#   apt_install redis-server curl
+apt_install() {
+    echo "installing from Debian's packages: $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 ensure_venv() {
@@ -33,8 +41,7 @@ ensure_venv() {
         if ! "$python_bin" -m venv "$VENV"; then
             # Debian's own python3 needs python3-venv for ensurepip.
             rm -rf "$VENV"
-            as_root apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+            apt_install python3-venv
             "$python_bin" -m venv "$VENV"
         fi
     fi

@@ -163,4 +163,37 @@ impl Moto {
     pub fn log_text(&self) -> String {
         self.process.log_text()
     }
+
+    /// IAM's `AccessKeyLastUsed` for `access_key_id`, read with the admin's keys by
+    /// `tests/clients/python/key_last_used.py` (boto3): proof of whether a key was ever used.
+    pub async fn key_last_used(&self, access_key_id: &str) -> serde_json::Value {
+        use tokio::io::AsyncWriteExt;
+        let admin = &self.seed.users.admin;
+        let request = serde_json::json!({
+            "endpoint": self.endpoint(),
+            "admin_key": admin.access_key_id,
+            "admin_secret": admin.secret_access_key,
+            "key": access_key_id,
+        });
+        let mut child = tokio::process::Command::new(tools::python())
+            .arg(tools::workspace_root().join("tests/clients/python/key_last_used.py"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start key_last_used.py");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(format!("{request}\n").as_bytes())
+            .await
+            .expect("write to key_last_used.py");
+        drop(stdin);
+        let output = child.wait_with_output().await.expect("key_last_used.py");
+        assert!(
+            output.status.success(),
+            "key_last_used.py: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("key_last_used.py JSON")
+    }
 }

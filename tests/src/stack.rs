@@ -146,3 +146,63 @@ impl AdapterStack {
         format!(r#"Bearer resource_metadata="{}""#, self.metadata_url())
     }
 }
+
+/// A fresh `BROKER_CACHE_KEY`: base64 of 32 random bytes.
+pub fn cache_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
+/// moto + counting STS proxy + `n` standard broker replicas sharing one store URL, one JWT
+/// secret and one cache key (the shape of a multi-replica deployment on Redis).
+#[derive(Debug)]
+pub struct Replicas {
+    // Field order is drop order: the brokers go first, moto last.
+    pub brokers: Vec<Broker>,
+    pub proxy: StsProxy,
+    pub moto: Moto,
+    pub minter: TokenMinter,
+    /// The HS256 secret every replica validates with.
+    pub secret: String,
+    /// The `BROKER_CACHE_KEY` every replica seals with.
+    pub cache_key: String,
+}
+
+impl Replicas {
+    /// Starts `n` replicas (`broker-1` …) on `cache_url`, at the same time.
+    pub async fn start(cache_url: &str, n: usize) -> Replicas {
+        let moto = Moto::start().await;
+        let proxy = StsProxy::start(moto.port());
+        let secret = random_string(48);
+        let cache_key = cache_key();
+        let builders: Vec<BrokerBuilder> = (1..=n)
+            .map(|i| {
+                standard_broker(moto.seed(), &proxy.endpoint(), &secret)
+                    .name(&format!("broker-{i}"))
+                    .cache_url(cache_url)
+                    .env("BROKER_CACHE_KEY", &cache_key)
+            })
+            .collect();
+        let brokers =
+            futures::future::join_all(builders.into_iter().map(BrokerBuilder::start)).await;
+        Replicas {
+            brokers,
+            proxy,
+            minter: standard_minter(&secret),
+            moto,
+            secret,
+            cache_key,
+        }
+    }
+
+    /// A token for the seeded read-write role.
+    pub fn rw_token(&self, sub: &str) -> String {
+        self.minter
+            .for_role(sub, &self.moto.seed().roles.read_write)
+    }
+
+    /// A token for the seeded read-only role.
+    pub fn ro_token(&self, sub: &str) -> String {
+        self.minter.for_role(sub, &self.moto.seed().roles.read_only)
+    }
+}

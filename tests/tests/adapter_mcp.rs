@@ -677,7 +677,7 @@ async fn ambient_aws_credentials_are_never_used() {
     }
 
     // moto saw no request signed with the ambient key...
-    let used = key_last_used(&stack, &ambient.access_key_id).await;
+    let used = stack.moto.key_last_used(&ambient.access_key_id).await;
     assert_eq!(
         used,
         json!({ "used": false, "service": null }),
@@ -686,7 +686,7 @@ async fn ambient_aws_credentials_are_never_used() {
     // ...and would have noticed one (the check can fail).
     let denied = aws::list_keys(&aws::s3(&stack.aws_endpoint(), &ambient), &bucket).await;
     assert_eq!(denied.err().as_deref(), Some("AccessDenied"));
-    let used = key_last_used(&stack, &ambient.access_key_id).await;
+    let used = stack.moto.key_last_used(&ambient.access_key_id).await;
     assert_eq!(
         used["used"], true,
         "moto did not record a request it received: {used}"
@@ -698,36 +698,4 @@ async fn ambient_aws_credentials_are_never_used() {
     ];
     assert_no_secrets("adapter log", &adapter.log_text(), &secrets);
     assert_no_secrets("adapter log", &orphan.log_text(), &secrets);
-}
-
-/// `AccessKeyLastUsed` of an IAM user key, from moto (boto3, admin credentials).
-async fn key_last_used(stack: &BrokerStack, access_key_id: &str) -> Value {
-    let admin = &stack.seed().users.admin;
-    let request = json!({
-        "endpoint": stack.aws_endpoint(),
-        "admin_key": admin.access_key_id,
-        "admin_secret": admin.secret_access_key,
-        "key": access_key_id,
-    });
-    let mut child = tokio::process::Command::new(tools::python())
-        .arg(tools::workspace_root().join("tests/clients/python/key_last_used.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start key_last_used.py");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{request}\n").as_bytes())
-        .await
-        .unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    assert!(
-        output.status.success(),
-        "key_last_used.py: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("key_last_used.py JSON")
 }

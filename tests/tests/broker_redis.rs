@@ -6,66 +6,16 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use e2e::broker::{Broker, BrokerBuilder, SERVICE};
+use e2e::broker::{BrokerBuilder, SERVICE};
 use e2e::leaks::Secret;
-use e2e::moto::Moto;
 use e2e::redis::{RedisCluster, RedisEntry, RedisServer, keys_containing};
 use e2e::rpc::{bind, describe_by_id, exchange, expect_code, get_credentials, revoke_by_id};
-use e2e::stack::{new_session_id, standard_broker, standard_minter};
-use e2e::sts_proxy::StsProxy;
-use e2e::tokens::{TokenMinter, random_string};
+use e2e::stack::{Replicas, new_session_id};
+use e2e::tokens::random_string;
 use futures::future::join_all;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-
-/// A base64 32-byte cache key.
-fn cache_key() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// moto, proxy, and `replicas` brokers sharing one store URL, secret and cache key.
-struct Replicas {
-    brokers: Vec<Broker>,
-    proxy: StsProxy,
-    moto: Moto,
-    minter: TokenMinter,
-    secret: String,
-}
-
-impl Replicas {
-    async fn start(cache_url: &str, replicas: usize) -> Replicas {
-        let moto = Moto::start().await;
-        let proxy = StsProxy::start(moto.port());
-        let secret = random_string(48);
-        let key = cache_key();
-        let mut brokers = Vec::new();
-        for i in 0..replicas {
-            brokers.push(
-                standard_broker(moto.seed(), &proxy.endpoint(), &secret)
-                    .name(&format!("broker-{}", i + 1))
-                    .cache_url(cache_url)
-                    .env("BROKER_CACHE_KEY", &key)
-                    .start()
-                    .await,
-            );
-        }
-        Replicas {
-            brokers,
-            proxy,
-            moto,
-            minter: standard_minter(&secret),
-            secret,
-        }
-    }
-
-    fn rw_token(&self, sub: &str) -> String {
-        self.minter
-            .for_role(sub, &self.moto.seed().roles.read_write)
-    }
-}
 
 /// Fails, naming labels only, when any secret occurs in any key or value.
 fn assert_redis_clean(entries: &[RedisEntry], secrets: &[Secret]) {

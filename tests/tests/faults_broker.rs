@@ -5,7 +5,6 @@
 //! with no S3 rights: if it ever fell back to them (the incident), tool calls would answer
 //! `AccessDenied` instead of naming the broker, and moto would record the key as used.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use e2e::adapter::AdapterBuilder;
@@ -15,40 +14,7 @@ use e2e::moto::Moto;
 use e2e::stack::{standard_broker, standard_minter};
 use e2e::sts_proxy::StsProxy;
 use e2e::tokens::random_string;
-use e2e::tools;
-use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
-
-/// moto's `AccessKeyLastUsed` for `key` (tests/clients/python/key_last_used.py).
-async fn key_used(moto: &Moto, key: &str) -> Value {
-    let admin = &moto.seed().users.admin;
-    let request = json!({
-        "endpoint": moto.endpoint(),
-        "admin_key": admin.access_key_id,
-        "admin_secret": admin.secret_access_key,
-        "key": key,
-    });
-    let mut child = tokio::process::Command::new(tools::python())
-        .arg(tools::workspace_root().join("tests/clients/python/key_last_used.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start key_last_used.py");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{request}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("key_last_used.py JSON")
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn broker_killed_under_adapter_load_every_call_names_the_broker_and_service_resumes() {
@@ -142,7 +108,7 @@ async fn broker_killed_under_adapter_load_every_call_names_the_broker_and_servic
     });
     let after: Vec<_> = samples.iter().filter(|s| s.started > serving).collect();
     let after_tally = tally(&after.iter().map(|s| (*s).clone()).collect::<Vec<_>>());
-    let ambient_used = key_used(&moto, &ambient.access_key_id).await;
+    let ambient_used = moto.key_last_used(&ambient.access_key_id).await;
     println!(
         "broker killed under adapter load: {} tool calls in all {:?}; {} during the outage, {} of them wrong; \
          slowest answer during the outage {slowest_outage_answer:.2?}; broker restarted {:.1?} after the kill, \

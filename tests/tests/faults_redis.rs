@@ -16,21 +16,11 @@
 use std::time::{Duration, Instant};
 
 use e2e::adapter::AdapterBuilder;
-use e2e::broker::Broker;
 use e2e::load::{Outcome, Recorder, Sample, first_served_after, keys_by_subject, tally};
 use e2e::mcp::McpHttp;
-use e2e::moto::Moto;
 use e2e::redis::RedisServer;
-use e2e::stack::{new_session_id, standard_broker, standard_minter};
-use e2e::sts_proxy::StsProxy;
-use e2e::tokens::random_string;
+use e2e::stack::{Replicas, new_session_id};
 use serde_json::json;
-
-fn cache_key() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 /// Seconds from `base` to `t` (negative: before).
 fn offset(t: Instant, base: Instant) -> f64 {
@@ -63,21 +53,13 @@ fn judge(s: &Sample) -> Option<String> {
 #[tokio::test]
 async fn redis_killed_and_restarted_under_load_serves_no_wrong_credential_and_recovers_within_5s() {
     let mut redis = RedisServer::start().await;
-    let moto = Moto::start().await;
-    let proxy = StsProxy::start(moto.port());
-    let secret = random_string(48);
-    let key = cache_key();
-    let mut brokers: Vec<Broker> = Vec::new();
-    for i in 0..2 {
-        brokers.push(
-            standard_broker(moto.seed(), &proxy.endpoint(), &secret)
-                .name(&format!("broker-{}", i + 1))
-                .cache_url(&redis.url())
-                .env("BROKER_CACHE_KEY", &key)
-                .start()
-                .await,
-        );
-    }
+    let Replicas {
+        brokers,
+        proxy: _proxy,
+        moto,
+        minter,
+        ..
+    } = Replicas::start(&redis.url(), 2).await;
     let mut adapters = Vec::new();
     for (i, broker) in brokers.iter().enumerate() {
         adapters.push(
@@ -89,7 +71,6 @@ async fn redis_killed_and_restarted_under_load_serves_no_wrong_credential_and_re
                 .await,
         );
     }
-    let minter = standard_minter(&secret);
     let seed = moto.seed().clone();
     let demo = seed.buckets.demo.clone();
     let users = [

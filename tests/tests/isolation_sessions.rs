@@ -18,9 +18,9 @@ use e2e::mcp::{McpHttp, SESSION_VERSION};
 use e2e::moto::Moto;
 use e2e::redis::RedisServer;
 use e2e::rpc::{bind, describe_by_id, exchange, expect_code, get_credentials, revoke_by_handle};
-use e2e::stack::{standard_broker, standard_minter};
+use e2e::stack::Replicas;
 use e2e::sts_proxy::StsProxy;
-use e2e::tokens::{TokenMinter, random_string};
+use e2e::tokens::TokenMinter;
 use serde_json::json;
 use tonic::Code;
 
@@ -37,24 +37,13 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Fixture {
         let redis = RedisServer::start().await;
-        let moto = Moto::start().await;
-        let proxy = StsProxy::start(moto.port());
-        let secret = random_string(48);
-        let key = {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-        };
-        let mut brokers = Vec::new();
-        for i in 0..2 {
-            brokers.push(
-                standard_broker(moto.seed(), &proxy.endpoint(), &secret)
-                    .name(&format!("broker-{}", i + 1))
-                    .cache_url(&redis.url())
-                    .env("BROKER_CACHE_KEY", &key)
-                    .start()
-                    .await,
-            );
-        }
+        let Replicas {
+            brokers,
+            proxy,
+            moto,
+            minter,
+            ..
+        } = Replicas::start(&redis.url(), 2).await;
         let adapter = AdapterBuilder::new(&brokers[0].endpoint())
             .s3_endpoint(&moto.endpoint())
             .start()
@@ -62,7 +51,7 @@ impl Fixture {
         Fixture {
             adapter,
             brokers,
-            minter: standard_minter(&secret),
+            minter,
             rw: moto.seed().roles.read_write.clone(),
             _proxy: proxy,
             _moto: moto,

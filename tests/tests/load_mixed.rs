@@ -15,15 +15,12 @@ use std::time::{Duration, Instant};
 
 use e2e::adapter::AdapterBuilder;
 use e2e::aws;
-use e2e::broker::Broker;
 use e2e::load::{Outcome, Recorder, Sample, keys_by_subject, tally};
 use e2e::mcp::McpHttp;
-use e2e::moto::Moto;
 use e2e::redis::RedisServer;
 use e2e::rpc::get_credentials;
-use e2e::stack::{new_session_id, standard_broker, standard_minter};
-use e2e::sts_proxy::StsProxy;
-use e2e::tokens::{Claims, random_string};
+use e2e::stack::{Replicas, new_session_id};
+use e2e::tokens::Claims;
 use serde_json::json;
 
 fn run_length() -> Duration {
@@ -62,24 +59,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn mixed_load_has_zero_wrong_and_zero_lost_answers() {
     let length = run_length();
     let redis = RedisServer::start().await;
-    let moto = Moto::start().await;
-    let proxy = StsProxy::start(moto.port());
-    let secret = random_string(48);
-    let key = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-    };
-    let mut brokers: Vec<Broker> = Vec::new();
-    for i in 0..2 {
-        brokers.push(
-            standard_broker(moto.seed(), &proxy.endpoint(), &secret)
-                .name(&format!("broker-{}", i + 1))
-                .cache_url(&redis.url())
-                .env("BROKER_CACHE_KEY", &key)
-                .start()
-                .await,
-        );
-    }
+    let Replicas {
+        brokers,
+        proxy,
+        moto,
+        minter,
+        ..
+    } = Replicas::start(&redis.url(), 2).await;
     let mut adapters = Vec::new();
     for (i, broker) in brokers.iter().enumerate() {
         adapters.push(
@@ -91,7 +77,6 @@ async fn mixed_load_has_zero_wrong_and_zero_lost_answers() {
                 .await,
         );
     }
-    let minter = standard_minter(&secret);
     let seed = moto.seed().clone();
     let demo = seed.buckets.demo.clone();
     let (rw, ro) = (seed.roles.read_write.clone(), seed.roles.read_only.clone());

@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
 use credbroker_proto::v1::{
     ExchangeTokenRequest, GetCredentialsRequest, GetCredentialsResponse, RevokeSessionRequest,
@@ -24,21 +23,12 @@ use credbroker_proto::v1::{
 use e2e::aws;
 use e2e::broker::{Broker, BrokerBuilder, SERVICE};
 use e2e::leaks::{self, Secret};
-use e2e::moto::Moto;
 use e2e::redis::{RedisCluster, RedisEntry, RedisServer, keys_containing};
-use e2e::stack::{new_session_id, standard_broker, standard_minter};
-use e2e::sts_proxy::StsProxy;
-use e2e::tokens::{TokenMinter, random_string};
+use e2e::stack::{Replicas, cache_key, new_session_id};
+use e2e::tokens::random_string;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
-
-/// A fresh `BROKER_CACHE_KEY`.
-fn cache_key() -> String {
-    let mut k = [0u8; 32];
-    rand::fill(&mut k);
-    base64::engine::general_purpose::STANDARD.encode(k)
-}
 
 /// The Redis under test.
 enum Backend {
@@ -59,51 +49,6 @@ impl Backend {
             Backend::Single(r) => r.dump_all().await,
             Backend::Cluster(c) => c.dump_all().await,
         }
-    }
-}
-
-/// moto + counting STS proxy + N broker replicas sharing one Redis and one cache key.
-struct Replicas {
-    // Drop order: brokers first.
-    brokers: Vec<Broker>,
-    proxy: StsProxy,
-    moto: Moto,
-    minter: TokenMinter,
-    jwt_secret: String,
-}
-
-impl Replicas {
-    async fn start(cache_url: &str, n: usize) -> Replicas {
-        let moto = Moto::start().await;
-        let proxy = StsProxy::start(moto.port());
-        let jwt_secret = random_string(48);
-        let key = cache_key();
-        let builders: Vec<BrokerBuilder> = (1..=n)
-            .map(|i| {
-                standard_broker(moto.seed(), &proxy.endpoint(), &jwt_secret)
-                    .name(&format!("broker-{i}"))
-                    .cache_url(cache_url)
-                    .env("BROKER_CACHE_KEY", &key)
-            })
-            .collect();
-        let brokers =
-            futures::future::join_all(builders.into_iter().map(BrokerBuilder::start)).await;
-        Replicas {
-            brokers,
-            proxy,
-            minter: standard_minter(&jwt_secret),
-            moto,
-            jwt_secret,
-        }
-    }
-
-    fn rw_token(&self, sub: &str) -> String {
-        self.minter
-            .for_role(sub, &self.moto.seed().roles.read_write)
-    }
-
-    fn ro_token(&self, sub: &str) -> String {
-        self.minter.for_role(sub, &self.moto.seed().roles.read_only)
     }
 }
 
@@ -250,7 +195,7 @@ async fn sessions_are_shared_and_revocation_reaches_every_replica(backend: Backe
         Secret::new("JWT", token.clone()),
         Secret::new("JWT of another subject", mallory.clone()),
         Secret::new("raw session id", session_id.clone()),
-        Secret::new("JWT signing secret", replicas.jwt_secret.clone()),
+        Secret::new("JWT signing secret", replicas.secret.clone()),
     ];
     let entries = backend.dump_all().await;
     assert_no_plaintext_secrets(&entries, &secrets);

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use e2e::adapter::AdapterBuilder;
 use e2e::grpcurl::Grpcurl;
 use e2e::leaks::{Secret, leaked};
@@ -35,7 +34,7 @@ async fn no_secret_in_any_debug_log_line_operator_answer_or_redis_value() {
     let moto = Moto::start().await;
     let proxy = StsProxy::start(moto.port());
     let hs_secret = random_string(48);
-    let cache_key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+    let cache_key = e2e::stack::cache_key();
     let seed = moto.seed().clone();
     let broker = standard_broker(&seed, &proxy.endpoint(), &hs_secret)
         .cache_url(&redis.url())
