@@ -115,10 +115,32 @@ async fn invalid_tokens_are_unauthenticated_and_never_echoed() {
     assert_eq!(stack.proxy.count(), 0, "no invalid token reaches STS");
     assert_no_secrets("broker log", &stack.broker.log_text(), &secrets);
 
-    // Within the leeway (60 s by default), a just-expired token is still accepted.
-    exchange(&mut c, &stack.token(&good().expires_in(-10)), "")
+    // The leeway (60 s by default) is for nbf only: a token 10 s past its exp gets nothing,
+    // neither from ExchangeToken nor by binding or rebinding a session (issue 14: one exp rule).
+    let late = stack.token(&good().expires_in(-10));
+    let status = expect_code(
+        exchange(&mut c, &late, "").await,
+        Code::Unauthenticated,
+        "ExchangeToken with exp 10 s ago",
+    );
+    assert!(status.message().contains("\"exp\""), "{}", status.message());
+    let session_id = new_session_id();
+    expect_code(
+        get_credentials(&mut c, &session_id, &late, "").await,
+        Code::Unauthenticated,
+        "bind with exp 10 s ago",
+    );
+    get_credentials(&mut c, &session_id, &stack.token(&good()), "")
         .await
-        .expect("exp 10 s ago, leeway 60 s");
+        .expect("bind with a current token");
+    expect_code(
+        get_credentials(&mut c, &session_id, &late, "").await,
+        Code::Unauthenticated,
+        "rebind with exp 10 s ago",
+    );
+    exchange(&mut c, &stack.token(&good().not_before_in(10)), "")
+        .await
+        .expect("nbf 10 s ahead is within the leeway");
 }
 
 /// moto + proxy + a broker that trusts `jwks_source` for RS256 and ES256, and no HS256 secret.
