@@ -365,6 +365,7 @@ fn validator() -> &'static TokenValidator {
                 audiences: vec![AUDIENCE.into()],
                 leeway_secs: LEEWAY as u64,
                 tag_claims: vec!["team".into()],
+                types: vec![],
             },
             Some(&Secret::new(SECRET)),
             None,
@@ -564,8 +565,10 @@ fn check_accepted(claims: &Claims, intent: Option<&Intent>, token: &str) {
         .as_ref()
         .and_then(Value::as_i64)
         .unwrap_or_else(|| panic!("accepted without a numeric exp: {:?}", intent.exp));
+    // No leeway on exp (issue 14: no credential past exp on any path); 10 s cover the time
+    // between the validator's clock reading and this one on a loaded machine.
     assert!(
-        exp + LEEWAY >= now,
+        exp + 10 >= now,
         "accepted an expired token (exp {exp}, now {now})"
     );
     if let Some(nbf) = intent.nbf.as_ref().and_then(Value::as_i64) {

@@ -60,8 +60,9 @@ pub struct Config {
     #[arg(long, env = "ADAPTER_BROKER_CLIENT_CERT", value_parser = parse_pem_source, allow_hyphen_values = true)]
     pub broker_client_cert: Option<PemSource>,
 
-    /// Private key of the client certificate: PEM file path or PEM text.
-    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = parse_pem_source, allow_hyphen_values = true)]
+    /// Private key of the client certificate: PEM file path or PEM text (its value is never
+    /// shown in help or errors).
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = parse_pem_source, allow_hyphen_values = true, hide_env_values = true)]
     pub broker_client_key: Option<PemSource>,
 
     /// Name to verify in the broker's certificate (default: the host of ADAPTER_BROKER_URL).
@@ -163,7 +164,7 @@ impl PemSource {
             Self::Inline(text) => text.clone().into_bytes(),
             Self::File(path) => std::fs::read(path).map_err(|e| ConfigError {
                 variable: variable.into(),
-                message: format!("cannot read {}: {e}", path.display()),
+                message: format!("cannot read {}: {e}", shown_path(path)),
             })?,
         };
         if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
@@ -346,6 +347,17 @@ fn env_for_arg(rendered_arg: &str) -> Option<String> {
         .find(|arg| arg.get_long() == Some(long))
         .and_then(|arg| arg.get_env())
         .map(|env| env.to_string_lossy().into_owned())
+}
+
+/// A configured path as an error may show it: a value that is rather key material pasted without
+/// its `-----BEGIN` line (several lines, or very long) is not repeated.
+fn shown_path(path: &std::path::Path) -> String {
+    let text = path.display().to_string();
+    if text.contains(['\n', '\r']) || text.len() > 256 {
+        "the configured value (not a readable file path; not shown, it may be key material)".into()
+    } else {
+        text
+    }
 }
 
 fn parse_pem_source(value: &str) -> Result<PemSource, String> {

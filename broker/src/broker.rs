@@ -124,7 +124,10 @@ impl Broker {
     ) -> Result<Authorized, BrokerError> {
         let claims = self.validator.validate(token).await?;
         let role = self.roles.resolve(&claims, role)?;
-        let scope = Scope::build(&claims, &role, self.settings.duration_secs)?;
+        let mut scope = Scope::build(&claims, &role, self.settings.duration_secs)?;
+        if self.engine.keys_by_token() {
+            scope = scope.bind_to_token(self.hasher.token_fingerprint(token.expose()));
+        }
         Ok(Authorized { claims, scope })
     }
 
@@ -380,7 +383,15 @@ mod tests {
     const SID: &str = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
 
     fn broker() -> (Broker, Arc<FakeIssuer>) {
-        let fake = Arc::new(FakeIssuer::default());
+        broker_with_leeway(0)
+    }
+
+    fn broker_with_leeway(leeway_secs: u64) -> (Broker, Arc<FakeIssuer>) {
+        broker_with(leeway_secs, FakeIssuer::default())
+    }
+
+    fn broker_with(leeway_secs: u64, fake: FakeIssuer) -> (Broker, Arc<FakeIssuer>) {
+        let fake = Arc::new(fake);
         let store = Arc::new(AnyStore::Memory(MemoryStore::new()));
         let hasher = KeyedHasher::new(b"test");
         let engine = CredentialEngine::new(
@@ -394,8 +405,9 @@ mod tests {
                 algorithms: vec![Algorithm::HS256],
                 issuers: vec![],
                 audiences: vec![],
-                leeway_secs: 0,
+                leeway_secs,
                 tag_claims: vec![],
+                types: vec![],
             },
             Some(&Secret::new(SECRET)),
             None,
@@ -550,6 +562,86 @@ mod tests {
                 .unwrap_err(),
             BrokerError::TokenExpired
         );
+    }
+
+    #[tokio::test]
+    async fn no_path_accepts_a_token_past_exp_whatever_the_leeway() {
+        // A 60 s leeway (the default) must not stretch exp on any path.
+        let (b, fake) = broker_with_leeway(60);
+        let late = token("alice", -10, json!({}));
+        assert_eq!(
+            b.exchange(&late, None).await.unwrap_err(),
+            BrokerError::Token(TokenError::Expired),
+            "ExchangeToken"
+        );
+        assert_eq!(
+            b.session_credentials(&sid(), Some(&late), None, true)
+                .await
+                .unwrap_err(),
+            BrokerError::Token(TokenError::Expired),
+            "bind"
+        );
+        b.session_credentials(&sid(), Some(&token("alice", 600, json!({}))), None, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            b.session_credentials(&sid(), Some(&late), None, false)
+                .await
+                .unwrap_err(),
+            BrokerError::Token(TokenError::Expired),
+            "rebind"
+        );
+        assert_eq!(fake.calls(), 1, "only the valid token reached STS");
+    }
+
+    #[tokio::test]
+    async fn web_identity_credentials_belong_to_one_token() {
+        // STS reads tags, source identity and trust-policy conditions (aud, amr, …) from the
+        // token itself: a second token of the same subject and role must not get the first
+        // token's credential.
+        let (b, fake) = broker_with(
+            0,
+            FakeIssuer {
+                web_identity: true,
+                ..FakeIssuer::default()
+            },
+        );
+        let mfa = token("alice", 600, json!({"amr": ["mfa"], "aud": "app-a"}));
+        let plain = token("alice", 600, json!({"amr": ["pwd"], "aud": "app-b"}));
+        let (_, first) = b.exchange(&mfa, None).await.unwrap();
+        let (_, second) = b.exchange(&plain, None).await.unwrap();
+        assert_ne!(first.access_key_id, second.access_key_id);
+        assert_eq!(fake.calls(), 2, "each token made its own STS call");
+        let (_, again) = b.exchange(&mfa, None).await.unwrap();
+        assert_eq!(
+            again.access_key_id, first.access_key_id,
+            "same token: cached"
+        );
+        // Sessions too: a rebind with another token gets that token's credential.
+        let bound = b
+            .session_credentials(&sid(), Some(&mfa), None, false)
+            .await
+            .unwrap();
+        assert_eq!(bound.credentials.access_key_id, first.access_key_id);
+        let rebound = b
+            .session_credentials(&sid(), Some(&plain), None, false)
+            .await
+            .unwrap();
+        assert_eq!(rebound.credentials.access_key_id, second.access_key_id);
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_exp_that_overflows_milliseconds_binds_nothing() {
+        let (b, fake) = broker();
+        let far = token("alice", 0, json!({"exp": i64::MAX}));
+        for _ in 0..2 {
+            assert!(matches!(
+                b.session_credentials(&sid(), Some(&far), None, false).await,
+                Err(BrokerError::Token(TokenError::Claim(_)))
+            ));
+        }
+        assert_eq!(fake.calls(), 0);
     }
 
     #[tokio::test]

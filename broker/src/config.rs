@@ -75,19 +75,30 @@ pub struct ServeArgs {
     /// File holding a JWKS document.
     #[arg(long, env = "BROKER_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
+    /// Allow a plain-http JWKS URL or OIDC issuer that is not on loopback. Never in production:
+    /// whoever can alter the document on the way can sign tokens the broker accepts.
+    #[arg(long, env = "BROKER_JWKS_ALLOW_HTTP")]
+    pub jwks_allow_http: bool,
+    /// OIDC issuer URL (exactly its `iss`): keys from its discovery document's `jwks_uri`, and the
+    /// issuer becomes the required `iss`.
+    #[arg(long, env = "BROKER_OIDC_ISSUER_URL")]
+    pub oidc_issuer_url: Option<String>,
+    /// Accepted `typ` header values, comma-separated (e.g. `at+jwt`, RFC 9068); unchecked when unset.
+    #[arg(long, env = "BROKER_JWT_TYPES", value_delimiter = ',')]
+    pub jwt_types: Vec<String>,
     /// Least time between JWKS refetches triggered by an unknown `kid`.
     #[arg(long, env = "BROKER_JWKS_REFETCH_INTERVAL", default_value = "30s")]
     pub jwks_refetch_interval: String,
     /// Allowed token algorithms, comma-separated (default: HS256 with a secret, RS256,ES256,EdDSA with a JWKS).
     #[arg(long, env = "BROKER_JWT_ALGORITHMS")]
     pub jwt_algorithms: Option<String>,
-    /// Accepted `iss` values, comma-separated (unchecked when unset).
+    /// Accepted `iss` values, comma-separated (required with a JWKS; unchecked for HS256 when unset).
     #[arg(long, env = "BROKER_JWT_ISSUER", value_delimiter = ',')]
     pub jwt_issuer: Vec<String>,
-    /// Accepted `aud` values, comma-separated (unchecked when unset).
+    /// Accepted `aud` values, comma-separated (required with a JWKS; unchecked for HS256 when unset).
     #[arg(long, env = "BROKER_JWT_AUDIENCE", value_delimiter = ',')]
     pub jwt_audience: Vec<String>,
-    /// Clock skew allowed on `exp` and `nbf`.
+    /// Clock skew allowed on `nbf` (never on `exp`: no credential past a token's expiry).
     #[arg(long, env = "BROKER_JWT_LEEWAY", default_value = "60s")]
     pub jwt_leeway: String,
     /// Role ARN globs a token may be granted, comma-separated; `*` stays within one ARN segment.
@@ -121,6 +132,11 @@ pub struct ServeArgs {
     /// The longest such pause.
     #[arg(long, env = "BROKER_STS_COOLDOWN_MAX", default_value = "4s")]
     pub sts_cooldown_max: String,
+    /// After STS refused a role (AccessDenied: its trust policy does not allow the broker or the
+    /// token), requests for that credential are answered PERMISSION_DENIED without asking STS
+    /// again for this long.
+    #[arg(long, env = "BROKER_STS_DENIED_PAUSE", default_value = "30s")]
+    pub sts_denied_pause: String,
     /// Requested credential lifetime (at least 15m; capped by the role's maximum).
     #[arg(long, env = "BROKER_CREDENTIAL_TTL", default_value = "1h")]
     pub credential_ttl: String,
@@ -170,8 +186,8 @@ pub struct ServeArgs {
     /// PEM certificate chain: serve gRPC over TLS (with BROKER_TLS_KEY).
     #[arg(long, env = "BROKER_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of the certificate.
-    #[arg(long, env = "BROKER_TLS_KEY")]
+    /// PEM private key of the certificate (a file path, or the PEM text itself).
+    #[arg(long, env = "BROKER_TLS_KEY", hide_env_values = true)]
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle: require client certificates signed by it (mTLS).
     #[arg(long, env = "BROKER_TLS_CLIENT_CA")]
@@ -206,11 +222,22 @@ fn read_pem(var: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
         return Ok(path.as_os_str().as_encoded_bytes().to_vec());
     }
     let bytes = std::fs::read(path)
-        .map_err(|e| bad(var, format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| bad(var, format!("cannot read {}: {e}", shown_path(path))))?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(bad(var, format!("{} is not a PEM file", path.display())));
+        return Err(bad(var, format!("{} is not a PEM file", shown_path(path))));
     }
     Ok(bytes)
+}
+
+/// A configured path as an error may show it: a value that is rather key material pasted without
+/// its `-----BEGIN ` line (several lines, or very long) is not repeated.
+fn shown_path(path: &std::path::Path) -> String {
+    let text = path.display().to_string();
+    if text.contains(['\n', '\r']) || text.len() > 256 {
+        "the configured value (not a readable file path; not shown, it may be key material)".into()
+    } else {
+        text
+    }
 }
 
 impl ServeArgs {
@@ -274,6 +301,8 @@ pub struct Config {
     pub hs256_secret: Option<Secret>,
     pub jwks: Option<JwksSource>,
     pub jwks_refetch_interval: Duration,
+    /// Accepted `typ` headers (`BROKER_JWT_TYPES`); empty: unchecked.
+    pub jwt_types: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     pub issuers: Vec<String>,
     pub audiences: Vec<String>,
@@ -289,6 +318,8 @@ pub struct Config {
     /// First pause after a failed STS call for a credential, and the longest (see `cooldown`).
     pub sts_cooldown: Duration,
     pub sts_cooldown_max: Duration,
+    /// Pause after STS refused a role (`BROKER_STS_DENIED_PAUSE`).
+    pub sts_denied_pause: Duration,
     pub credential_ttl: Duration,
     pub refresh_margin: Duration,
     pub cache: CacheConfig,
@@ -405,13 +436,66 @@ impl ServeArgs {
                 ));
             }
             (Some(u), None) => {
-                Some(JwksSource::Url(url::Url::parse(u).map_err(|e| {
-                    bad("BROKER_JWKS_URL", format!("{u:?} is not a URL: {e}"))
-                })?))
+                let url = url::Url::parse(u)
+                    .map_err(|e| bad("BROKER_JWKS_URL", format!("{u:?} is not a URL: {e}")))?;
+                crate::token::check_jwks_url(&url, self.jwks_allow_http)
+                    .map_err(|e| bad("BROKER_JWKS_URL", e.to_string()))?;
+                Some(JwksSource::Url {
+                    url,
+                    allow_http: self.jwks_allow_http,
+                })
             }
             (None, Some(p)) => Some(JwksSource::File(p.clone())),
             (None, None) => None,
         };
+        let oidc_issuer = self
+            .oidc_issuer_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let jwks = match (oidc_issuer, jwks) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "BROKER_OIDC_ISSUER_URL",
+                    "give either BROKER_OIDC_ISSUER_URL or BROKER_JWKS_URL / BROKER_JWKS_FILE, not both",
+                ));
+            }
+            (Some(issuer), None) => {
+                let url = url::Url::parse(issuer).map_err(|e| {
+                    bad(
+                        "BROKER_OIDC_ISSUER_URL",
+                        format!("{issuer:?} is not a URL: {e}"),
+                    )
+                })?;
+                crate::token::check_jwks_url(&url, self.jwks_allow_http)
+                    .map_err(|e| bad("BROKER_OIDC_ISSUER_URL", e.to_string()))?;
+                let others = non_empty(&self.jwt_issuer);
+                if others.iter().any(|i| i != issuer) {
+                    return Err(bad(
+                        "BROKER_JWT_ISSUER",
+                        "with BROKER_OIDC_ISSUER_URL the issuer is that URL: leave BROKER_JWT_ISSUER unset (or equal to it)",
+                    ));
+                }
+                Some(JwksSource::Oidc {
+                    issuer: issuer.to_string(),
+                    allow_http: self.jwks_allow_http,
+                })
+            }
+            (None, other) => other,
+        };
+        let issuers = match oidc_issuer {
+            Some(issuer) => vec![issuer.to_string()],
+            None => non_empty(&self.jwt_issuer),
+        };
+        let audiences = non_empty(&self.jwt_audience);
+        if jwks.is_some() && (issuers.is_empty() || audiences.is_empty()) {
+            return Err(bad(
+                "BROKER_JWT_ISSUER",
+                "a JWKS is configured, so BROKER_JWT_ISSUER and BROKER_JWT_AUDIENCE are both required: \
+                 without them any token the identity provider issued for another application \
+                 (an ID token, another API's access token) would be accepted",
+            ));
+        }
         if hs256_secret.is_none() && jwks.is_none() {
             return Err(bad(
                 "BROKER_JWT_HS256_SECRET",
@@ -450,13 +534,9 @@ impl ServeArgs {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        for reserved in ["sub", "iss", "exp", "role_arn", "roles", "buckets"] {
-            if tag_claims.iter().any(|c| c == reserved) && reserved != "sub" && reserved != "iss" {
-                return Err(bad(
-                    "BROKER_TAG_CLAIMS",
-                    format!("claim {reserved:?} cannot be a session tag"),
-                ));
-            }
+        for claim in &tag_claims {
+            crate::token::check_tag_claim(claim)
+                .map_err(|e| bad("BROKER_TAG_CLAIMS", e.to_string()))?;
         }
 
         let sts_mode = parse_enum::<StsMode>("BROKER_STS_MODE", &self.sts_mode)?;
@@ -490,6 +570,10 @@ impl ServeArgs {
                 "BROKER_STS_COOLDOWN_MAX",
                 "must be at least BROKER_STS_COOLDOWN",
             ));
+        }
+        let sts_denied_pause = duration("BROKER_STS_DENIED_PAUSE", &self.sts_denied_pause)?;
+        if sts_denied_pause > Duration::from_secs(3600) {
+            return Err(bad("BROKER_STS_DENIED_PAUSE", "must be at most 1h"));
         }
         let credential_ttl = duration("BROKER_CREDENTIAL_TTL", &self.credential_ttl)?;
         if credential_ttl < Duration::from_secs(900) || credential_ttl > Duration::from_secs(43_200)
@@ -585,9 +669,10 @@ impl ServeArgs {
                 "BROKER_JWKS_REFETCH_INTERVAL",
                 &self.jwks_refetch_interval,
             )?,
+            jwt_types: non_empty(&self.jwt_types),
             algorithms,
-            issuers: non_empty(&self.jwt_issuer),
-            audiences: non_empty(&self.jwt_audience),
+            issuers,
+            audiences,
             leeway: duration("BROKER_JWT_LEEWAY", &self.jwt_leeway)?,
             allowed_roles,
             role_account_id,
@@ -598,6 +683,7 @@ impl ServeArgs {
             sts_max_attempts,
             sts_cooldown,
             sts_cooldown_max,
+            sts_denied_pause,
             credential_ttl,
             refresh_margin,
             cache,
@@ -757,6 +843,133 @@ mod tests {
         assert!(err(&["--listen", "nowhere"]).starts_with("BROKER_LISTEN: "));
         assert!(err(&["--sts-mode", "magic"]).starts_with("BROKER_STS_MODE: "));
         assert!(err(&["--role-account-id", "12"]).starts_with("BROKER_ROLE_ACCOUNT_ID: "));
+    }
+
+    #[test]
+    fn a_jwks_without_issuer_and_audience_refuses_to_start_naming_both() {
+        for source in [
+            ["--jwks-file", "/nonexistent/jwks.json"],
+            ["--jwks-url", "https://idp.example.com/jwks"],
+        ] {
+            for extra in [
+                &[][..],
+                &["--jwt-issuer", "https://idp.example.com/"][..],
+                &["--jwt-audience", "mcp"][..],
+            ] {
+                let mut argv = source.to_vec();
+                argv.extend_from_slice(extra);
+                let e = err(&argv);
+                assert!(
+                    e.starts_with("BROKER_JWT_ISSUER: ") && e.contains("BROKER_JWT_AUDIENCE"),
+                    "{argv:?}: {e}"
+                );
+            }
+            let mut argv = source.to_vec();
+            argv.extend(["--jwt-issuer", "https://idp/", "--jwt-audience", "mcp"]);
+            assert!(args(&argv).validate().is_ok(), "{argv:?}");
+        }
+        // HS256 alone may stay unchecked.
+        assert!(args(&[]).validate().unwrap().issuers.is_empty());
+    }
+
+    #[test]
+    fn jwks_url_must_be_https_unless_loopback_or_allowed() {
+        let base = ["--jwt-issuer", "https://idp/", "--jwt-audience", "mcp"];
+        let with = |extra: &[&str]| {
+            let mut argv = base.to_vec();
+            argv.extend_from_slice(extra);
+            args(&argv).validate()
+        };
+        let e = with(&["--jwks-url", "http://idp.example.com/jwks"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("BROKER_JWKS_URL: ") && e.contains("BROKER_JWKS_ALLOW_HTTP"),
+            "{e}"
+        );
+        assert!(with(&["--jwks-url", "http://127.0.0.1:9/jwks"]).is_ok());
+        assert!(
+            with(&[
+                "--jwks-url",
+                "http://idp.example.com/jwks",
+                "--jwks-allow-http"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn oidc_issuer_becomes_the_required_issuer() {
+        let c = args(&[
+            "--oidc-issuer-url",
+            "https://tenant.auth0.com/",
+            "--jwt-audience",
+            "mcp",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(c.issuers, vec!["https://tenant.auth0.com/".to_string()]);
+        assert!(matches!(c.jwks, Some(JwksSource::Oidc { .. })));
+        assert!(
+            err(&["--oidc-issuer-url", "https://idp/"]).contains("BROKER_JWT_AUDIENCE"),
+            "audience still required"
+        );
+        assert!(
+            err(&[
+                "--oidc-issuer-url",
+                "https://idp/",
+                "--jwt-audience",
+                "mcp",
+                "--jwt-issuer",
+                "https://other/"
+            ])
+            .starts_with("BROKER_JWT_ISSUER: ")
+        );
+        assert!(
+            err(&[
+                "--oidc-issuer-url",
+                "https://idp/",
+                "--jwt-audience",
+                "mcp",
+                "--jwks-url",
+                "https://idp/jwks"
+            ])
+            .starts_with("BROKER_OIDC_ISSUER_URL: ")
+        );
+        assert!(
+            err(&[
+                "--oidc-issuer-url",
+                "http://idp.example.com/",
+                "--jwt-audience",
+                "mcp"
+            ])
+            .starts_with("BROKER_OIDC_ISSUER_URL: ")
+        );
+    }
+
+    #[test]
+    fn tag_claims_the_broker_cannot_tag_refuse_to_start() {
+        for claim in ["sub", "iss", "exp", "nbf", "roles", "aws:x", "a\"b"] {
+            let e = err(&["--tag-claims", &format!("team,{claim}")]);
+            assert!(e.starts_with("BROKER_TAG_CLAIMS: claim "), "{claim}: {e}");
+        }
+        assert_eq!(
+            args(&["--tag-claims", "team, department"])
+                .validate()
+                .unwrap()
+                .tag_claims,
+            vec!["team", "department"]
+        );
+    }
+
+    #[test]
+    fn jwt_types_and_denied_pause_are_read() {
+        let c = args(&["--jwt-types", "at+jwt, application/at+jwt"])
+            .validate()
+            .unwrap();
+        assert_eq!(c.jwt_types, vec!["at+jwt", "application/at+jwt"]);
+        assert_eq!(c.sts_denied_pause, Duration::from_secs(30));
+        assert!(err(&["--sts-denied-pause", "2h"]).starts_with("BROKER_STS_DENIED_PAUSE: "));
     }
 
     #[test]

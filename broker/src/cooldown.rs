@@ -8,8 +8,13 @@
 //! failed call for a credential id, further requests for it are answered at once with the same
 //! UNAVAILABLE (saying when the next attempt will be) until the pause ends; the pause doubles with
 //! each consecutive failure up to a bound, with jitter so replicas and credentials do not retry
-//! in step. A success ends it. Only failures worth retrying (throttling, 5xx, network) pause: a
-//! denied role or a rejected request is answered as it is, each time.
+//! in step. A success ends it.
+//!
+//! A denial (STS `AccessDenied`: the role's trust policy refuses the broker or the token) pauses
+//! too, for a fixed time (`BROKER_STS_DENIED_PAUSE`), answered PERMISSION_DENIED from the pause:
+//! asking again would get the same answer, and one caller repeating a request for a role it may
+//! not assume must not burn the account's STS quota. A rejected request (bad policy, tags) is
+//! answered as it is, each time.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +26,7 @@ struct Pause {
     failures: u32,
     until_ms: i64,
     cause: String,
+    denied: bool,
 }
 
 /// A credential id still in its pause: why, and for how much longer.
@@ -28,6 +34,8 @@ struct Pause {
 pub struct Paused {
     pub cause: String,
     pub retry_in: Duration,
+    /// STS refused (PERMISSION_DENIED) rather than failed (UNAVAILABLE).
+    pub denied: bool,
 }
 
 /// Pauses by credential id.
@@ -56,6 +64,7 @@ impl Cooldowns {
         (now_ms < pause.until_ms).then(|| Paused {
             cause: pause.cause.clone(),
             retry_in: Duration::from_millis((pause.until_ms - now_ms) as u64),
+            denied: pause.denied,
         })
     }
 
@@ -70,9 +79,23 @@ impl Cooldowns {
                 failures,
                 until_ms: now_ms + pause.as_millis() as i64,
                 cause: cause.to_string(),
+                denied: false,
             },
         );
         pause
+    }
+
+    /// Records that STS refused `id` at `now_ms`: no STS call for it during `pause`.
+    pub fn denied(&self, id: &str, cause: &str, now_ms: i64, pause: Duration) {
+        self.pauses.lock().expect("cooldown lock").insert(
+            id.to_string(),
+            Pause {
+                failures: 0,
+                until_ms: now_ms.saturating_add(pause.as_millis() as i64),
+                cause: cause.to_string(),
+                denied: true,
+            },
+        );
     }
 
     /// Records a successful STS call for `id`: no pause.
@@ -82,6 +105,7 @@ impl Cooldowns {
 
     /// Drops pauses that ended before `now_ms` (their failure counts restart from zero).
     pub fn sweep(&self, now_ms: i64) {
+        // A denial pause may be longer than `max`; it is kept until it ends at least.
         // Kept one `max` past their end, so a failure soon after still doubles the pause.
         let keep = self.max.as_millis() as i64;
         self.pauses
@@ -141,6 +165,23 @@ mod tests {
                 "{ms} ms outside {bound}/2..{bound}"
             );
         }
+    }
+
+    #[test]
+    fn a_denial_pauses_for_its_own_time_and_says_so() {
+        let c = Cooldowns::new(Duration::from_secs(1), Duration::from_secs(4));
+        c.denied("a", "AccessDenied (HTTP 403)", 0, Duration::from_secs(30));
+        let p = c.paused("a", 29_000).expect("still paused after 29 s");
+        assert!(p.denied);
+        assert_eq!(p.cause, "AccessDenied (HTTP 403)");
+        c.sweep(29_000);
+        assert!(
+            c.paused("a", 29_500).is_some(),
+            "sweep keeps a running pause"
+        );
+        assert!(c.paused("a", 30_000).is_none());
+        assert!(!c.failed("b", "x", 0).is_zero());
+        assert!(!c.paused("b", 1).unwrap().denied);
     }
 
     #[test]

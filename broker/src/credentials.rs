@@ -12,7 +12,11 @@
 //!   request fails UNAVAILABLE — never an expired or unscoped credential.
 //! - After an STS call fails for a reason worth retrying, the credential id pauses
 //!   ([`Cooldowns`]): requests for it get UNAVAILABLE at once and background refreshes wait,
-//!   instead of every request starting another call against a throttling STS.
+//!   instead of every request starting another call against a throttling STS. After STS denied
+//!   the role, the id pauses for `sts_denied_pause` and requests get PERMISSION_DENIED at once.
+//! - In web-identity mode STS reads tags, source identity and trust-policy conditions from the
+//!   caller's token itself, so the scope is bound to the token's fingerprint
+//!   ([`CredentialEngine::keys_by_token`]): another token never receives this token's credential.
 
 use crate::clock::{now_ms, to_ms};
 use crate::cooldown::Cooldowns;
@@ -50,8 +54,9 @@ impl CredentialRecord {
         self.expires_at_ms - now
     }
 
-    /// Usable for a caller: more than [`MIN_REMAINING`] left.
-    fn servable(&self, now: i64) -> bool {
+    /// Usable for a caller: more than [`MIN_REMAINING`] left. The one rule every cache layer
+    /// (store, near cache) applies before serving.
+    pub(crate) fn servable(&self, now: i64) -> bool {
         self.remaining_ms(now) > MIN_REMAINING.as_millis() as i64
     }
 
@@ -94,6 +99,8 @@ pub struct EngineSettings {
     pub sts_cooldown: Duration,
     /// The longest pause.
     pub sts_cooldown_max: Duration,
+    /// Pause after STS denied the role for a credential id.
+    pub sts_denied_pause: Duration,
 }
 
 impl Default for EngineSettings {
@@ -105,6 +112,7 @@ impl Default for EngineSettings {
             poll_interval: Duration::from_millis(25),
             sts_cooldown: Duration::from_secs(1),
             sts_cooldown_max: Duration::from_secs(4),
+            sts_denied_pause: Duration::from_secs(30),
         }
     }
 }
@@ -176,6 +184,15 @@ impl CredentialEngine {
         &self.settings
     }
 
+    /// Does a credential belong to one token rather than to a scope? True in web-identity mode,
+    /// where STS takes session tags, source identity and trust-policy conditions (`aud`, `amr`,
+    /// …) from the token itself: the broker binds the scope to the token's fingerprint
+    /// ([`Scope::bind_to_token`]) so a second token of the same subject and role never gets the
+    /// first token's credential.
+    pub fn keys_by_token(&self) -> bool {
+        self.issuer.keys_by_token()
+    }
+
     /// The store id of a scope's credential.
     pub fn credential_id(&self, scope: &Scope) -> String {
         self.hasher.credential_id(&scope.canonical())
@@ -225,6 +242,13 @@ impl CredentialEngine {
         bump(&self.stats.misses);
         crate::metrics::lookup(false);
         if let Some(paused) = self.cooldowns.paused(id, now) {
+            if paused.denied {
+                return Err(EngineError::Issue(IssueError::Denied(format!(
+                    "{}; not asked again for {:.0} s (BROKER_STS_DENIED_PAUSE)",
+                    paused.cause,
+                    paused.retry_in.as_secs_f64().ceil()
+                ))));
+            }
             return Err(EngineError::Issue(IssueError::Retryable(format!(
                 "{}; the next STS attempt for this credential is in {:.1} s",
                 paused.cause,
@@ -288,6 +312,11 @@ impl CredentialEngine {
                 Err(EngineError::Issue(IssueError::Retryable(cause))) => {
                     let pause = this.cooldowns.failed(&id_owned, cause, now_ms());
                     tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS failed; this credential pauses before its next STS call");
+                }
+                Err(EngineError::Issue(IssueError::Denied(cause))) => {
+                    let pause = this.settings.sts_denied_pause;
+                    this.cooldowns.denied(&id_owned, cause, now_ms(), pause);
+                    tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS denied the role; this credential is answered PERMISSION_DENIED without STS for the pause");
                 }
                 Err(_) => {}
             }
@@ -511,6 +540,35 @@ mod tests {
         fake.fail.store(false, Ordering::SeqCst);
         e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(fake.calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_denied_role_pauses_and_is_answered_permission_denied_without_sts() {
+        let fake = Arc::new(FakeIssuer::default());
+        fake.deny.store(true, Ordering::SeqCst);
+        let e = CredentialEngine::new(
+            Arc::new(AnyStore::Memory(MemoryStore::new())),
+            Issuer::Fake(fake.clone()),
+            KeyedHasher::new(b"k"),
+            EngineSettings {
+                sts_denied_pause: Duration::from_millis(300),
+                ..EngineSettings::default()
+            },
+        );
+        let first = e.credentials(&scope("alice"), None).await.unwrap_err();
+        assert!(matches!(first, EngineError::Issue(IssueError::Denied(_))));
+        for _ in 0..20 {
+            let err = e.credentials(&scope("alice"), None).await.unwrap_err();
+            let EngineError::Issue(IssueError::Denied(message)) = err else {
+                panic!("{err:?}")
+            };
+            assert!(message.contains("BROKER_STS_DENIED_PAUSE"), "{message}");
+        }
+        assert_eq!(fake.calls(), 1, "STS is not asked again during the pause");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        fake.deny.store(false, Ordering::SeqCst);
+        e.credentials(&scope("alice"), None).await.unwrap();
+        assert_eq!(fake.calls(), 2, "asked again once the pause ended");
     }
 
     #[tokio::test]

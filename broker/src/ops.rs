@@ -162,7 +162,7 @@ pub struct HealthcheckArgs {
     #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_CERT")]
     pub tls_cert: Option<std::path::PathBuf>,
     /// Client key (PEM) for a broker that requires mTLS.
-    #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_KEY")]
+    #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_KEY", hide_env_values = true)]
     pub tls_key: Option<std::path::PathBuf>,
 }
 

@@ -49,6 +49,11 @@ pub struct Scope {
     /// The inline session policy (compact JSON), when `buckets` is set.
     pub policy: Option<String>,
     pub duration_secs: i32,
+    /// Web-identity mode: the fingerprint of the token STS reads (its tags, source identity and
+    /// trust-policy conditions come from the token, not from this scope), so the credential
+    /// belongs to that token alone. `None` (and absent from the canonical form) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_binding: Option<String>,
 }
 
 impl Scope {
@@ -84,7 +89,15 @@ impl Scope {
             buckets,
             policy,
             duration_secs,
+            token_binding: None,
         })
+    }
+
+    /// Binds the scope to one token (web-identity mode): everything STS reads from the token
+    /// becomes part of the credential key through the token's keyed fingerprint.
+    pub fn bind_to_token(mut self, fingerprint: String) -> Self {
+        self.token_binding = Some(fingerprint);
+        self
     }
 
     /// Canonical bytes of every scoping input, the input of the credential id.
@@ -171,21 +184,40 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// Hex digits of the hash that marks an encoded source identity (64 bits of SHA-256).
+const HASH_HEX: usize = 16;
+
 fn short_hash(s: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
-    hex::encode(&d.as_ref()[..4])
+    hex::encode(&d.as_ref()[..HASH_HEX / 2])
 }
 
-/// `SourceIdentity` for a subject: the subject itself when STS accepts it as is (2–64 of
-/// `[\w+=,.@-]`); otherwise a sanitized, shortened form plus a hash of the original, so that two
-/// subjects never collapse into one identity in CloudTrail.
+/// Does `s` end the way an encoded source identity ends: `-` and [`HASH_HEX`] lowercase hex?
+fn looks_encoded(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() > HASH_HEX
+        && b[b.len() - HASH_HEX - 1] == b'-'
+        && b[b.len() - HASH_HEX..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// `SourceIdentity` for a subject, injective so that two subjects never share an identity in
+/// CloudTrail or in a policy's `sts:SourceIdentity` condition:
+/// - the subject itself when STS accepts it as is (2–64 of `[\w+=,.@-]`) AND it does not end
+///   like an encoded form;
+/// - otherwise a sanitized, shortened head, `-`, and 16 hex digits of SHA-256 of the subject.
+///
+/// A literal answer never ends like an encoded one, and an encoded one always does, so a literal
+/// subject cannot reach an encoded form (today's `auth0-abc-c5d09a77` against `auth0|abc`); two
+/// encoded forms differ unless SHA-256 collides on its first 64 bits.
 pub fn source_identity(subject: &str) -> String {
     let clean = sanitize(subject);
-    if clean == subject && (2..=64).contains(&subject.len()) {
+    if clean == subject && (2..=64).contains(&subject.len()) && !looks_encoded(subject) {
         return clean;
     }
     let hash = short_hash(subject);
-    let head: String = clean.chars().take(64 - 9).collect();
+    let head: String = clean.chars().take(64 - HASH_HEX - 1).collect();
     format!("{head}-{hash}")
 }
 
@@ -201,6 +233,8 @@ pub fn role_session_name(subject: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAX_SUBJECT: usize = crate::token::MAX_SUBJECT_LEN;
 
     fn claims(sub: &str, buckets: Option<Vec<&str>>) -> Claims {
         Claims {
@@ -240,7 +274,63 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("auth0-abc-"));
         assert!(source_identity(&"y".repeat(128)).len() <= 64);
-        assert_eq!(source_identity("a").len(), 1 + 9);
+        assert_eq!(source_identity("a").len(), 1 + 1 + HASH_HEX);
+    }
+
+    #[test]
+    fn a_literal_subject_never_takes_an_encoded_identity() {
+        let encoded = source_identity("auth0|abc");
+        // Today's collision: the literal subject that spells the encoded form.
+        assert_ne!(source_identity(&encoded), encoded);
+        assert_ne!(
+            source_identity("auth0|abc"),
+            source_identity("auth0-abc-c5d09a77")
+        );
+        // The old 8-hex form is a plain subject again.
+        assert_eq!(source_identity("auth0-abc-c5d09a77"), "auth0-abc-c5d09a77");
+        for id in [
+            &encoded,
+            &source_identity("x"),
+            &source_identity(&"z".repeat(90)),
+        ] {
+            assert!((2..=64).contains(&id.len()), "{id}");
+            assert!(looks_encoded(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn source_identity_is_injective_over_hostile_subjects() {
+        // Property test: subjects from an alphabet rich in separators and hex digits, plus every
+        // encoded output fed back in as a literal subject; no two distinct subjects may share an
+        // identity.
+        let alphabet: Vec<char> = "ab09f-|:.@_+=,".chars().collect();
+        let mut subjects = std::collections::BTreeSet::new();
+        for _ in 0..20_000 {
+            let len = rand::random_range(1..=24);
+            let s: String = (0..len)
+                .map(|_| alphabet[rand::random_range(0..alphabet.len())])
+                .collect();
+            subjects.insert(s);
+        }
+        let fed_back: Vec<String> = subjects.iter().map(|s| source_identity(s)).collect();
+        subjects.extend(fed_back.into_iter().filter(|s| s.len() <= MAX_SUBJECT));
+        for len in [63, 64, 65, 100, 128] {
+            subjects.insert("a".repeat(len));
+            subjects.insert(format!("{}|", "a".repeat(len - 1)));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for s in &subjects {
+            let id = source_identity(s);
+            assert!((2..=64).contains(&id.len()), "{s:?} -> {id:?}");
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)),
+                "{id}"
+            );
+            if let Some(other) = seen.insert(id.clone(), s.clone()) {
+                panic!("{other:?} and {s:?} both map to {id:?}");
+            }
+        }
     }
 
     #[test]
@@ -338,6 +428,21 @@ mod tests {
             Scope::build(&claims("alice", None), &role(), 3600)
                 .unwrap()
                 .canonical()
+        );
+    }
+
+    #[test]
+    fn a_token_bound_scope_has_its_own_credential_key() {
+        let base = Scope::build(&claims("alice", None), &role(), 3600).unwrap();
+        let one = base.clone().bind_to_token("fp-one".into());
+        let two = base.clone().bind_to_token("fp-two".into());
+        assert_ne!(one.canonical(), two.canonical());
+        assert_ne!(one.canonical(), base.canonical());
+        // Unbound scopes keep the canonical form (and so the credential ids) they had.
+        assert!(
+            !String::from_utf8(base.canonical())
+                .unwrap()
+                .contains("token_binding")
         );
     }
 

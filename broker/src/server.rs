@@ -98,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             audiences: config.audiences.clone(),
             leeway_secs: config.leeway.as_secs(),
             tag_claims: config.tag_claims.clone(),
+            types: config.jwt_types.clone(),
         },
         config.hs256_secret.as_ref(),
         jwks,
@@ -122,6 +123,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             refresh_margin: config.refresh_margin,
             sts_cooldown: config.sts_cooldown,
             sts_cooldown_max: config.sts_cooldown_max,
+            sts_denied_pause: config.sts_denied_pause,
             ..EngineSettings::default()
         },
     );

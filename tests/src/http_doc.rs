@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 struct Shared {
     body: Mutex<String>,
+    /// Documents served at one path instead of `body` (e.g. an OIDC discovery document).
+    paths: Mutex<std::collections::HashMap<String, String>>,
     fetches: AtomicUsize,
 }
 
@@ -34,6 +36,7 @@ impl HttpDoc {
         let port = listener.local_addr().expect("addr").port();
         let shared = Arc::new(Shared {
             body: Mutex::new(body.to_string()),
+            paths: Mutex::new(std::collections::HashMap::new()),
             fetches: AtomicUsize::new(0),
         });
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
@@ -61,7 +64,15 @@ impl HttpDoc {
                                 }
                             }
                             shared.fetches.fetch_add(1, Ordering::SeqCst);
-                            let body = shared.body.lock().expect("body lock").clone();
+                            let path = String::from_utf8_lossy(&request)
+                                .split(' ')
+                                .nth(1)
+                                .unwrap_or("/")
+                                .to_string();
+                            let body = match shared.paths.lock().expect("paths lock").get(&path) {
+                                Some(doc) => doc.clone(),
+                                None => shared.body.lock().expect("body lock").clone(),
+                            };
                             let response = format!(
                                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
                                  Connection: close\r\n\r\n{body}",
@@ -89,6 +100,20 @@ impl HttpDoc {
     /// `http://127.0.0.1:PORT/jwks.json`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/jwks.json", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Serves `body` at `path` (instead of the main document).
+    pub fn set_path(&self, path: &str, body: &str) {
+        self.shared
+            .paths
+            .lock()
+            .expect("paths lock")
+            .insert(path.to_string(), body.to_string());
     }
 
     /// Replaces the document.

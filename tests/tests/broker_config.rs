@@ -83,6 +83,39 @@ async fn refuses_bad_settings_with_one_line_naming_the_variable() {
 }
 
 #[tokio::test]
+async fn a_jwks_without_issuer_and_audience_and_untaggable_tag_claims_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let key = e2e::tokens::SigningKey::ec("ec-1");
+    std::fs::write(&jwks, e2e::tokens::jwks(&[&key]).to_string()).unwrap();
+    let (status, output) = valid()
+        .env("BROKER_JWKS_FILE", jwks.to_str().unwrap())
+        .start_expecting_exit()
+        .await;
+    assert!(!status.success(), "a JWKS without iss/aud: exited {status}");
+    assert!(
+        output
+            .lines()
+            .any(|l| l.contains("BROKER_JWT_ISSUER") && l.contains("BROKER_JWT_AUDIENCE")),
+        "one line names both variables:\n{output}"
+    );
+    for claim in ["sub", "iss", "nbf"] {
+        refuses(
+            valid().env("BROKER_TAG_CLAIMS", &format!("team,{claim}")),
+            "BROKER_TAG_CLAIMS",
+            &format!("tag claim {claim}"),
+        )
+        .await;
+    }
+    refuses(
+        valid().env("BROKER_JWKS_URL", "http://idp.example.com/jwks.json"),
+        "BROKER_JWKS_URL",
+        "plain http JWKS off loopback",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn secret_from_a_file_json_logs_health_and_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("hs256.secret");

@@ -14,6 +14,7 @@ use e2e::stack::{
 use e2e::sts_proxy::{ProxyMode, StsProxy};
 use e2e::tokens::{Claims, now, random_string};
 use futures::future::join_all;
+use serde_json::json;
 use tonic::Code;
 
 #[tokio::test]
@@ -265,6 +266,48 @@ async fn an_sts_denial_is_not_retried_and_not_served() {
 }
 
 #[tokio::test]
+async fn a_denied_role_pauses_and_is_answered_permission_denied_without_asking_sts_again() {
+    // ops-admin is allowlisted, but its trust policy does not let the broker's IAM user assume
+    // it: moto answers AccessDenied (in an EC2-style wrapper the SDK reads no code from).
+    let ops_glob = format!("arn:aws:iam::{ACCOUNT_ID}:role/ops-*");
+    let stack =
+        BrokerStack::start_with(|b| b.allowed_roles(&[&demo_roles_glob(), &ops_glob])).await;
+    let mut c = stack.broker.client().await;
+    let token = stack.token(&Claims::new("mallory").role_arn(&stack.seed().roles.ops_admin));
+    let first = expect_code(
+        exchange(&mut c, &token, "").await,
+        Code::PermissionDenied,
+        "STS denied the role",
+    );
+    assert!(
+        first.message().contains("AccessDenied"),
+        "{}",
+        first.message()
+    );
+    for i in 0..20 {
+        let status = expect_code(
+            exchange(&mut c, &token, "").await,
+            Code::PermissionDenied,
+            &format!("request {i} during the pause"),
+        );
+        assert!(
+            status.message().contains("BROKER_STS_DENIED_PAUSE"),
+            "{}",
+            status.message()
+        );
+    }
+    assert_eq!(
+        stack.proxy.assume_role_count(),
+        1,
+        "21 requests for a denied role: one STS call, the rest answered from the pause"
+    );
+    // Other roles are not paused.
+    exchange(&mut c, &stack.rw_token("alice"), "")
+        .await
+        .expect("another role is served");
+}
+
+#[tokio::test]
 async fn credentials_are_never_served_after_the_tokens_exp() {
     let stack = BrokerStack::start_with(|b| b.env("BROKER_JWT_LEEWAY", "0s")).await;
     let seed = stack.seed().clone();
@@ -331,13 +374,34 @@ async fn web_identity_mode_needs_no_aws_identity() {
         aws::caller_arn(&moto.endpoint(), &creds).await,
         principal.assumed_role_arn
     );
-    // Cached like AssumeRole credentials.
-    exchange(
-        &mut c,
-        &minter.mint(&Claims::new("alice").role_arn(&rw)),
-        "",
-    )
-    .await
-    .expect("again");
-    assert_eq!(proxy.web_identity_count(), 1);
+    // The same token again: cached.
+    let token = minter.mint(
+        &Claims::new("alice")
+            .role_arn(&rw)
+            .claim("amr", json!(["mfa"])),
+    );
+    let first = exchange(&mut c, &token, "").await.expect("mfa token");
+    let again = exchange(&mut c, &token, "")
+        .await
+        .expect("the same token again");
+    assert_eq!(
+        first.credentials.unwrap().access_key_id,
+        again.credentials.unwrap().access_key_id
+    );
+    assert_eq!(proxy.web_identity_count(), 2);
+    // Another token of the same subject and role: STS reads tags, source identity and trust-policy
+    // conditions (aud, amr, …) from the token itself, so it gets its own credential, never the
+    // first token's (issue 14).
+    let other = minter.mint(
+        &Claims::new("alice")
+            .role_arn(&rw)
+            .claim("amr", json!(["pwd"])),
+    );
+    let second = exchange(&mut c, &other, "").await.expect("another token");
+    assert_eq!(proxy.web_identity_count(), 3, "one STS call per token");
+    assert_ne!(
+        second.credentials.unwrap().access_key_id,
+        creds.access_key_id,
+        "another token never receives this token's credential"
+    );
 }

@@ -115,10 +115,32 @@ async fn invalid_tokens_are_unauthenticated_and_never_echoed() {
     assert_eq!(stack.proxy.count(), 0, "no invalid token reaches STS");
     assert_no_secrets("broker log", &stack.broker.log_text(), &secrets);
 
-    // Within the leeway (60 s by default), a just-expired token is still accepted.
-    exchange(&mut c, &stack.token(&good().expires_in(-10)), "")
+    // The leeway (60 s by default) is for nbf only: a token 10 s past its exp gets nothing,
+    // neither from ExchangeToken nor by binding or rebinding a session (issue 14: one exp rule).
+    let late = stack.token(&good().expires_in(-10));
+    let status = expect_code(
+        exchange(&mut c, &late, "").await,
+        Code::Unauthenticated,
+        "ExchangeToken with exp 10 s ago",
+    );
+    assert!(status.message().contains("\"exp\""), "{}", status.message());
+    let session_id = new_session_id();
+    expect_code(
+        get_credentials(&mut c, &session_id, &late, "").await,
+        Code::Unauthenticated,
+        "bind with exp 10 s ago",
+    );
+    get_credentials(&mut c, &session_id, &stack.token(&good()), "")
         .await
-        .expect("exp 10 s ago, leeway 60 s");
+        .expect("bind with a current token");
+    expect_code(
+        get_credentials(&mut c, &session_id, &late, "").await,
+        Code::Unauthenticated,
+        "rebind with exp 10 s ago",
+    );
+    exchange(&mut c, &stack.token(&good().not_before_in(10)), "")
+        .await
+        .expect("nbf 10 s ahead is within the leeway");
 }
 
 /// moto + proxy + a broker that trusts `jwks_source` for RS256 and ES256, and no HS256 secret.
@@ -266,4 +288,58 @@ async fn jwks_url_is_fetched_and_refetched_for_an_unknown_kid_at_a_limited_rate(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test]
+async fn oidc_discovery_finds_the_keys_and_its_issuer_becomes_the_required_iss() {
+    let moto = Moto::start().await;
+    let proxy = StsProxy::start(moto.port());
+    let rw = moto.seed().roles.read_write.clone();
+    let key = SigningKey::ec("ec-1");
+    let doc = HttpDoc::start("{}");
+    let issuer = format!("{}/tenant", doc.base());
+    doc.set_path(
+        "/tenant/.well-known/openid-configuration",
+        &json!({"issuer": issuer, "jwks_uri": format!("{}/tenant/keys", doc.base())}).to_string(),
+    );
+    doc.set_path("/tenant/keys", &jwks(&[&key]).to_string());
+    let seed = moto.seed();
+    let broker = BrokerBuilder::new()
+        .env("BROKER_OIDC_ISSUER_URL", &issuer)
+        .env("BROKER_JWT_AUDIENCE", AUDIENCE)
+        .env("BROKER_JWT_ALGORITHMS", "ES256")
+        .allowed_roles(&[&demo_roles_glob()])
+        .sts_endpoint(&proxy.endpoint())
+        .aws_identity(
+            &seed.users.broker.access_key_id,
+            &seed.users.broker.secret_access_key,
+        )
+        .start()
+        .await;
+    let mut c = broker.client().await;
+    let claims = || Claims::new("alice").role_arn(&rw);
+    exchange(
+        &mut c,
+        &TokenMinter::with_key(&key)
+            .issuer(&issuer)
+            .audience(AUDIENCE)
+            .mint(&claims()),
+        "",
+    )
+    .await
+    .expect("a token of the discovered issuer, signed with a discovered key");
+    // The same key, another issuer: the OIDC issuer is the required iss.
+    expect_code(
+        exchange(
+            &mut c,
+            &TokenMinter::with_key(&key)
+                .issuer(ISSUER)
+                .audience(AUDIENCE)
+                .mint(&claims()),
+            "",
+        )
+        .await,
+        Code::Unauthenticated,
+        "another issuer",
+    );
 }

@@ -151,69 +151,83 @@ fn total_from_content_range(range: Option<&str>) -> Option<i64> {
     range?.rsplit_once('/')?.1.parse().ok()
 }
 
-impl BucketTools {
-    /// GetObject of the first `max_bytes` bytes; an empty object (where S3 refuses any Range
-    /// with InvalidRange) is read without one.
-    async fn read_head(
-        &self,
-        client: &aws_sdk_s3::Client,
-        object: &ObjectUri,
-        max_bytes: i64,
-    ) -> Result<Head, CallToolResult> {
-        let ranged = client
-            .get_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .range(format!("bytes=0-{}", max_bytes - 1))
-            .send()
-            .await;
-        let output = match ranged {
-            Ok(output) => output,
-            Err(error) => {
-                let failure = S3Failure::from_sdk(&error);
-                if failure.code != "InvalidRange" {
-                    return Err(s3_failure("GetObject", &object.uri(), failure));
-                }
-                client
-                    .get_object()
-                    .bucket(&object.bucket)
-                    .key(&object.key)
-                    .send()
-                    .await
-                    .map_err(|error| {
-                        s3_failure("GetObject", &object.uri(), S3Failure::from_sdk(&error))
-                    })?
+/// GetObject of the first `max_bytes` bytes; an empty object (where S3 refuses any Range with
+/// InvalidRange) is read without one. Either way the body is read as a stream that stops at
+/// `max_bytes`: the object may have grown between the two requests, and a tool result must never
+/// cost more memory or transfer than its limit.
+async fn read_head(
+    client: &aws_sdk_s3::Client,
+    object: &ObjectUri,
+    max_bytes: i64,
+) -> Result<Head, CallToolResult> {
+    let ranged = client
+        .get_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .range(format!("bytes=0-{}", max_bytes - 1))
+        .send()
+        .await;
+    let output = match ranged {
+        Ok(output) => output,
+        Err(error) => {
+            let failure = S3Failure::from_sdk(&error);
+            if failure.code != "InvalidRange" {
+                return Err(s3_failure("GetObject", &object.uri(), failure));
             }
-        };
-        let size = total_from_content_range(output.content_range()).or(output.content_length());
-        let content_type = output.content_type().map(str::to_string);
-        let etag = output.e_tag().map(str::to_string);
-        let last_modified = timestamp(output.last_modified());
-        let mut bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|error| {
-                s3_failure(
-                    "GetObject",
-                    &object.uri(),
-                    S3Failure {
-                        code: "NetworkError".into(),
-                        message: format!("reading the object failed: {error}"),
-                        http_status: None,
-                    },
-                )
-            })?
-            .to_vec();
-        bytes.truncate(max_bytes as usize);
-        Ok(Head {
-            bytes,
-            size,
-            content_type,
-            etag,
-            last_modified,
-        })
+            client
+                .get_object()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .send()
+                .await
+                .map_err(|error| {
+                    s3_failure("GetObject", &object.uri(), S3Failure::from_sdk(&error))
+                })?
+        }
+    };
+    let size = total_from_content_range(output.content_range()).or(output.content_length());
+    let content_type = output.content_type().map(str::to_string);
+    let etag = output.e_tag().map(str::to_string);
+    let last_modified = timestamp(output.last_modified());
+    let bytes = read_at_most(output.body, max_bytes as usize)
+        .await
+        .map_err(|error| {
+            s3_failure(
+                "GetObject",
+                &object.uri(),
+                S3Failure {
+                    code: "NetworkError".into(),
+                    message: format!("reading the object failed: {error}"),
+                    http_status: None,
+                },
+            )
+        })?;
+    Ok(Head {
+        bytes,
+        size,
+        content_type,
+        etag,
+        last_modified,
+    })
+}
+
+/// Reads at most `limit` bytes of `body` and drops the rest unread (the connection is closed
+/// rather than drained), so neither memory nor transfer exceeds the limit by more than a chunk.
+async fn read_at_most(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    limit: usize,
+) -> Result<Vec<u8>, aws_sdk_s3::primitives::ByteStreamError> {
+    let mut bytes = Vec::with_capacity(limit.min(DEFAULT_MAX_BYTES as usize));
+    while bytes.len() < limit {
+        match body.try_next().await? {
+            Some(chunk) => {
+                let take = chunk.len().min(limit - bytes.len());
+                bytes.extend_from_slice(&chunk[..take]);
+            }
+            None => break,
+        }
     }
+    Ok(bytes)
 }
 
 #[tool_router(router = object_router, vis = "pub(super)")]
@@ -290,7 +304,7 @@ impl BucketTools {
             Ok(s3) => s3,
             Err(refusal) => return Ok(refusal),
         };
-        let head = match self.read_head(&s3.client, &object, max_bytes).await {
+        let head = match read_head(&s3.client, &object, max_bytes).await {
             Ok(head) => head,
             Err(refusal) => return Ok(refusal),
         };
@@ -328,7 +342,7 @@ impl BucketTools {
             Ok(s3) => s3,
             Err(refusal) => return Ok(refusal),
         };
-        let head = match self.read_head(&s3.client, &object, max_bytes).await {
+        let head = match read_head(&s3.client, &object, max_bytes).await {
             Ok(head) => head,
             Err(refusal) => return Ok(refusal),
         };
@@ -348,6 +362,95 @@ impl BucketTools {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Size the grown object claims; reading it whole would take this much memory.
+    const GROWN: u64 = 256 * 1024 * 1024;
+
+    /// An S3 stand-in for one object that is empty at the first request and huge at the second:
+    /// the ranged GET gets S3's InvalidRange answer, the plain GET a 256 MiB body sent until the
+    /// client hangs up. Counts the body bytes it managed to write.
+    async fn growing_object_server() -> (u16, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = written.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    if head.contains("\r\nrange:") {
+                        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidRange</Code><Message>The requested range is not satisfiable</Message><ActualObjectSize>0</ActualObjectSize></Error>";
+                        let answer = format!(
+                            "HTTP/1.1 416 Requested Range Not Satisfiable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                        return;
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {GROWN}\r\nETag: \"grown\"\r\nConnection: close\r\n\r\n"
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let mut sent = 0u64;
+                    while sent < GROWN {
+                        if stream.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                        sent += chunk.len() as u64;
+                        counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        (port, written)
+    }
+
+    #[tokio::test]
+    async fn an_object_that_grew_after_invalid_range_is_read_only_up_to_the_limit() {
+        let (port, written) = growing_object_server().await;
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .force_path_style(true)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        let object = parse_object_uri("s3://demo-bucket/grows.txt").unwrap();
+        let head = match read_head(&client, &object, 1000).await {
+            Ok(head) => head,
+            Err(refusal) => panic!("{refusal:?}"),
+        };
+        assert_eq!(head.bytes.len(), 1000);
+        assert!(head.truncated(), "the size S3 announced is reported");
+        let sent = written.load(Ordering::SeqCst);
+        eprintln!("bytes sent by the grown-object server for a 1000-byte limit: {sent}");
+        assert!(
+            sent < 32 * 1024 * 1024,
+            "the whole grown object was read: {sent} bytes sent for a 1000-byte limit"
+        );
+    }
 
     #[test]
     fn encodings() {

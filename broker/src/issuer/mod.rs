@@ -78,6 +78,16 @@ impl Issuer {
             Issuer::Fake(i) => i.issue(req).await,
         }
     }
+
+    /// Does STS read the caller's token (web identity), so a credential belongs to one token?
+    pub fn keys_by_token(&self) -> bool {
+        match self {
+            Issuer::AssumeRole(_) => false,
+            Issuer::WebIdentity(_) => true,
+            #[cfg(test)]
+            Issuer::Fake(i) => i.web_identity,
+        }
+    }
 }
 
 /// Settings shared by both issuers.
@@ -152,9 +162,16 @@ where
         ),
         SdkError::ResponseError(_) => IssueError::Retryable("unreadable response from STS".into()),
         SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("Unknown").to_string();
-            let msg = se.err().message().map(short).unwrap_or_default();
             let status = se.raw().status().as_u16();
+            let body = se.raw().body().bytes().unwrap_or_default();
+            let code = match se.err().code().filter(|c| !c.is_empty()) {
+                Some(code) => code.to_string(),
+                // moto wraps STS errors EC2-style, so the SDK finds no code (FACTS.md); real
+                // STS names it. A 403 whose body says AccessDenied is the same denial.
+                None if denial_without_code(status, body) => "AccessDenied".to_string(),
+                None => "Unknown".to_string(),
+            };
+            let msg = se.err().message().map(short).unwrap_or_default();
             let text = if msg.is_empty() {
                 format!("{code} (HTTP {status})")
             } else {
@@ -185,6 +202,12 @@ where
         }
         _ => IssueError::Retryable("unexpected STS failure".into()),
     }
+}
+
+/// An STS answer the SDK found no error code in, recognised as a denial: HTTP 403 whose body
+/// names `AccessDenied` (moto's EC2-style wrapper).
+pub(crate) fn denial_without_code(status: u16, body: &[u8]) -> bool {
+    status == 403 && body.windows(12).any(|w| w == b"AccessDenied")
 }
 
 /// First line, at most 300 characters: enough to act on, not enough to flood a log.
@@ -231,6 +254,10 @@ pub mod fake {
     pub struct FakeIssuer {
         pub calls: AtomicUsize,
         pub fail: AtomicBool,
+        /// Answer as STS does for a role whose trust policy refuses the caller.
+        pub deny: AtomicBool,
+        /// Behave as the web-identity issuer (credentials belong to one token).
+        pub web_identity: bool,
         pub delay_ms: u64,
         /// Lifetime of issued credentials, seconds (default 3600).
         pub lifetime_secs: u64,
@@ -246,6 +273,9 @@ pub mod fake {
             tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
             if self.fail.load(Ordering::SeqCst) {
                 return Err(IssueError::Retryable("Throttling: Rate exceeded".into()));
+            }
+            if self.deny.load(Ordering::SeqCst) {
+                return Err(IssueError::Denied("AccessDenied (HTTP 403)".into()));
             }
             let lifetime = if self.lifetime_secs == 0 {
                 3600
@@ -266,5 +296,21 @@ pub mod fake {
                 ),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_403_naming_access_denied_without_a_code_is_a_denial() {
+        let moto = br#"<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>AccessDenied</Code><Message>User is not authorized</Message></Error></Errors><RequestID>x</RequestID></Response>"#;
+        assert!(denial_without_code(403, moto));
+        assert!(!denial_without_code(400, moto));
+        assert!(!denial_without_code(
+            403,
+            b"<Error><Code>Other</Code></Error>"
+        ));
     }
 }

@@ -17,7 +17,9 @@ use crate::credentials::CredentialRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Credential records by id, each served only while `now < refresh_at_ms`.
+/// Credential records by id, each served only while `now < refresh_at_ms` and while it is
+/// servable ([`CredentialRecord::servable`]: more than `MIN_REMAINING` left) — the same rule as
+/// the store, whatever `BROKER_REFRESH_MARGIN` puts `refresh_at` at.
 #[derive(Debug)]
 pub struct NearCache {
     entries: Mutex<HashMap<String, Arc<CredentialRecord>>>,
@@ -45,7 +47,7 @@ impl NearCache {
     pub fn get(&self, id: &str, now_ms: i64) -> Option<Arc<CredentialRecord>> {
         let mut entries = self.entries.lock().expect("near cache lock");
         match entries.get(id) {
-            Some(record) if now_ms < record.refresh_at_ms => Some(Arc::clone(record)),
+            Some(record) if usable(record, now_ms) => Some(Arc::clone(record)),
             Some(_) => {
                 entries.remove(id);
                 None
@@ -56,12 +58,12 @@ impl NearCache {
 
     /// Keeps `record` under `id` if it is not yet due for refresh at `now_ms`.
     pub fn put(&self, id: &str, record: &Arc<CredentialRecord>, now_ms: i64) {
-        if now_ms >= record.refresh_at_ms {
+        if !usable(record, now_ms) {
             return;
         }
         let mut entries = self.entries.lock().expect("near cache lock");
         if entries.len() >= self.capacity && !entries.contains_key(id) {
-            entries.retain(|_, r| now_ms < r.refresh_at_ms);
+            entries.retain(|_, r| usable(r, now_ms));
             if entries.len() >= self.capacity {
                 entries.clear();
             }
@@ -77,6 +79,11 @@ impl NearCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Not yet due for refresh, and servable.
+fn usable(record: &CredentialRecord, now_ms: i64) -> bool {
+    now_ms < record.refresh_at_ms && record.servable(now_ms)
 }
 
 #[cfg(test)]
@@ -114,6 +121,25 @@ mod tests {
         let cache = NearCache::new(10);
         cache.put("a", &record("AK1", 1_000), 1_000);
         assert!(cache.get("a", 0).is_none());
+    }
+
+    #[test]
+    fn never_serves_less_than_the_promised_time_left_whatever_the_margin() {
+        // BROKER_REFRESH_MARGIN near zero: refresh_at lies within the last minute of the
+        // credential. The store refuses to serve it there; so must the near cache.
+        let cache = NearCache::new(10);
+        let mut rec = (*record("AK1", 1_000_000)).clone();
+        rec.expires_at_ms = 1_010_000;
+        let rec = Arc::new(rec);
+        cache.put("a", &rec, 0);
+        assert!(cache.get("a", 900_000).is_some(), "110 s left");
+        assert!(
+            cache.get("a", 960_000).is_none(),
+            "50 s left: less than MIN_REMAINING, though before refresh_at"
+        );
+        let late = NearCache::new(10);
+        late.put("a", &rec, 960_000);
+        assert!(late.is_empty(), "not kept either");
     }
 
     #[test]

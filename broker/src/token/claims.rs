@@ -20,6 +20,7 @@ pub(crate) struct RawClaims {
     sub: Option<Value>,
     iss: Option<Value>,
     exp: Option<Value>,
+    nbf: Option<Value>,
     role_arn: Option<Value>,
     roles: Option<Value>,
     buckets: Option<Value>,
@@ -61,6 +62,11 @@ impl<'de> serde::Deserialize<'de> for UniqueMap {
     }
 }
 
+/// Latest `exp` or `nbf` accepted, seconds since the epoch: the largest value whose milliseconds
+/// still fit an `i64` (sessions and their store TTLs are computed in milliseconds). A larger value
+/// is refused as invalid rather than wrapped or saturated into something else.
+pub const MAX_TIME_CLAIM_SECS: i64 = i64::MAX / 1000;
+
 /// Claims the broker acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
@@ -97,6 +103,12 @@ pub enum ClaimError {
     SubjectCharacters,
     #[error("claim \"{0}\" has too many entries (at most 64)")]
     TooMany(&'static str),
+    #[error("claim \"{claim}\" cannot be a session tag: {reason}")]
+    NotTaggable { claim: String, reason: &'static str },
+    #[error(
+        "claim \"{0}\" is out of range: a time in seconds since 1970 that fits in milliseconds"
+    )]
+    OutOfRange(&'static str),
 }
 
 impl RawClaims {
@@ -105,6 +117,9 @@ impl RawClaims {
         let subject = subject(self.sub)?;
         let issuer = optional_string("iss", self.iss)?.unwrap_or_default();
         let expires_at = expiry(self.exp)?;
+        if let Some(nbf) = self.nbf.filter(|v| !v.is_null()) {
+            time_claim("nbf", nbf)?;
+        }
         let mut roles = Vec::new();
         if let Some(arn) = optional_string("role_arn", self.role_arn)? {
             roles.push(arn);
@@ -148,22 +163,32 @@ pub fn check_subject(sub: &str) -> Result<(), ClaimError> {
     Ok(())
 }
 
+/// `exp` is required and must be a time the broker can compute with.
 fn expiry(value: Option<Value>) -> Result<i64, ClaimError> {
-    match value {
-        None => Err(ClaimError::Missing("exp")),
-        Some(Value::Number(n)) => {
-            n.as_i64()
-                .or_else(|| n.as_f64().map(|f| f as i64))
-                .ok_or(ClaimError::WrongType {
-                    claim: "exp".into(),
-                    expected: "a number of seconds",
-                })
-        }
-        Some(_) => Err(ClaimError::WrongType {
-            claim: "exp".into(),
+    time_claim("exp", value.ok_or(ClaimError::Missing("exp"))?)
+}
+
+/// A NumericDate claim (`exp`, `nbf`): a number of seconds between 0 and
+/// [`MAX_TIME_CLAIM_SECS`]. Fractions are cut; anything outside the range — `1e300`, `2^63` — is
+/// refused, never saturated or wrapped into another time.
+pub(crate) fn time_claim(claim: &'static str, value: Value) -> Result<i64, ClaimError> {
+    let Value::Number(n) = value else {
+        return Err(ClaimError::WrongType {
+            claim: claim.into(),
             expected: "a number of seconds",
-        }),
+        });
+    };
+    let secs = match n.as_i64() {
+        Some(i) => i,
+        None => match n.as_f64() {
+            Some(f) if f.is_finite() && (0.0..=MAX_TIME_CLAIM_SECS as f64).contains(&f) => f as i64,
+            _ => return Err(ClaimError::OutOfRange(claim)),
+        },
+    };
+    if !(0..=MAX_TIME_CLAIM_SECS).contains(&secs) {
+        return Err(ClaimError::OutOfRange(claim));
     }
+    Ok(secs)
 }
 
 fn optional_string(
@@ -234,6 +259,34 @@ fn tag_values(
         out.insert(name.clone(), text);
     }
     Ok(out)
+}
+
+/// Claims the broker reads into [`Claims`] itself; they never reach the tag map, so naming one in
+/// `BROKER_TAG_CLAIMS` would be silently ignored.
+const READ_BY_THE_BROKER: [&str; 7] = ["sub", "iss", "exp", "nbf", "role_arn", "roles", "buckets"];
+
+/// Can `name` (an entry of `BROKER_TAG_CLAIMS`) become a session tag? Checked at start, so a claim
+/// the broker cannot tag stops the broker instead of being ignored, or failing every request.
+pub fn check_tag_claim(name: &str) -> Result<(), ClaimError> {
+    let refuse = |reason| {
+        Err(ClaimError::NotTaggable {
+            claim: name.chars().take(64).collect(),
+            reason,
+        })
+    };
+    if READ_BY_THE_BROKER.contains(&name) {
+        return refuse(
+            "the broker reads it itself (the subject is the SourceIdentity; iss, exp, nbf, role_arn, roles and buckets scope the credential)",
+        );
+    }
+    let tag_char = |c: char| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c);
+    if !(1..=128).contains(&name.chars().count()) || !name.chars().all(tag_char) {
+        return refuse("STS tag keys are 1-128 letters, digits, spaces and _ . : / = + - @");
+    }
+    if name.to_ascii_lowercase().starts_with("aws:") {
+        return refuse("the aws: prefix is reserved by AWS");
+    }
+    Ok(())
 }
 
 impl fmt::Display for Claims {
@@ -341,6 +394,59 @@ mod tests {
         let many: Vec<String> = (0..65).map(|i| format!("b{i}")).collect();
         let e = parse(json!({"sub":"a","exp":1,"buckets":many})).unwrap_err();
         assert_eq!(e, ClaimError::TooMany("buckets"));
+    }
+
+    #[test]
+    fn exp_or_nbf_that_overflows_milliseconds_is_refused_not_wrapped() {
+        for big in [
+            json!(MAX_TIME_CLAIM_SECS + 1),
+            json!(u64::MAX),
+            json!(1e300),
+            json!(9.3e15),
+        ] {
+            assert_eq!(
+                parse(json!({"sub":"a","exp":big})).unwrap_err(),
+                ClaimError::OutOfRange("exp"),
+                "exp {big}"
+            );
+            assert_eq!(
+                parse(json!({"sub":"a","exp":2000000000,"nbf":big})).unwrap_err(),
+                ClaimError::OutOfRange("nbf"),
+                "nbf {big}"
+            );
+        }
+        let e = parse(json!({"sub":"a","exp":-1})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "claim \"exp\" is out of range: a time in seconds since 1970 that fits in milliseconds"
+        );
+        let c = parse(json!({"sub":"a","exp":MAX_TIME_CLAIM_SECS})).unwrap();
+        assert!(c.expires_at.checked_mul(1000).is_some());
+        assert_eq!(
+            parse(json!({"sub":"a","exp":2000000000,"nbf":"soon"})).unwrap_err(),
+            ClaimError::WrongType {
+                claim: "nbf".into(),
+                expected: "a number of seconds"
+            }
+        );
+    }
+
+    #[test]
+    fn tag_claims_the_broker_cannot_tag_are_named() {
+        for name in ["sub", "iss", "exp", "nbf", "role_arn", "roles", "buckets"] {
+            let e = check_tag_claim(name).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("claim \"{name}\" cannot be a session tag: ")),
+                "{e}"
+            );
+        }
+        for name in ["", "a/b\"c", "aws:team", "AWS:x", &"t".repeat(129)] {
+            assert!(check_tag_claim(name).is_err(), "{name:?}");
+        }
+        for name in ["team", "department", "cost-center", "org:unit"] {
+            assert!(check_tag_claim(name).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -9,8 +9,10 @@ mod claims;
 mod jwks;
 mod validator;
 
-pub use claims::{ClaimError, Claims, MAX_SUBJECT_LEN, check_subject};
-pub use jwks::{Jwks, JwksError, JwksSource};
+pub use claims::{
+    ClaimError, Claims, MAX_SUBJECT_LEN, MAX_TIME_CLAIM_SECS, check_subject, check_tag_claim,
+};
+pub use jwks::{Jwks, JwksError, JwksSource, check_url as check_jwks_url};
 pub use validator::{MAX_TOKEN_BYTES, TokenValidator, ValidatorConfig};
 
 use jsonwebtoken::Algorithm;
@@ -36,8 +38,10 @@ pub enum TokenError {
     KeyAlgorithmMismatch(Algorithm),
     #[error("token signature is invalid")]
     BadSignature,
-    #[error("token has expired (claim \"exp\")")]
+    #[error("token has expired (claim \"exp\"); no leeway applies to exp: send a fresh token")]
     Expired,
+    #[error("token header \"typ\" is missing or not one of BROKER_JWT_TYPES")]
+    TypeNotAllowed,
     #[error("token is not valid yet (claim \"nbf\")")]
     NotYetValid,
     #[error("claim \"iss\" does not match any configured issuer")]

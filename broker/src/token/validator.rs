@@ -1,5 +1,6 @@
 //! Is this token genuine and current? Signature with an allowed algorithm and a key of the right
-//! kind, `exp` / `nbf` with leeway, `iss` and `aud` when configured.
+//! kind, the `typ` header when configured, `exp` strictly (no leeway: no credential or binding
+//! past a token's expiry on any path), `nbf` with leeway, `iss` and `aud` when configured.
 
 use super::{ClaimError, Claims, Jwks, TokenError, claims::RawClaims};
 use crate::secret::Secret;
@@ -19,10 +20,41 @@ pub struct ValidatorConfig {
     pub issuers: Vec<String>,
     /// Accepted `aud` values; empty: not checked.
     pub audiences: Vec<String>,
-    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    /// Clock skew allowed on `nbf` (and by the library on `exp`, which [`check_exp`] then
+    /// re-checks without it), seconds.
     pub leeway_secs: u64,
     /// Claims copied into session tags.
     pub tag_claims: Vec<String>,
+    /// Accepted `typ` header values (`BROKER_JWT_TYPES`, e.g. `at+jwt`); empty: not checked.
+    pub types: Vec<String>,
+}
+
+/// The one expiry rule every path shares (exchange, bind, rebind, the session fast path): a token
+/// is usable only while `now < exp`. The leeway for clock skew applies to `nbf` only — a token
+/// past its `exp` never yields a credential or a binding.
+pub(crate) fn check_exp(expires_at_s: i64, now_ms: i64) -> Result<(), TokenError> {
+    if expires_at_s.saturating_mul(1000) <= now_ms {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
+/// RFC 8725 §3.11 explicit typing: the `typ` header, compared case-insensitively with an optional
+/// `application/` prefix removed (RFC 7515 §4.1.9), must be one of `allowed` when any is set.
+pub(crate) fn check_type(typ: Option<&str>, allowed: &[String]) -> Result<(), TokenError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let normal = |t: &str| {
+        let t = t.trim().to_ascii_lowercase();
+        t.strip_prefix("application/")
+            .map(str::to_string)
+            .unwrap_or(t)
+    };
+    match typ {
+        Some(t) if allowed.iter().any(|a| normal(a) == normal(t)) => Ok(()),
+        _ => Err(TokenError::TypeNotAllowed),
+    }
 }
 
 /// Validates tokens against an HMAC secret and/or a JWKS.
@@ -72,10 +104,13 @@ impl TokenValidator {
         if !self.config.algorithms.contains(&alg) {
             return Err(TokenError::AlgorithmNotAllowed(alg));
         }
+        check_type(header.typ.as_deref(), &self.config.types)?;
         let key = self.key_for(header.kid.as_deref(), alg).await?;
         let data = decode::<RawClaims>(token.expose(), &key, &self.validation(alg))
             .map_err(|e| map_error(e.kind()))?;
-        Ok(data.claims.into_claims(&self.config.tag_claims)?)
+        let claims = data.claims.into_claims(&self.config.tag_claims)?;
+        check_exp(claims.expires_at, crate::clock::now_ms())?;
+        Ok(claims)
     }
 
     async fn key_for(
@@ -98,7 +133,9 @@ impl TokenValidator {
         v.leeway = self.config.leeway_secs;
         v.validate_exp = true;
         v.validate_nbf = true;
-        let mut required = vec!["exp"];
+        // `exp` is required by `claims` (which also bounds it); asking the library to require it
+        // too would report an unparsable `exp` (1e300) as a missing one.
+        let mut required = vec![];
         if self.config.issuers.is_empty() {
             v.iss = None;
         } else {
@@ -133,6 +170,12 @@ fn map_error(kind: &ErrorKind) -> TokenError {
                 "nbf" => "nbf",
                 _ => "sub",
             }))
+        }
+        ErrorKind::InvalidClaimFormat(c) if c == "exp" || c == "nbf" => {
+            TokenError::Claim(ClaimError::WrongType {
+                claim: c.clone(),
+                expected: "a whole number of seconds since 1970 that fits in milliseconds",
+            })
         }
         ErrorKind::InvalidClaimFormat(c) => TokenError::Claim(ClaimError::WrongType {
             claim: c.chars().take(32).collect(),
@@ -170,6 +213,7 @@ mod tests {
                 audiences: audiences.iter().map(|s| s.to_string()).collect(),
                 leeway_secs: 60,
                 tag_claims: vec![],
+                types: vec![],
             },
             Some(&Secret::new(SECRET)),
             None,
@@ -304,13 +348,77 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leeway_accepts_small_skew() {
+    async fn leeway_applies_to_nbf_but_never_to_exp() {
         let v = validator(&[], &[]);
         assert!(
-            check(&v, sign(json!({"sub":"a","exp":now()-10})))
+            check(&v, sign(json!({"sub":"a","exp":now()+300,"nbf":now()+10})))
                 .await
-                .is_ok()
+                .is_ok(),
+            "nbf 10 s ahead is within the 60 s leeway"
         );
+        assert_eq!(
+            check(&v, sign(json!({"sub":"a","exp":now()-10}))).await,
+            Err(TokenError::Expired),
+            "exp 10 s ago: expired, whatever the leeway"
+        );
+        assert_eq!(
+            check(&v, sign(json!({"sub":"a","exp":now()}))).await,
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn exp_rule_is_strict_at_the_millisecond() {
+        assert!(check_exp(1_000, 999_999).is_ok());
+        assert_eq!(check_exp(1_000, 1_000_000), Err(TokenError::Expired));
+        assert_eq!(check_exp(i64::MAX, 0), Ok(()));
+    }
+
+    #[test]
+    fn typ_is_checked_only_when_configured() {
+        let at = vec!["at+jwt".to_string()];
+        assert!(check_type(None, &[]).is_ok());
+        assert!(check_type(Some("JWT"), &[]).is_ok());
+        assert!(check_type(Some("at+jwt"), &at).is_ok());
+        assert!(check_type(Some("AT+JWT"), &at).is_ok());
+        assert!(check_type(Some("application/at+jwt"), &at).is_ok());
+        assert_eq!(
+            check_type(Some("JWT"), &at),
+            Err(TokenError::TypeNotAllowed)
+        );
+        assert_eq!(check_type(None, &at), Err(TokenError::TypeNotAllowed));
+    }
+
+    #[tokio::test]
+    async fn an_id_token_is_refused_where_access_tokens_are_typed() {
+        let mut v = validator(&[], &[]);
+        v.config.types = vec!["at+jwt".into()];
+        let claims = json!({"sub":"alice","exp":now()+300});
+        // jsonwebtoken's default header says "typ":"JWT" (an ID token or a generic JWT).
+        assert_eq!(
+            check(&v, sign(claims.clone())).await,
+            Err(TokenError::TypeNotAllowed)
+        );
+        let mut h = Header::new(Algorithm::HS256);
+        h.typ = Some("at+jwt".into());
+        let typed = encode(&h, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert!(check(&v, Secret::new(typed)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn huge_exp_is_invalid_not_wrapped() {
+        let v = validator(&[], &[]);
+        for exp in [json!(i64::MAX), json!(u64::MAX), json!(1e300)] {
+            let e = check(&v, sign(json!({"sub":"a","exp":exp})))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, TokenError::Claim(ClaimError::OutOfRange("exp")))
+                    || e.to_string()
+                        == "claim \"exp\" must be a whole number of seconds since 1970 that fits in milliseconds",
+                "{exp}: {e:?}"
+            );
+        }
     }
 
     #[tokio::test]
