@@ -444,3 +444,129 @@ fn mint_token_takes_no_secret_flag_and_no_sub_claim() {
     assert!(!ok, "--claim sub=x minted {out}");
     assert!(err.contains("--sub"), "{err}");
 }
+
+/// A CA (PEM file) and leaf certificates it signed, for the mTLS operator test.
+struct Pki {
+    dir: Scratch,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = Scratch::new("admin-pki");
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let pki = Pki { dir, ca };
+        pki.leaf(&["localhost", "127.0.0.1"], "server");
+        pki
+    }
+
+    /// A certificate with these DNS names, written as NAME.pem / NAME.key.
+    fn leaf(&self, names: &[&str], file: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&key, &self.ca)
+                .unwrap();
+        std::fs::write(self.dir.join(&format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.dir.join(&format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(name)).unwrap()
+    }
+
+    /// An anonymous-token operator-plane client presenting certificate `client`.
+    async fn admin(&self, addr: std::net::SocketAddr, client: &str) -> Option<rpc::Admin> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.read("ca.pem")))
+            .domain_name("localhost")
+            .identity(Identity::from_pem(
+                self.read(&format!("{client}.pem")),
+                self.read(&format!("{client}.key")),
+            ));
+        let channel = Endpoint::from_shared(format!("https://{addr}"))
+            .ok()?
+            .tls_config(tls)
+            .ok()?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .ok()?;
+        Some(rpc::Admin::new(channel, None))
+    }
+}
+
+#[tokio::test]
+async fn with_mtls_only_a_named_client_certificate_may_call_session_admin() {
+    let pki = Pki::new();
+    pki.leaf(&["ops-cli.internal"], "ops");
+    pki.leaf(&["mcp-adapter"], "adapter");
+    let stack = BrokerStack::start().await;
+    // A TLS broker on the same STS whose only operator is the `ops-cli.internal` certificate.
+    let broker = e2e::stack::standard_broker(stack.seed(), &stack.proxy.endpoint(), &stack.secret)
+        .name("broker-mtls")
+        .without_env("BROKER_ADMIN_SUBJECTS")
+        .env("BROKER_TLS_CERT", &pki.path("server.pem"))
+        .env("BROKER_TLS_KEY", &pki.path("server.key"))
+        .env("BROKER_TLS_CLIENT_CA", &pki.path("ca.pem"))
+        .env("BROKER_ADMIN_CLIENT_NAMES", "ops-cli.internal")
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ops = loop {
+        if let Some(c) = pki.admin(broker.addr(), "ops").await {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "mTLS client never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The adapter's certificate (valid for the credential plane) is not an operator's.
+    let mut adapter = pki.admin(broker.addr(), "adapter").await.expect("connect");
+    let status = expect_code(
+        rpc::list(&mut adapter, 10, "", "").await,
+        Code::PermissionDenied,
+        "ListSessions with the adapter's certificate",
+    );
+    assert!(
+        status.message().contains("BROKER_ADMIN_CLIENT_NAMES"),
+        "{status:?}"
+    );
+    // The named certificate is served (no token needed: only client names are configured).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rpc::list(&mut ops, 10, "", "").await {
+            Ok(page) => {
+                assert!(page.sessions.is_empty());
+                break;
+            }
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("operator certificate refused: {s:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn admin_client_names_without_mtls_stop_the_broker_at_start() {
+    let (status, log) = e2e::broker::BrokerBuilder::new()
+        .hs256_secret(&random_string(48))
+        .allowed_roles(&["arn:aws:iam::123456789012:role/demo-*"])
+        .env("BROKER_ADMIN_CLIENT_NAMES", "ops-cli.internal")
+        .start_expecting_exit()
+        .await;
+    assert!(!status.success());
+    assert!(
+        log.contains("BROKER_ADMIN_CLIENT_NAMES") && log.contains("BROKER_TLS_CLIENT_CA"),
+        "{log}"
+    );
+}
