@@ -570,3 +570,66 @@ async fn admin_client_names_without_mtls_stop_the_broker_at_start() {
         "{log}"
     );
 }
+
+/// `TTL key` in seconds (-2: no such key).
+async fn ttl(redis: &e2e::redis::RedisServer, key: &str) -> i64 {
+    match redis.cmd(&["TTL", key]).await {
+        redis::Value::Int(n) => n,
+        other => panic!("TTL {key}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn revoking_sessions_nobody_bound_cannot_fill_the_store() {
+    let redis = e2e::redis::RedisServer::start().await;
+    let replicas = e2e::stack::Replicas::start(&redis.url(), 1).await;
+    let mut ops = replicas.admin(0).await;
+    // Made-up handles: NOT_FOUND, and nothing is written.
+    let keys_before = redis.cmd(&["DBSIZE"]).await;
+    for i in 0..50u32 {
+        expect_code(
+            rpc::revoke_by_handle(&mut ops, &format!("{i:032x}")).await,
+            Code::NotFound,
+            "revoking a handle nobody bound",
+        );
+    }
+    assert_eq!(
+        redis.cmd(&["DBSIZE"]).await,
+        keys_before,
+        "no record written"
+    );
+    // A raw id nobody bound: refused for a bounded, short time (not BROKER_REVOKED_RETENTION's
+    // 7 days), and meanwhile it cannot be bound.
+    let id = new_session_id();
+    let tombstone = rpc::revoke_by_id(&mut ops, &id)
+        .await
+        .expect("revoke an id");
+    assert!(tombstone.revoked);
+    let left = ttl(
+        &redis,
+        &format!("cb:v1:sess:{{{}}}", tombstone.session_handle),
+    )
+    .await;
+    assert!((1..=3600).contains(&left), "tombstone TTL {left} s");
+    let mut c = replicas.brokers[0].client().await;
+    expect_code(
+        bind(&mut c, &id, &replicas.rw_token("alice"), "").await,
+        Code::NotFound,
+        "binding a revoked id",
+    );
+    // A bound session's revocation is kept for the full retention.
+    let bound = new_session_id();
+    bind(&mut c, &bound, &replicas.rw_token("alice"), "")
+        .await
+        .expect("bind");
+    let revoked = rpc::revoke_by_id(&mut ops, &bound).await.expect("revoke");
+    let kept = ttl(
+        &redis,
+        &format!("cb:v1:sess:{{{}}}", revoked.session_handle),
+    )
+    .await;
+    assert!(
+        kept > 6 * 24 * 3600,
+        "revocation of a bound session kept {kept} s"
+    );
+}
