@@ -442,24 +442,6 @@ mod tests {
             ) -> Result<Response<GetCredentialsResponse>, Status> {
                 Err(Status::unimplemented(""))
             }
-            async fn describe_session(
-                &self,
-                _: Request<DescribeSessionRequest>,
-            ) -> Result<Response<SessionInfo>, Status> {
-                Err(Status::unimplemented(""))
-            }
-            async fn list_sessions(
-                &self,
-                _: Request<ListSessionsRequest>,
-            ) -> Result<Response<ListSessionsResponse>, Status> {
-                Err(Status::unimplemented(""))
-            }
-            async fn revoke_session(
-                &self,
-                _: Request<RevokeSessionRequest>,
-            ) -> Result<Response<RevokeSessionResponse>, Status> {
-                Err(Status::unimplemented(""))
-            }
         }
 
         /// Serves `broker` on a loopback port; returns its URL.

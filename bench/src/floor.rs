@@ -13,9 +13,8 @@ use std::path::Path;
 
 use credbroker_proto::v1::credential_broker_server::{CredentialBroker, CredentialBrokerServer};
 use credbroker_proto::v1::{
-    AwsCredentials, BindSessionRequest, DescribeSessionRequest, ExchangeTokenRequest,
-    ExchangeTokenResponse, GetCredentialsRequest, GetCredentialsResponse, ListSessionsRequest,
-    ListSessionsResponse, RevokeSessionRequest, RevokeSessionResponse, SessionInfo,
+    AwsCredentials, BindSessionRequest, ExchangeTokenRequest, ExchangeTokenResponse,
+    GetCredentialsRequest, GetCredentialsResponse, SessionInfo,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -54,33 +53,6 @@ impl CredentialBroker for Floor {
         &self,
         _request: Request<ExchangeTokenRequest>,
     ) -> Result<Response<ExchangeTokenResponse>, Status> {
-        Err(Status::unimplemented(
-            "the floor only answers GetCredentials",
-        ))
-    }
-
-    async fn describe_session(
-        &self,
-        _request: Request<DescribeSessionRequest>,
-    ) -> Result<Response<SessionInfo>, Status> {
-        Err(Status::unimplemented(
-            "the floor only answers GetCredentials",
-        ))
-    }
-
-    async fn list_sessions(
-        &self,
-        _request: Request<ListSessionsRequest>,
-    ) -> Result<Response<ListSessionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "the floor only answers GetCredentials",
-        ))
-    }
-
-    async fn revoke_session(
-        &self,
-        _request: Request<RevokeSessionRequest>,
-    ) -> Result<Response<RevokeSessionResponse>, Status> {
         Err(Status::unimplemented(
             "the floor only answers GetCredentials",
         ))

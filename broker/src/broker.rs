@@ -46,6 +46,16 @@ impl From<StoreError> for BrokerError {
     }
 }
 
+/// Most session records one ListSessions call reads, whatever its filter: a filter that matches
+/// little answers a short (even empty) page with a next_page_token instead of reading on.
+pub const LIST_SCAN_BUDGET: usize = 1000;
+
+/// How long revoking a session id that was never bound keeps that id refused. Such a tombstone
+/// must exist (a leaked id must not become bindable), but it names nothing in the store, so it is
+/// kept short and bounded: an MCP client binds a new session on its first tool call, moments after
+/// the id is made, so an id unbound for an hour is not one a live client still holds.
+pub const UNBOUND_TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+
 /// Broker-wide settings beyond the parts' own.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -114,6 +124,11 @@ impl Broker {
 
     pub fn store(&self) -> &Arc<AnyStore> {
         &self.store
+    }
+
+    /// The token rules, for callers that need a validated token without a role (operators).
+    pub fn validator(&self) -> &TokenValidator {
+        &self.validator
     }
 
     /// Validates a token and decides its role and scope.
@@ -319,44 +334,57 @@ impl Broker {
             })?),
         };
         let mut out = Vec::new();
-        // A subject filter may skip many records; bound the work of one page.
-        for _ in 0..20 {
-            let batch = self.store.list_sessions(after.as_ref(), size).await?;
-            let exhausted = batch.len() < size;
+        // A subject filter may skip many records: read at most LIST_SCAN_BUDGET per call and
+        // hand back where to go on.
+        let mut scanned = 0;
+        loop {
+            let want = size.min(LIST_SCAN_BUDGET - scanned);
+            let batch = self.store.list_sessions(after.as_ref(), want).await?;
+            let exhausted = batch.len() < want;
             for (h, r) in batch {
+                scanned += 1;
                 after = Some(h.clone());
-                if !r.revoked && (subject.is_empty() || r.subject == subject) && out.len() < size {
+                if !r.revoked && (subject.is_empty() || r.subject == subject) {
                     out.push((h, r));
+                    if out.len() == size {
+                        // The next page starts right after the last session returned.
+                        return Ok((out, after));
+                    }
                 }
             }
             if exhausted {
                 return Ok((out, None));
             }
-            if out.len() >= size {
-                break;
+            if scanned >= LIST_SCAN_BUDGET {
+                return Ok((out, after));
             }
         }
-        let next = out.last().map(|(h, _)| h.clone()).or(after);
-        Ok((out, next))
     }
 
-    /// Revokes a session for good (for the revocation retention). A session that does not exist
-    /// yet is revoked too: its id can then never be bound. Returns false when already revoked.
+    /// Revokes a session for good (for the revocation retention). Returns false when already
+    /// revoked. A session nobody bound is handled so that revoking made-up ids cannot grow the
+    /// store: by handle it is NOT_FOUND (nothing is written; a handle names a session someone
+    /// saw), by id it gets a tombstone kept [`UNBOUND_TOMBSTONE_TTL`] at most, so that id cannot
+    /// be bound meanwhile.
     pub async fn revoke(&self, selector: &Selector) -> Result<(SessionHandle, bool), BrokerError> {
         let handle = self.handle_of(selector)?;
         for _ in 0..4 {
             let existing = self.store.get_session(&handle).await?;
-            let mut record = match &existing {
-                Some((r, _)) if r.revoked => return Ok((handle, false)),
-                Some((r, _)) => r.clone(),
-                None => SessionRecord::default(),
+            let (mut record, ttl) = match (&existing, selector) {
+                (Some((r, _)), _) if r.revoked => return Ok((handle, false)),
+                (Some((r, _)), _) => (r.clone(), self.settings.revoked_retention),
+                (None, Selector::Handle(_)) => return Err(BrokerError::SessionGone),
+                (None, Selector::Id(_)) => (
+                    SessionRecord::default(),
+                    self.settings.revoked_retention.min(UNBOUND_TOMBSTONE_TTL),
+                ),
             };
             record.revoked = true;
             record.updated_at_ms = now_ms();
             let version = existing.as_ref().map(|(_, v)| v);
             if self
                 .store
-                .swap_session(&handle, version, &record, self.settings.revoked_retention)
+                .swap_session(&handle, version, &record, ttl)
                 .await?
             {
                 tracing::info!(session = %handle, subject = %record.subject, "session revoked");
@@ -547,6 +575,67 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e, BrokerError::SessionGone);
+    }
+
+    #[tokio::test]
+    async fn revoking_made_up_handles_writes_nothing() {
+        let (b, _) = broker();
+        for i in 0..200u32 {
+            let handle = format!("{i:032x}");
+            assert_eq!(
+                b.revoke(&Selector::Handle(handle)).await.unwrap_err(),
+                BrokerError::SessionGone
+            );
+        }
+        assert!(
+            b.store()
+                .list_sessions(None, 1000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "no record was written"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_filtered_listing_reads_a_bounded_number_of_records_per_page() {
+        let (b, _) = broker();
+        let total = LIST_SCAN_BUDGET + 200;
+        for i in 0..total {
+            let h = b
+                .hasher
+                .session_handle(&format!("bob-session-{i:06}-0123456789"));
+            let record = SessionRecord {
+                subject: "bob".into(),
+                ..SessionRecord::default()
+            };
+            assert!(
+                b.store()
+                    .swap_session(&h, None, &record, Duration::from_secs(600))
+                    .await
+                    .unwrap()
+            );
+        }
+        // No session of alice: the first page stops at the budget and says where to go on.
+        let (page, next) = b.list(100, "", "alice").await.unwrap();
+        assert!(page.is_empty());
+        let next = next.expect("more to read after the budget");
+        let (page, last) = b.list(100, next.as_str(), "alice").await.unwrap();
+        assert!(page.is_empty() && last.is_none(), "the rest fits one call");
+        // Unfiltered pages are full and reach every session once.
+        let mut seen = std::collections::HashSet::new();
+        let mut token = String::new();
+        loop {
+            let (page, next) = b.list(300, &token, "").await.unwrap();
+            for (h, _) in page {
+                assert!(seen.insert(h.to_string()));
+            }
+            match next {
+                Some(n) => token = n.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), total);
     }
 
     #[tokio::test]

@@ -35,6 +35,8 @@ pub enum Command {
     MintToken(crate::mint::MintArgs),
     /// Exit 0 if the broker at --addr reports SERVING (for container health checks).
     Healthcheck(crate::ops::HealthcheckArgs),
+    /// The audit trail: `audit verify FILE` checks its hash chain.
+    Audit(crate::audit::AuditArgs),
 }
 
 /// Token log format.
@@ -192,6 +194,19 @@ pub struct ServeArgs {
     /// PEM CA bundle: require client certificates signed by it (mTLS).
     #[arg(long, env = "BROKER_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Operators: JWT subjects (exact `sub`, comma-separated) allowed to call
+    /// credbroker.v1.SessionAdmin with `authorization: Bearer <token>`.
+    #[arg(long, env = "BROKER_ADMIN_SUBJECTS", value_delimiter = ',')]
+    pub admin_subjects: Vec<String>,
+    /// Operators: mTLS client-certificate names (DNS or URI SANs, comma-separated) allowed to call
+    /// credbroker.v1.SessionAdmin. Needs BROKER_TLS_CLIENT_CA.
+    #[arg(long, env = "BROKER_ADMIN_CLIENT_NAMES", value_delimiter = ',')]
+    pub admin_client_names: Vec<String>,
+    /// The audit trail: a file path (appended to; its hash chain continues across restarts) or
+    /// `stdout`. One hash-chained JSON line per decision; when set and it cannot be written, the
+    /// broker serves nothing (fail closed). Check a file with `credential-broker audit verify`.
+    #[arg(long, env = "BROKER_AUDIT_LOG")]
+    pub audit_log: Option<String>,
 }
 
 /// TLS material read at start, so a missing or unreadable file stops the broker with its variable.
@@ -241,6 +256,28 @@ fn shown_path(path: &std::path::Path) -> String {
 }
 
 impl ServeArgs {
+    /// BROKER_ADMIN_SUBJECTS / BROKER_ADMIN_CLIENT_NAMES: trimmed, non-empty entries; client
+    /// names only where client certificates are verified.
+    fn operators(&self) -> Result<crate::operator::OperatorPolicy, ConfigError> {
+        let clean = |v: &[String]| -> std::collections::HashSet<String> {
+            v.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let policy = crate::operator::OperatorPolicy {
+            subjects: clean(&self.admin_subjects),
+            client_names: clean(&self.admin_client_names),
+        };
+        if !policy.client_names.is_empty() && self.tls_client_ca.is_none() {
+            return Err(bad(
+                "BROKER_ADMIN_CLIENT_NAMES",
+                "names client certificates, but none are verified: set BROKER_TLS_CLIENT_CA (mTLS)",
+            ));
+        }
+        Ok(policy)
+    }
+
     fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
         match (&self.tls_cert, &self.tls_key) {
             (None, None) => {
@@ -336,6 +373,10 @@ pub struct Config {
     /// TLS (and mTLS) for the gRPC listener; `None`: plaintext (behind a TLS-terminating network
     /// only).
     pub tls: Option<TlsFiles>,
+    /// Who may call the operator plane.
+    pub operators: crate::operator::OperatorPolicy,
+    /// Where the audit trail goes; `None`: no audit trail.
+    pub audit: Option<crate::audit::AuditTarget>,
 }
 
 fn duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
@@ -695,6 +736,12 @@ impl ServeArgs {
             shutdown_timeout: duration("BROKER_SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?,
             log_format: parse_enum::<LogFormat>("BROKER_LOG_FORMAT", &self.log_format)?,
             tls: self.tls()?,
+            operators: self.operators()?,
+            audit: self
+                .audit_log
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(crate::audit::AuditTarget::parse),
         })
     }
 

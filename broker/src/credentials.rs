@@ -413,6 +413,16 @@ impl CredentialEngine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "STS call made"
         );
+        // The audit trail's issuance record. A write failure marks the log unhealthy; the
+        // request's own record then fails, so the credential is not served unrecorded.
+        let _ = crate::audit::record(&crate::audit::Event {
+            subject: Some(scope.subject.clone()),
+            role_arn: Some(scope.role.clone()),
+            access_key_id: Some(issued.access_key_id.clone()),
+            source_identity: Some(scope.source_identity.clone()),
+            duration_s: Some(lifetime / 1000),
+            ..crate::audit::Event::new("credential_issued", "ok")
+        });
         Ok(CredentialRecord {
             access_key_id: issued.access_key_id,
             secret_access_key: issued.secret_access_key,

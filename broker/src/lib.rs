@@ -5,8 +5,10 @@
 //! → [`scope`] (session name, source identity, tags, bucket policy, credential key) → [`issuer`]
 //! (one STS call) → [`credentials`] (single flight, refresh ahead, last good, [`cooldown`] after STS failures) → [`store`] (memory or
 //! Redis), with [`sessions`] binding tokens to session ids, [`broker`] tying them together and
-//! [`service`] speaking gRPC. [`ops`] holds health, reflection and shutdown; [`server`] wires it.
+//! [`service`] speaking gRPC; [`admin`] is the operator plane. [`ops`] holds health, reflection and shutdown; [`server`] wires it.
 
+pub mod admin;
+pub mod audit;
 pub mod broker;
 pub mod clock;
 pub mod config;
@@ -16,6 +18,7 @@ pub mod hashing;
 pub mod issuer;
 pub mod metrics;
 pub mod mint;
+pub mod operator;
 pub mod ops;
 pub mod role;
 pub mod scope;

@@ -12,7 +12,8 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let code = match cli.command {
-        Some(Command::MintToken(args)) => match mint::mint(&args) {
+        Some(Command::MintToken(args)) => match mint::mint(&args, mint::secret_from_env().as_ref())
+        {
             Ok(token) => {
                 println!("{token}");
                 0
@@ -23,6 +24,7 @@ fn main() -> std::process::ExitCode {
             }
         },
         Some(Command::Healthcheck(args)) => runtime.block_on(ops::healthcheck(args)),
+        Some(Command::Audit(args)) => credential_broker::audit::run(&args),
         Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
         None => runtime.block_on(serve(cli.serve)),
     };

@@ -4,7 +4,7 @@
 
 use crate::config::LogFormat;
 use crate::store::{AnyStore, Store};
-use credbroker_proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use credbroker_proto::{ADMIN_SERVICE_NAME, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic_health::ServingStatus;
@@ -68,6 +68,9 @@ impl Health {
         };
         self.reporter.set_service_status("", status).await;
         self.reporter.set_service_status(SERVICE_NAME, status).await;
+        self.reporter
+            .set_service_status(ADMIN_SERVICE_NAME, status)
+            .await;
     }
 
     /// Pings the store every `every`; flips the status when the answer changes and logs the flip.
@@ -98,6 +101,9 @@ impl Health {
                     false
                 }
             };
+            // The audit log is readiness's other input: NOT_SERVING while it cannot be written. The
+            // retry of its pending records here is how it recovers with no request coming in.
+            let ok = ok && crate::audit::ready().is_ok();
             if ok && !serving {
                 tracing::info!(
                     store = store.kind(),

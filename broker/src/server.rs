@@ -3,6 +3,7 @@
 //! Shutdown order (ECS stop): health flips to NOT_SERVING, the listener stops accepting, in-flight
 //! requests get `BROKER_SHUTDOWN_TIMEOUT` to finish, then the process exits 0.
 
+use crate::admin::AdminService;
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::{CacheConfig, Config, StsMode};
 use crate::credentials::{CredentialEngine, EngineSettings};
@@ -15,6 +16,7 @@ use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::token::{Jwks, TokenValidator, ValidatorConfig};
 use anyhow::Context;
 use credbroker_proto::v1::credential_broker_server::CredentialBrokerServer;
+use credbroker_proto::v1::session_admin_server::SessionAdminServer;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +82,13 @@ async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
 /// Runs the broker until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // The audit log first: a path that cannot be opened stops the broker before anything is served.
+    let audit = match &config.audit {
+        Some(target) => Some(crate::audit::install(
+            crate::audit::AuditLog::open(target).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let hasher = hasher(&config);
     let store = Arc::new(open_store(&config).await?);
 
@@ -143,6 +152,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health::new(reporter);
     health.set(true).await;
+    if let Some(audit) = audit {
+        let mut start = crate::audit::Event::new("start", "ok");
+        start.version = Some(env!("CARGO_PKG_VERSION"));
+        if let Err(e) = audit.record(&start) {
+            // Not fatal: the broker starts NOT_SERVING and recovers when the log is writable.
+            tracing::error!(error = %e, "cannot write the audit log's start record");
+            health.set(false).await;
+        }
+    }
+    if !config.operators.is_enabled() {
+        tracing::warn!(
+            "credbroker.v1.SessionAdmin refuses every call: set BROKER_ADMIN_SUBJECTS and/or BROKER_ADMIN_CLIENT_NAMES to name operators"
+        );
+    }
     let (v1, v1alpha) = reflection();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(health.clone().watch_store(
@@ -217,7 +240,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .add_service(health_service)
             .add_service(v1)
             .add_service(v1alpha)
-            .add_service(CredentialBrokerServer::new(BrokerService::new(broker)))
+            .add_service(CredentialBrokerServer::new(BrokerService::new(Arc::clone(
+                &broker,
+            ))))
+            .add_service(SessionAdminServer::new(AdminService::new(
+                broker,
+                config.operators.clone(),
+            )))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_for_server.wait_for(|s| *s).await;
             }),
@@ -226,7 +255,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     health.set(false).await;
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(config.shutdown_timeout, server).await {
+    let outcome = match tokio::time::timeout(config.shutdown_timeout, server).await {
         Ok(Ok(Ok(()))) => {
             tracing::info!("drained; bye");
             Ok(())
@@ -237,5 +266,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!(timeout = ?config.shutdown_timeout, "in-flight requests did not finish in time; exiting");
             Ok(())
         }
+    };
+    // The last record, after in-flight requests finished (or were given up).
+    if let Some(audit) = audit {
+        let _ = audit.record(&crate::audit::Event::new("stop", "ok"));
     }
+    outcome
 }

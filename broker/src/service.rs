@@ -1,6 +1,7 @@
 //! The tonic service: request → [`Broker`] → response. The one place where errors become gRPC
 //! `Status`es, and where messages are checked at the boundary.
 
+use crate::audit::{AuditError, Event};
 use crate::broker::{Authorized, Broker, BrokerError, Selector, SessionAnswer};
 use crate::clock::timestamp;
 use crate::credentials::{CredentialRecord, EngineError};
@@ -10,10 +11,7 @@ use crate::role::RoleError;
 use crate::secret::Secret;
 use crate::sessions::SessionRecord;
 use crate::store::StoreError;
-use credbroker_proto::v1::{
-    self as pb, credential_broker_server::CredentialBroker, describe_session_request,
-    revoke_session_request,
-};
+use credbroker_proto::v1::{self as pb, credential_broker_server::CredentialBroker};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
@@ -61,7 +59,7 @@ pub fn status(e: &BrokerError) -> Status {
     Status::new(code, e.to_string())
 }
 
-fn fail(method: &'static str, e: BrokerError) -> Status {
+pub(crate) fn fail(method: &'static str, e: BrokerError) -> Status {
     let s = status(&e);
     if let BrokerError::Engine(EngineError::Store(err)) = &e {
         crate::metrics::store_error(match err {
@@ -95,7 +93,7 @@ fn credentials(c: &CredentialRecord) -> pb::AwsCredentials {
 }
 
 /// Operator view of a session: no token, no session id, no secret.
-fn session_info(
+pub(crate) fn session_info(
     handle: &SessionHandle,
     r: &SessionRecord,
     creds: Option<&CredentialRecord>,
@@ -143,7 +141,7 @@ fn principal(auth: &Authorized, c: &CredentialRecord) -> pb::Principal {
     }
 }
 
-fn selector(id: Option<String>, handle: Option<String>) -> Result<Selector, Status> {
+pub(crate) fn selector(id: Option<String>, handle: Option<String>) -> Result<Selector, Status> {
     match (id, handle) {
         (Some(id), None) if !id.is_empty() => Ok(Selector::Id(Secret::new(id))),
         (None, Some(h)) if !h.is_empty() => Ok(Selector::Handle(h)),
@@ -153,8 +151,94 @@ fn selector(id: Option<String>, handle: Option<String>) -> Result<Selector, Stat
     }
 }
 
+/// The caller's peer identity for the audit trail; not computed when there is no audit log (it
+/// allocates, and the warm path has no other use for it).
+fn audit_peer<T>(req: &Request<T>) -> String {
+    if crate::audit::global().is_some() {
+        crate::operator::peer_identity(req)
+    } else {
+        String::new()
+    }
+}
+
+/// The answer while the audit log cannot be written: UNAVAILABLE naming it.
+pub(crate) fn audit_status(e: AuditError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+/// Records a served session answer in the audit trail: bound / rebound every time, served from
+/// the store sampled (the first serve of each session and access key per minute; see
+/// `AuditLog::sample_served`). `Err`: not recorded, so not served.
+fn audit_session(method: &'static str, a: &SessionAnswer, peer: &str) -> Result<(), Status> {
+    let Some(log) = crate::audit::global() else {
+        return Ok(());
+    };
+    let handle = a.handle.to_string();
+    let key = &a.credentials.access_key_id;
+    let event = match (a.rebound, a.record.rebind_count) {
+        (true, 0) => "session_bound",
+        (true, _) => "session_rebound",
+        (false, _) if log.sample_served(&handle, key) => "credential_served",
+        (false, _) => return Ok(()),
+    };
+    let mut e = Event::new(event, "ok");
+    e.method = Some(method);
+    e.subject = Some(a.record.subject.clone());
+    e.issuer = Some(a.record.issuer.clone());
+    e.role_arn = Some(a.record.scope.role.clone());
+    e.session = Some(handle.clone());
+    e.access_key_id = Some(key.clone());
+    e.peer = Some(peer.to_string());
+    e.source_identity = Some(a.record.scope.source_identity.clone());
+    log.record(&e).map_err(|err| {
+        if event == "credential_served" {
+            log.unsample_served(&handle, key);
+        }
+        audit_status(err)
+    })
+}
+
+/// Records a refused or failed credential request. A write failure here only marks the log
+/// unhealthy: the answer is a refusal either way.
+async fn audit_refusal(
+    broker: &Broker,
+    method: &'static str,
+    e: &BrokerError,
+    token: &Secret,
+    session: Option<String>,
+    peer: &str,
+) {
+    if crate::audit::global().is_none() {
+        return;
+    }
+    let (event, outcome) = match e {
+        BrokerError::Token(_) | BrokerError::TokenExpired | BrokerError::Unbound => {
+            ("token_refused", "refused")
+        }
+        BrokerError::OtherSubject | BrokerError::SessionGone => ("session_refused", "refused"),
+        BrokerError::Role(_) | BrokerError::Scope(_) => ("credential_refused", "refused"),
+        BrokerError::Engine(_) | BrokerError::Contention => ("credential_failed", "error"),
+        _ => ("request_refused", "refused"),
+    };
+    let mut ev = Event::new(event, outcome);
+    ev.method = Some(method);
+    ev.reason = Some(e.to_string());
+    ev.session = session;
+    ev.peer = Some(peer.to_string());
+    // Which subject tried: only from a token that is genuine (never unverified claims).
+    if matches!(
+        e,
+        BrokerError::OtherSubject | BrokerError::Role(_) | BrokerError::Scope(_)
+    ) && let Ok(claims) = broker.validator().validate(token).await
+    {
+        ev.subject = Some(claims.subject);
+        ev.issuer = Some(claims.issuer);
+    }
+    let _ = crate::audit::record(&ev);
+}
+
 /// Records the request's method, code and latency.
-fn observe<T>(
+pub(crate) fn observe<T>(
     method: &'static str,
     started: std::time::Instant,
     r: Result<T, Status>,
@@ -166,17 +250,35 @@ fn observe<T>(
 
 /// The handlers; the trait impl below wraps each with metrics.
 impl BrokerService {
+    /// The keyed handle of a well-formed session id, for the audit trail (never the id).
+    fn session_handle(&self, id: &Secret) -> Option<String> {
+        self.broker
+            .handle_of(&Selector::Id(id.clone()))
+            .ok()
+            .map(|h| h.to_string())
+    }
+
     async fn bind_session_inner(
         &self,
         req: Request<pb::BindSessionRequest>,
     ) -> Result<Response<pb::SessionInfo>, Status> {
+        let peer = audit_peer(&req);
+        crate::audit::ready().map_err(audit_status)?;
         let r = req.into_inner();
         let (id, token) = (Secret::new(r.session_id), Secret::new(r.token));
-        let a = self
+        let a = match self
             .broker
             .session_credentials(&id, Some(&token), role_arg(&r.role_arn)?, true)
             .await
-            .map_err(|e| fail("BindSession", e))?;
+        {
+            Ok(a) => a,
+            Err(e) => {
+                let handle = self.session_handle(&id);
+                audit_refusal(&self.broker, "BindSession", &e, &token, handle, &peer).await;
+                return Err(fail("BindSession", e));
+            }
+        };
+        audit_session("BindSession", &a, &peer)?;
         Ok(Response::new(session_info(
             &a.handle,
             &a.record,
@@ -188,13 +290,23 @@ impl BrokerService {
         &self,
         req: Request<pb::GetCredentialsRequest>,
     ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
+        let peer = audit_peer(&req);
+        crate::audit::ready().map_err(audit_status)?;
         let r = req.into_inner();
         let (id, token) = (Secret::new(r.session_id), Secret::new(r.token));
-        let a = self
+        let a = match self
             .broker
             .session_credentials(&id, Some(&token), role_arg(&r.role_arn)?, false)
             .await
-            .map_err(|e| fail("GetCredentials", e))?;
+        {
+            Ok(a) => a,
+            Err(e) => {
+                let handle = self.session_handle(&id);
+                audit_refusal(&self.broker, "GetCredentials", &e, &token, handle, &peer).await;
+                return Err(fail("GetCredentials", e));
+            }
+        };
+        audit_session("GetCredentials", &a, &peer)?;
         Ok(Response::new(answer(&a)))
     }
 
@@ -202,84 +314,31 @@ impl BrokerService {
         &self,
         req: Request<pb::ExchangeTokenRequest>,
     ) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
+        let peer = audit_peer(&req);
+        crate::audit::ready().map_err(audit_status)?;
         let r = req.into_inner();
         let token = Secret::new(r.token);
-        let (auth, creds) = self
-            .broker
-            .exchange(&token, role_arg(&r.role_arn)?)
-            .await
-            .map_err(|e| fail("ExchangeToken", e))?;
+        let (auth, creds) = match self.broker.exchange(&token, role_arg(&r.role_arn)?).await {
+            Ok(v) => v,
+            Err(e) => {
+                audit_refusal(&self.broker, "ExchangeToken", &e, &token, None, &peer).await;
+                return Err(fail("ExchangeToken", e));
+            }
+        };
+        if crate::audit::global().is_some() {
+            let mut e = Event::new("token_exchanged", "ok");
+            e.method = Some("ExchangeToken");
+            e.subject = Some(auth.claims.subject.clone());
+            e.issuer = Some(auth.claims.issuer.clone());
+            e.role_arn = Some(auth.scope.role.clone());
+            e.access_key_id = Some(creds.access_key_id.clone());
+            e.peer = Some(peer);
+            e.source_identity = Some(auth.scope.source_identity.clone());
+            crate::audit::record(&e).map_err(audit_status)?;
+        }
         Ok(Response::new(pb::ExchangeTokenResponse {
             credentials: Some(credentials(&creds)),
             principal: Some(principal(&auth, &creds)),
-        }))
-    }
-
-    async fn describe_session_inner(
-        &self,
-        req: Request<pb::DescribeSessionRequest>,
-    ) -> Result<Response<pb::SessionInfo>, Status> {
-        let sel = match req.into_inner().selector {
-            Some(describe_session_request::Selector::SessionId(id)) => selector(Some(id), None)?,
-            Some(describe_session_request::Selector::SessionHandle(h)) => selector(None, Some(h))?,
-            None => selector(None, None)?,
-        };
-        let (handle, record, creds) = self
-            .broker
-            .describe(&sel)
-            .await
-            .map_err(|e| fail("DescribeSession", e))?;
-        Ok(Response::new(session_info(
-            &handle,
-            &record,
-            creds.as_ref(),
-        )))
-    }
-
-    async fn list_sessions_inner(
-        &self,
-        req: Request<pb::ListSessionsRequest>,
-    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let r = req.into_inner();
-        let (page, next) = self
-            .broker
-            .list(r.page_size, &r.page_token, r.subject.trim())
-            .await
-            .map_err(|e| fail("ListSessions", e))?;
-        let mut sessions = Vec::with_capacity(page.len());
-        for (handle, record) in &page {
-            let creds = self
-                .broker
-                .engine()
-                .peek(&record.credential_id)
-                .await
-                .ok()
-                .flatten();
-            sessions.push(session_info(handle, record, creds.as_ref()));
-        }
-        Ok(Response::new(pb::ListSessionsResponse {
-            sessions,
-            next_page_token: next.map(|h| h.to_string()).unwrap_or_default(),
-        }))
-    }
-
-    async fn revoke_session_inner(
-        &self,
-        req: Request<pb::RevokeSessionRequest>,
-    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let sel = match req.into_inner().selector {
-            Some(revoke_session_request::Selector::SessionId(id)) => selector(Some(id), None)?,
-            Some(revoke_session_request::Selector::SessionHandle(h)) => selector(None, Some(h))?,
-            None => selector(None, None)?,
-        };
-        let (handle, revoked) = self
-            .broker
-            .revoke(&sel)
-            .await
-            .map_err(|e| fail("RevokeSession", e))?;
-        Ok(Response::new(pb::RevokeSessionResponse {
-            session_handle: handle.to_string(),
-            revoked,
         }))
     }
 }
@@ -315,38 +374,6 @@ impl CredentialBroker for BrokerService {
             "ExchangeToken",
             started,
             self.exchange_token_inner(req).await,
-        )
-    }
-
-    async fn describe_session(
-        &self,
-        req: Request<pb::DescribeSessionRequest>,
-    ) -> Result<Response<pb::SessionInfo>, Status> {
-        let started = std::time::Instant::now();
-        observe(
-            "DescribeSession",
-            started,
-            self.describe_session_inner(req).await,
-        )
-    }
-
-    async fn list_sessions(
-        &self,
-        req: Request<pb::ListSessionsRequest>,
-    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let started = std::time::Instant::now();
-        observe("ListSessions", started, self.list_sessions_inner(req).await)
-    }
-
-    async fn revoke_session(
-        &self,
-        req: Request<pb::RevokeSessionRequest>,
-    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let started = std::time::Instant::now();
-        observe(
-            "RevokeSession",
-            started,
-            self.revoke_session_inner(req).await,
         )
     }
 }

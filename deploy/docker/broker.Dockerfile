@@ -42,10 +42,14 @@ COPY broker/src/ broker/src/
 RUN touch broker/src/main.rs broker/src/lib.rs \
  && cargo build --release --locked -p credential-broker --bin credential-broker \
  && install -D -m 0755 target/release/credential-broker /out/credential-broker \
+ && install -d -m 0700 /out/audit \
  && /out/credential-broker --version
 
 FROM ${RUNTIME_IMAGE}
 COPY --from=builder /out/credential-broker /usr/local/bin/credential-broker
+# BROKER_AUDIT_LOG's directory in the ECS task (a task volume shared with the audit-log shipper),
+# owned by the broker's user: ECS copies the image's directory and its ownership to the volume.
+COPY --from=builder --chown=65532:65532 /out/audit /audit
 # Numeric ids so that orchestrators that check "runAsNonRoot" can verify them without /etc/passwd.
 USER 65532:65532
 # Inside a container the broker must listen on all interfaces; outside it defaults to loopback.

@@ -15,6 +15,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// Fully-qualified service name, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "credbroker.v1.CredentialBroker";
 
+/// Fully-qualified name of the operator service (describe, list, revoke), authorized apart from
+/// the credential plane.
+pub const ADMIN_SERVICE_NAME: &str = "credbroker.v1.SessionAdmin";
+
 /// The canonical name of a gRPC status code (`INVALID_ARGUMENT`), as grpcurl and the gRPC
 /// documentation spell it: the label value of the broker's and the adapter's error metrics.
 pub fn code_name(code: tonic::Code) -> &'static str {

@@ -521,6 +521,7 @@ REQUIRED_SECRETS = {
 }
 HEALTH_COMMANDS = {
     "credential-broker": ["CMD", "/usr/local/bin/credential-broker", "healthcheck"],
+    "audit-log-shipper": ["CMD", "test", "-d", "/audit"],
     "mcp-adapter": ["CMD", "/usr/local/bin/mcp-adapter", "healthcheck"],
 }
 LOG_FORMAT_VARS = {"credential-broker": "BROKER_LOG_FORMAT", "mcp-adapter": "ADAPTER_LOG_FORMAT"}
@@ -550,8 +551,10 @@ def task_violations(task: dict, expected_container: str) -> list[str]:
     if expected_container == "credential-broker" and task.get("taskRoleArn") != "${BrokerTaskRoleArn}":
         problems.append("the broker task role must be the template's BrokerTaskRole (${BrokerTaskRoleArn})")
     containers = task.get("containerDefinitions", [])
-    if [c.get("name") for c in containers] != [expected_container]:
-        problems.append(f"expected exactly one container {expected_container!r}")
+    # The broker task also runs the audit-log shipper (its audit trail to its own log group).
+    sidecars = ["audit-log-shipper"] if expected_container == "credential-broker" else []
+    if [c.get("name") for c in containers] != [expected_container, *sidecars]:
+        problems.append(f"expected exactly the containers {[expected_container, *sidecars]!r}")
     for c in containers:
         name = c.get("name")
         env = {e["name"]: e.get("value") for e in c.get("environment", [])}

@@ -25,6 +25,10 @@ use crate::tools;
 /// The service name health and reflection know the broker by.
 pub const SERVICE: &str = "credbroker.v1.CredentialBroker";
 
+/// The subject the harness configures as the one operator (`BROKER_ADMIN_SUBJECTS`) of every
+/// broker it starts; a test that wants another set overrides or removes the variable.
+pub const OPERATOR: &str = "ops@e2e.test";
+
 /// How long a broker may take to become SERVING (a debug build on a busy 2-core machine).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -59,7 +63,8 @@ impl BrokerBuilder {
             .env("BROKER_LOG_FORMAT", "text")
             .env("RUST_LOG", "info,credential_broker=debug")
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("BROKER_ADMIN_SUBJECTS", OPERATOR);
         builder
     }
 
@@ -196,6 +201,15 @@ impl Broker {
     /// A client on a fresh channel (HTTP/2: clone it freely for concurrent calls).
     pub async fn client(&self) -> CredentialBrokerClient<Channel> {
         CredentialBrokerClient::new(channel(&self.endpoint()).await.expect("connect to broker"))
+    }
+
+    /// An operator-plane (`SessionAdmin`) client on a fresh channel that sends `token` as its
+    /// bearer token (`None`: an anonymous caller).
+    pub async fn admin(&self, token: Option<&str>) -> crate::rpc::Admin {
+        crate::rpc::Admin::new(
+            channel(&self.endpoint()).await.expect("connect to broker"),
+            token,
+        )
     }
 
     /// The serving status health reports for `service` (`""` is the whole server); `None` when

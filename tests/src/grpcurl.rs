@@ -91,4 +91,17 @@ impl Grpcurl {
         let data = request.to_string();
         self.run(&["-d", &data], &[method]).await
     }
+
+    /// Calls `method` with a JSON request and `authorization: Bearer <token>` metadata (an
+    /// operator's call to `credbroker.v1.SessionAdmin`).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        request: &serde_json::Value,
+    ) -> GrpcurlOutput {
+        let data = request.to_string();
+        let header = format!("authorization: Bearer {token}");
+        self.run(&["-H", &header, "-d", &data], &[method]).await
+    }
 }

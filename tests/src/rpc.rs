@@ -2,6 +2,7 @@
 //! (`bind(&mut c, &sid, &token, "")`) and status checks name what was expected.
 
 use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
+use credbroker_proto::v1::session_admin_client::SessionAdminClient;
 use credbroker_proto::v1::{
     BindSessionRequest, DescribeSessionRequest, ExchangeTokenRequest, ExchangeTokenResponse,
     GetCredentialsRequest, GetCredentialsResponse, ListSessionsRequest, ListSessionsResponse,
@@ -12,6 +13,43 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 pub type Client = CredentialBrokerClient<Channel>;
+
+/// An operator's connection to `credbroker.v1.SessionAdmin`: the client and the bearer token sent
+/// as `authorization` metadata with every call (none: an anonymous caller).
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: SessionAdminClient<Channel>,
+    token: Option<String>,
+}
+
+impl Admin {
+    pub fn new(channel: Channel, token: Option<&str>) -> Admin {
+        Admin {
+            client: SessionAdminClient::new(channel),
+            token: token.map(str::to_string),
+        }
+    }
+
+    /// The same connection with another bearer token (or none).
+    pub fn with_token(&self, token: Option<&str>) -> Admin {
+        Admin {
+            client: self.client.clone(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    /// `message` with `authorization: Bearer <token>` when this caller has a token.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ASCII token"),
+            );
+        }
+        request
+    }
+}
 
 pub async fn bind(
     c: &mut Client,
@@ -57,43 +95,49 @@ pub async fn exchange(
     .map(tonic::Response::into_inner)
 }
 
-pub async fn describe_by_id(c: &mut Client, session_id: &str) -> Result<SessionInfo, Status> {
-    c.describe_session(DescribeSessionRequest {
+pub async fn describe_by_id(c: &mut Admin, session_id: &str) -> Result<SessionInfo, Status> {
+    let request = c.request(DescribeSessionRequest {
         selector: Some(describe_session_request::Selector::SessionId(
             session_id.into(),
         )),
-    })
-    .await
-    .map(tonic::Response::into_inner)
+    });
+    c.client
+        .describe_session(request)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
-pub async fn describe_by_handle(c: &mut Client, handle: &str) -> Result<SessionInfo, Status> {
-    c.describe_session(DescribeSessionRequest {
+pub async fn describe_by_handle(c: &mut Admin, handle: &str) -> Result<SessionInfo, Status> {
+    let request = c.request(DescribeSessionRequest {
         selector: Some(describe_session_request::Selector::SessionHandle(
             handle.into(),
         )),
-    })
-    .await
-    .map(tonic::Response::into_inner)
+    });
+    c.client
+        .describe_session(request)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 pub async fn list(
-    c: &mut Client,
+    c: &mut Admin,
     page_size: u32,
     page_token: &str,
     subject: &str,
 ) -> Result<ListSessionsResponse, Status> {
-    c.list_sessions(ListSessionsRequest {
+    let request = c.request(ListSessionsRequest {
         page_size,
         page_token: page_token.into(),
         subject: subject.into(),
-    })
-    .await
-    .map(tonic::Response::into_inner)
+    });
+    c.client
+        .list_sessions(request)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Every listed session (of `subject`, or all when empty), following `next_page_token`.
-pub async fn list_all(c: &mut Client, page_size: u32, subject: &str) -> Vec<SessionInfo> {
+pub async fn list_all(c: &mut Admin, page_size: u32, subject: &str) -> Vec<SessionInfo> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     for _ in 0..1000 {
@@ -110,29 +154,33 @@ pub async fn list_all(c: &mut Client, page_size: u32, subject: &str) -> Vec<Sess
 }
 
 pub async fn revoke_by_id(
-    c: &mut Client,
+    c: &mut Admin,
     session_id: &str,
 ) -> Result<RevokeSessionResponse, Status> {
-    c.revoke_session(RevokeSessionRequest {
+    let request = c.request(RevokeSessionRequest {
         selector: Some(revoke_session_request::Selector::SessionId(
             session_id.into(),
         )),
-    })
-    .await
-    .map(tonic::Response::into_inner)
+    });
+    c.client
+        .revoke_session(request)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 pub async fn revoke_by_handle(
-    c: &mut Client,
+    c: &mut Admin,
     handle: &str,
 ) -> Result<RevokeSessionResponse, Status> {
-    c.revoke_session(RevokeSessionRequest {
+    let request = c.request(RevokeSessionRequest {
         selector: Some(revoke_session_request::Selector::SessionHandle(
             handle.into(),
         )),
-    })
-    .await
-    .map(tonic::Response::into_inner)
+    });
+    c.client
+        .revoke_session(request)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// The error of `result`, which must be `code`; panics naming `what` otherwise.

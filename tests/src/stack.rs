@@ -76,6 +76,16 @@ impl BrokerStack {
     pub fn token(&self, claims: &Claims) -> String {
         self.minter.mint(claims)
     }
+
+    /// A token of the harness's operator ([`crate::broker::OPERATOR`]): no role needed.
+    pub fn operator_token(&self) -> String {
+        self.minter.mint(&Claims::new(crate::broker::OPERATOR))
+    }
+
+    /// The operator plane of the broker, called as the configured operator.
+    pub async fn admin(&self) -> crate::rpc::Admin {
+        self.broker.admin(Some(&self.operator_token())).await
+    }
 }
 
 /// The standard broker configuration against `seed`, with STS at `sts_endpoint`.
@@ -204,5 +214,15 @@ impl Replicas {
     /// A token for the seeded read-only role.
     pub fn ro_token(&self, sub: &str) -> String {
         self.minter.for_role(sub, &self.moto.seed().roles.read_only)
+    }
+
+    /// A token of the harness's operator ([`crate::broker::OPERATOR`]).
+    pub fn operator_token(&self) -> String {
+        self.minter.mint(&Claims::new(crate::broker::OPERATOR))
+    }
+
+    /// The operator plane of replica `i`, called as the configured operator.
+    pub async fn admin(&self, i: usize) -> crate::rpc::Admin {
+        self.brokers[i].admin(Some(&self.operator_token())).await
     }
 }

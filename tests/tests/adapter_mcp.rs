@@ -14,9 +14,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use credbroker_proto::v1::{
-    ExchangeTokenRequest, ListSessionsRequest, RevokeSessionRequest, revoke_session_request,
-};
+use credbroker_proto::v1::ExchangeTokenRequest;
 use e2e::adapter::AdapterBuilder;
 use e2e::aws::{self, StaticCreds};
 use e2e::leaks::{Secret, assert_no_secrets};
@@ -580,27 +578,15 @@ async fn a_session_revoked_at_the_broker_is_refused_and_told_to_start_over() {
         ),
         |_| async {
             // An operator revokes victor's session by handle (never by the raw id).
-            let mut client = broker.client().await;
-            let sessions = client
-                .list_sessions(ListSessionsRequest {
-                    page_size: 10,
-                    page_token: String::new(),
-                    subject: "victor".into(),
-                })
+            let mut ops = broker.admin(Some(&fx.stack.operator_token())).await;
+            let sessions = e2e::rpc::list(&mut ops, 10, "", "victor")
                 .await
                 .expect("ListSessions")
-                .into_inner()
                 .sessions;
             assert_eq!(sessions.len(), 1, "victor has one bound session");
-            let revoked = client
-                .revoke_session(RevokeSessionRequest {
-                    selector: Some(revoke_session_request::Selector::SessionHandle(
-                        sessions[0].session_handle.clone(),
-                    )),
-                })
+            let revoked = e2e::rpc::revoke_by_handle(&mut ops, &sessions[0].session_handle)
                 .await
-                .expect("RevokeSession")
-                .into_inner();
+                .expect("RevokeSession");
             assert!(revoked.revoked);
         },
     )

@@ -149,6 +149,7 @@ async fn read_only_token_gets_credentials_that_cannot_write() {
 async fn unknown_and_revoked_sessions_are_not_found_for_good() {
     let stack = BrokerStack::start().await;
     let mut c = stack.broker.client().await;
+    let mut ops = stack.admin().await;
 
     // An unknown session without a token: what is missing is the token that would bind it
     // (UNAUTHENTICATED, so the adapter answers 401 "send your token"), not a new session.
@@ -159,7 +160,7 @@ async fn unknown_and_revoked_sessions_are_not_found_for_good() {
         "GetCredentials, unknown session, no token",
     );
     expect_code(
-        describe_by_id(&mut c, &unknown).await,
+        describe_by_id(&mut ops, &unknown).await,
         Code::NotFound,
         "DescribeSession, unknown session",
     );
@@ -168,7 +169,7 @@ async fn unknown_and_revoked_sessions_are_not_found_for_good() {
     let info = bind(&mut c, &session_id, &stack.rw_token("alice"), "")
         .await
         .expect("bind");
-    let revoked = rpc::revoke_by_handle(&mut c, &info.session_handle)
+    let revoked = rpc::revoke_by_handle(&mut ops, &info.session_handle)
         .await
         .expect("RevokeSession");
     assert!(revoked.revoked);
@@ -190,16 +191,16 @@ async fn unknown_and_revoked_sessions_are_not_found_for_good() {
         "BindSession must not revive a revoked session",
     );
     expect_code(
-        describe_by_id(&mut c, &session_id).await,
+        describe_by_id(&mut ops, &session_id).await,
         Code::NotFound,
         "DescribeSession, revoked",
     );
     expect_code(
-        describe_by_handle(&mut c, &info.session_handle).await,
+        describe_by_handle(&mut ops, &info.session_handle).await,
         Code::NotFound,
         "DescribeSession by handle, revoked",
     );
-    let again = rpc::revoke_by_id(&mut c, &session_id)
+    let again = rpc::revoke_by_id(&mut ops, &session_id)
         .await
         .expect("RevokeSession twice");
     assert!(!again.revoked, "already revoked");
@@ -214,6 +215,7 @@ async fn unknown_and_revoked_sessions_are_not_found_for_good() {
 async fn another_subjects_token_is_denied_and_leaves_the_session_unchanged() {
     let stack = BrokerStack::start().await;
     let mut c = stack.broker.client().await;
+    let mut ops = stack.admin().await;
     let session_id = new_session_id();
     bind(&mut c, &session_id, &stack.rw_token("alice"), "")
         .await
@@ -235,7 +237,9 @@ async fn another_subjects_token_is_denied_and_leaves_the_session_unchanged() {
         "BindSession with another subject's token",
     );
 
-    let after = describe_by_id(&mut c, &session_id).await.expect("describe");
+    let after = describe_by_id(&mut ops, &session_id)
+        .await
+        .expect("describe");
     assert_eq!(after.subject, "alice");
     assert_eq!(after.rebind_count, before_session.rebind_count);
     assert_eq!(after.token_expires_at, before_session.token_expires_at);
@@ -297,6 +301,7 @@ async fn exchange_token_needs_no_session_and_creates_none() {
     let stack = BrokerStack::start().await;
     let seed = stack.seed().clone();
     let mut c = stack.broker.client().await;
+    let mut ops = stack.admin().await;
     let claims = Claims::new("svc-reporting").role_arn(&seed.roles.read_write);
     let response = exchange(&mut c, &stack.token(&claims), "")
         .await
@@ -322,7 +327,7 @@ async fn exchange_token_needs_no_session_and_creates_none() {
     .await
     .expect("exchanged read-write credentials write");
     assert!(
-        rpc::list_all(&mut c, 100, "").await.is_empty(),
+        rpc::list_all(&mut ops, 100, "").await.is_empty(),
         "ExchangeToken is stateless: no session appears"
     );
 }

@@ -1,5 +1,7 @@
 //! The operator's walkthrough with grpcurl 1.8 (reflection v1alpha only): list, describe, health,
-//! BindSession and DescribeSession, with no .proto file at hand.
+//! BindSession on the credential plane and DescribeSession / ListSessions / RevokeSession on the
+//! operator plane (`credbroker.v1.SessionAdmin`, with an operator's token), with no .proto file at
+//! hand.
 
 use e2e::grpcurl::Grpcurl;
 use e2e::stack::{BrokerStack, new_session_id};
@@ -12,7 +14,11 @@ async fn grpcurl_lists_describes_checks_health_and_calls_the_broker() {
 
     let services = grpcurl.list(None).await;
     let services: Vec<&str> = services.expect_ok("list").lines().map(str::trim).collect();
-    for expected in ["credbroker.v1.CredentialBroker", "grpc.health.v1.Health"] {
+    for expected in [
+        "credbroker.v1.CredentialBroker",
+        "credbroker.v1.SessionAdmin",
+        "grpc.health.v1.Health",
+    ] {
         assert!(
             services.contains(&expected),
             "{expected} not listed: {services:?}"
@@ -25,17 +31,24 @@ async fn grpcurl_lists_describes_checks_health_and_calls_the_broker() {
 
     let methods = grpcurl.list(Some("credbroker.v1.CredentialBroker")).await;
     let methods = methods.expect_ok("list service");
-    for rpc in [
-        "BindSession",
-        "GetCredentials",
-        "ExchangeToken",
-        "DescribeSession",
-        "ListSessions",
-        "RevokeSession",
-    ] {
+    for rpc in ["BindSession", "GetCredentials", "ExchangeToken"] {
         assert!(
             methods.contains(&format!("credbroker.v1.CredentialBroker.{rpc}")),
             "{rpc} missing: {methods}"
+        );
+    }
+    for rpc in ["DescribeSession", "ListSessions", "RevokeSession"] {
+        assert!(
+            !methods.contains(rpc),
+            "the credential plane still lists {rpc}: {methods}"
+        );
+    }
+    let admin_methods = grpcurl.list(Some("credbroker.v1.SessionAdmin")).await;
+    let admin_methods = admin_methods.expect_ok("list SessionAdmin");
+    for rpc in ["DescribeSession", "ListSessions", "RevokeSession"] {
+        assert!(
+            admin_methods.contains(&format!("credbroker.v1.SessionAdmin.{rpc}")),
+            "{rpc} missing: {admin_methods}"
         );
     }
 
@@ -53,7 +66,11 @@ async fn grpcurl_lists_describes_checks_health_and_calls_the_broker() {
             .contains("session_handle")
     );
 
-    for service in ["", "credbroker.v1.CredentialBroker"] {
+    for service in [
+        "",
+        "credbroker.v1.CredentialBroker",
+        "credbroker.v1.SessionAdmin",
+    ] {
         let health = grpcurl
             .call(
                 "grpc.health.v1.Health/Check",
@@ -81,9 +98,11 @@ async fn grpcurl_lists_describes_checks_health_and_calls_the_broker() {
     assert_eq!(bound["subject"], "alice");
     assert!(!bound.to_string().contains(&session_id) && !bound.to_string().contains(&token));
 
+    let ops = stack.operator_token();
     let described = grpcurl
-        .call(
-            "credbroker.v1.CredentialBroker/DescribeSession",
+        .call_as(
+            &ops,
+            "credbroker.v1.SessionAdmin/DescribeSession",
             &json!({ "session_handle": handle }),
         )
         .await;
@@ -94,8 +113,9 @@ async fn grpcurl_lists_describes_checks_health_and_calls_the_broker() {
     assert_eq!(described["roleArn"], stack.seed().roles.read_write.as_str());
 
     let listed = grpcurl
-        .call(
-            "credbroker.v1.CredentialBroker/ListSessions",
+        .call_as(
+            &ops,
+            "credbroker.v1.SessionAdmin/ListSessions",
             &json!({ "subject": "alice" }),
         )
         .await;
@@ -120,16 +140,18 @@ async fn grpcurl_lists_describes_checks_health_and_calls_the_broker() {
     );
 
     let revoked = grpcurl
-        .call(
-            "credbroker.v1.CredentialBroker/RevokeSession",
+        .call_as(
+            &ops,
+            "credbroker.v1.SessionAdmin/RevokeSession",
             &json!({ "session_handle": handle }),
         )
         .await;
     revoked.expect_ok("RevokeSession");
     assert_eq!(revoked.json()["revoked"], true);
     let gone = grpcurl
-        .call(
-            "credbroker.v1.CredentialBroker/DescribeSession",
+        .call_as(
+            &ops,
+            "credbroker.v1.SessionAdmin/DescribeSession",
             &json!({ "session_handle": handle }),
         )
         .await;

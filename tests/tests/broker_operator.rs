@@ -19,8 +19,10 @@ async fn operator_views_show_handles_and_no_secret_and_the_log_stays_clean() {
         BrokerStack::start_with(|b| b.env("RUST_LOG", "info,credential_broker=trace")).await;
     let seed = stack.seed().clone();
     let mut c = stack.broker.client().await;
+    let mut ops = stack.admin().await;
     let mut secrets = vec![
         Secret::new("HS256 secret", stack.secret.clone()),
+        Secret::new("operator token", stack.operator_token()),
         Secret::new(
             "broker's AWS secret key",
             seed.users.broker.secret_access_key.clone(),
@@ -92,8 +94,8 @@ async fn operator_views_show_handles_and_no_secret_and_the_log_stays_clean() {
     // Handles are stable per id, distinct per session, and name the session both ways.
     assert_eq!(handles.iter().collect::<HashSet<_>>().len(), 3);
     for (id, handle) in ids.iter().zip(&handles) {
-        let by_id = describe_by_id(&mut c, id).await.expect("describe by id");
-        let by_handle = describe_by_handle(&mut c, handle)
+        let by_id = describe_by_id(&mut ops, id).await.expect("describe by id");
+        let by_handle = describe_by_handle(&mut ops, handle)
             .await
             .expect("describe by handle");
         assert_eq!(&by_id.session_handle, handle);
@@ -101,20 +103,20 @@ async fn operator_views_show_handles_and_no_secret_and_the_log_stays_clean() {
     }
 
     // Listing: all, by subject, and page by page.
-    let all = list_all(&mut c, 0, "").await;
+    let all = list_all(&mut ops, 0, "").await;
     let listed: HashSet<String> = all.iter().map(|s| s.session_handle.clone()).collect();
     assert_eq!(
         listed,
         handles.iter().cloned().collect(),
         "exactly the three sessions are listed"
     );
-    let alice: HashSet<String> = list_all(&mut c, 100, "alice")
+    let alice: HashSet<String> = list_all(&mut ops, 100, "alice")
         .await
         .into_iter()
         .map(|s| s.session_handle)
         .collect();
     assert_eq!(alice, handles[..2].iter().cloned().collect());
-    let paged = list_all(&mut c, 1, "").await;
+    let paged = list_all(&mut ops, 1, "").await;
     assert_eq!(
         paged.len(),
         3,
@@ -132,16 +134,16 @@ async fn operator_views_show_handles_and_no_secret_and_the_log_stays_clean() {
     // No operator answer carries a secret.
     let answers = format!(
         "{all:?}\n{paged:?}\n{:?}",
-        describe_by_id(&mut c, &ids[0]).await.unwrap()
+        describe_by_id(&mut ops, &ids[0]).await.unwrap()
     );
     assert_no_secrets("operator answers", &answers, &secrets);
 
     // Revoking one session leaves the others listed.
-    let revoked = rpc::revoke_by_id(&mut c, &ids[2])
+    let revoked = rpc::revoke_by_id(&mut ops, &ids[2])
         .await
         .expect("revoke bob");
     assert_eq!(revoked.session_handle, handles[2]);
-    let after: HashSet<String> = list_all(&mut c, 100, "")
+    let after: HashSet<String> = list_all(&mut ops, 100, "")
         .await
         .into_iter()
         .map(|s| s.session_handle)

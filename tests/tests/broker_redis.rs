@@ -59,7 +59,7 @@ async fn replicas_share_sessions_and_a_revocation_reaches_the_other_replica_with
         "one handle on every replica"
     );
     assert_eq!(
-        describe_by_id(&mut two, &session_id)
+        describe_by_id(&mut stack.admin(1).await, &session_id)
             .await
             .unwrap()
             .session_handle,
@@ -71,7 +71,7 @@ async fn replicas_share_sessions_and_a_revocation_reaches_the_other_replica_with
         "replica 2 used replica 1's credential"
     );
 
-    revoke_by_id(&mut one, &session_id)
+    revoke_by_id(&mut stack.admin(0).await, &session_id)
         .await
         .expect("revoke on replica 1");
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -142,7 +142,9 @@ async fn a_warm_request_reads_only_its_session_from_redis_and_revocation_still_r
     assert_eq!(stack.proxy.assume_role_count(), 1);
 
     // The session is still read on every call: a revocation on replica 1 reaches replica 2 at once.
-    revoke_by_id(&mut one, &session_id).await.unwrap();
+    revoke_by_id(&mut stack.admin(0).await, &session_id)
+        .await
+        .unwrap();
     expect_code(
         get_credentials(&mut two, &session_id, "", "").await,
         Code::NotFound,

@@ -62,6 +62,14 @@ impl Fixture {
     fn token(&self, sub: &str) -> String {
         self.minter.for_role(sub, &self.rw)
     }
+
+    /// The operator plane of replica `i`, as the harness's operator.
+    async fn admin(&self, i: usize) -> e2e::rpc::Admin {
+        let token = self
+            .minter
+            .mint(&e2e::tokens::Claims::new(e2e::broker::OPERATOR));
+        self.brokers[i].admin(Some(&token)).await
+    }
 }
 
 fn list() -> serde_json::Value {
@@ -81,7 +89,7 @@ async fn another_subjects_token_cannot_use_rebind_or_end_a_session() {
     assert!(first.is_tool_success(), "{}", first.text);
     let mut one = fx.brokers[0].client().await;
     let mut two = fx.brokers[1].client().await;
-    let before = describe_by_id(&mut two, &session)
+    let before = describe_by_id(&mut fx.admin(1).await, &session)
         .await
         .expect("bound at the broker");
     let alice_key = get_credentials(&mut two, &session, &alice, "")
@@ -158,7 +166,7 @@ async fn another_subjects_token_cannot_use_rebind_or_end_a_session() {
     }
 
     // The session is alice's, unchanged, and still works for her.
-    let after = describe_by_id(&mut one, &session)
+    let after = describe_by_id(&mut fx.admin(0).await, &session)
         .await
         .expect("still there");
     assert_eq!(after.subject, "alice");
@@ -377,7 +385,7 @@ async fn a_revoked_session_serves_nothing_on_any_replica() {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    revoke_by_handle(&mut two, &info.session_handle)
+    revoke_by_handle(&mut fx.admin(1).await, &info.session_handle)
         .await
         .expect("revoked on replica 2");
     *revoked_at.lock().unwrap() = Some(Instant::now());

@@ -729,8 +729,11 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // The operator's token, as `source stack.env` exports it for the local stack.
+    let ops_token = stack.operator_token();
     let run = |line: String| {
-        let script = format!("export PATH='{path}'\n{line}\n");
+        let script =
+            format!("export PATH='{path}'\nexport LOCAL_OPS_TOKEN='{ops_token}'\n{line}\n");
         let home = scratch.path().to_path_buf();
         async move { bash(&script, &home).await }
     };

@@ -16,10 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
-use credbroker_proto::v1::{
-    ExchangeTokenRequest, GetCredentialsRequest, GetCredentialsResponse, RevokeSessionRequest,
-    revoke_session_request,
-};
+use credbroker_proto::v1::{ExchangeTokenRequest, GetCredentialsRequest, GetCredentialsResponse};
 use e2e::aws;
 use e2e::broker::{Broker, BrokerBuilder, SERVICE};
 use e2e::leaks::{self, Secret};
@@ -67,16 +64,11 @@ async fn get_credentials(
         .map(tonic::Response::into_inner)
 }
 
-async fn revoke(client: &mut CredentialBrokerClient<Channel>, session_id: &str) -> bool {
-    client
-        .revoke_session(RevokeSessionRequest {
-            selector: Some(revoke_session_request::Selector::SessionId(
-                session_id.to_string(),
-            )),
-        })
+/// RevokeSession by id, as the harness's operator.
+async fn revoke(admin: &mut e2e::rpc::Admin, session_id: &str) -> bool {
+    e2e::rpc::revoke_by_id(admin, session_id)
         .await
         .expect("RevokeSession")
-        .into_inner()
         .revoked
 }
 
@@ -169,7 +161,7 @@ async fn sessions_are_shared_and_revocation_reaches_every_replica(backend: Backe
     let c3 = exchanged.credentials.unwrap();
 
     // Revoke on replica 1; replica 2 refuses at its very next call.
-    assert!(revoke(&mut one, &session_id).await);
+    assert!(revoke(&mut replicas.admin(0).await, &session_id).await);
     let revoked_at = Instant::now();
     let err = get_credentials(&mut two, &session_id, &token)
         .await

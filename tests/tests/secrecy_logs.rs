@@ -244,28 +244,31 @@ async fn no_secret_in_any_debug_log_line_operator_answer_or_redis_value() {
         add(&format!("secret access key #{i}"), &creds.secret_access_key);
         add(&format!("session token #{i}"), &creds.session_token);
     }
+    let ops_token = minter.mint(&Claims::new(e2e::broker::OPERATOR));
+    add("operator token", &ops_token);
+    let mut ops = broker.admin(Some(&ops_token)).await;
     let mut operator_text = String::new();
     operator_text.push_str(&format!("{info:?}\n"));
     operator_text.push_str(&format!(
         "{:?}\n",
-        describe_by_id(&mut c, &direct)
+        describe_by_id(&mut ops, &direct)
             .await
             .expect("describe by id")
     ));
     operator_text.push_str(&format!(
         "{:?}\n",
-        describe_by_handle(&mut c, &info.session_handle)
+        describe_by_handle(&mut ops, &info.session_handle)
             .await
             .expect("describe by handle")
     ));
-    let listed = list_all(&mut c, 2, "").await;
+    let listed = list_all(&mut ops, 2, "").await;
     assert!(
         listed.len() >= 2,
         "ListSessions lists the sessions: {}",
         listed.len()
     );
     operator_text.push_str(&format!("{listed:?}\n"));
-    revoke_by_id(&mut c, &direct).await.expect("revoke");
+    revoke_by_id(&mut ops, &direct).await.expect("revoke");
     let gone = get_credentials(&mut c, &direct, &bob, "")
         .await
         .expect_err("revoked");
@@ -279,15 +282,18 @@ async fn no_secret_in_any_debug_log_line_operator_answer_or_redis_value() {
         grpcurl.list(None).await,
         grpcurl.describe("credbroker.v1.CredentialBroker").await,
         grpcurl.describe("credbroker.v1.AwsCredentials").await,
+        grpcurl.describe("credbroker.v1.SessionAdmin").await,
         grpcurl
-            .call(
-                "credbroker.v1.CredentialBroker/ListSessions",
+            .call_as(
+                &ops_token,
+                "credbroker.v1.SessionAdmin/ListSessions",
                 &json!({"page_size": 50}),
             )
             .await,
         grpcurl
-            .call(
-                "credbroker.v1.CredentialBroker/DescribeSession",
+            .call_as(
+                &ops_token,
+                "credbroker.v1.SessionAdmin/DescribeSession",
                 &json!({"session_handle": info.session_handle}),
             )
             .await,

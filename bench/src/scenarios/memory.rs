@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use credbroker_proto::v1::BindSessionRequest;
 use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
-use credbroker_proto::v1::{BindSessionRequest, ListSessionsRequest};
 use e2e::broker::Broker;
 use e2e::redis::RedisServer;
 use e2e::stack::BrokerStack;
@@ -68,20 +68,15 @@ async fn bind_many(
     Ok((count, started.elapsed()))
 }
 
-/// Live sessions the broker lists.
-async fn count_sessions(client: &CredentialBrokerClient<Channel>) -> anyhow::Result<usize> {
-    let mut client = client.clone();
+/// Live sessions the broker lists (on its operator plane, as the harness's operator).
+async fn count_sessions(broker: &Broker, stack: &BrokerStack) -> anyhow::Result<usize> {
+    let mut admin = broker.admin(Some(&stack.operator_token())).await;
     let mut total = 0;
     let mut page_token = String::new();
     loop {
-        let page = client
-            .list_sessions(ListSessionsRequest {
-                page_size: 1000,
-                page_token: page_token.clone(),
-                subject: String::new(),
-            })
-            .await?
-            .into_inner();
+        let page = e2e::rpc::list(&mut admin, 1000, &page_token, "")
+            .await
+            .map_err(|s| anyhow::anyhow!("ListSessions: {s}"))?;
         total += page.sessions.len();
         if page.next_page_token.is_empty() {
             return Ok(total);
@@ -144,7 +139,7 @@ pub async fn run(cfg: &MemoryConfig, report: &mut Report) -> anyhow::Result<()> 
     let (more, t_more) = bind_many(&mem, &phase.tokens, rest, cfg.concurrency).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_full = procfs::rss_kib(pid)?;
-    let live = count_sessions(&mem).await?;
+    let live = count_sessions(&stack.broker, &stack).await?;
     anyhow::ensure!(
         live == first + more,
         "the broker lists {live} live sessions, {} were bound",
@@ -179,7 +174,7 @@ pub async fn run(cfg: &MemoryConfig, report: &mut Report) -> anyhow::Result<()> 
     };
     let (rmore, t_rmore) = bind_many(&rc, &rphase.tokens, rrest, cfg.concurrency).await?;
     let redis_full = redis_used_memory(&redis).await?;
-    let rlive = count_sessions(&rc).await?;
+    let rlive = count_sessions(&broker, &stack).await?;
     anyhow::ensure!(
         rlive == rfirst + rmore,
         "Redis broker lists {rlive} sessions"

@@ -93,7 +93,17 @@ struct Target {
 }
 
 pub async fn run(cfg: &WarmConfig, report: &mut Report) -> anyhow::Result<()> {
-    let stack = BrokerStack::start_with(|b| b.env("RUST_LOG", "info")).await;
+    // BENCH_AUDIT_LOG=PATH: the memory-store broker also writes its audit trail there (the cost
+    // of BROKER_AUDIT_LOG on the warm path: compare a run with and one without).
+    let audit = std::env::var("BENCH_AUDIT_LOG").ok();
+    let stack = BrokerStack::start_with(|b| {
+        let b = b.env("RUST_LOG", "info");
+        match &audit {
+            Some(path) => b.env("BROKER_AUDIT_LOG", path),
+            None => b,
+        }
+    })
+    .await;
     let redis = RedisServer::start().await;
     let redis_broker = setup::broker(stack.seed(), &stack.proxy.endpoint(), &stack.secret)
         .name("broker-redis")
