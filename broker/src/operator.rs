@@ -176,6 +176,7 @@ mod tests {
                 audiences: vec![],
                 leeway_secs: 0,
                 tag_claims: vec![],
+                types: vec![],
             },
             Some(&Secret::new(KEY)),
             None,
