@@ -174,7 +174,7 @@ impl BrokerService {
         let (id, token) = (Secret::new(r.session_id), Secret::new(r.token));
         let a = self
             .broker
-            .session_credentials(&id, Some(&token), role_arg(&r.role_arn)?, true)
+            .session_credentials(&id, &token, role_arg(&r.role_arn)?)
             .await
             .map_err(|e| fail("BindSession", e))?;
         Ok(Response::new(session_info(
@@ -192,7 +192,7 @@ impl BrokerService {
         let (id, token) = (Secret::new(r.session_id), Secret::new(r.token));
         let a = self
             .broker
-            .session_credentials(&id, Some(&token), role_arg(&r.role_arn)?, false)
+            .session_credentials(&id, &token, role_arg(&r.role_arn)?)
             .await
             .map_err(|e| fail("GetCredentials", e))?;
         Ok(Response::new(answer(&a)))
