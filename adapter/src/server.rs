@@ -495,6 +495,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_past_the_in_flight_limit_are_503_with_retry_after() {
+        let app = test_app(&["--max-in-flight", "1"]);
+        // A request whose body never ends holds the only place while the gate reads it.
+        let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let first = tokio::spawn(
+            app.clone()
+                .oneshot(post("").body(Body::from_stream(rx)).unwrap()),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, headers, body) = send(
+                app.clone(),
+                post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+            )
+            .await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(headers[header::RETRY_AFTER], "1");
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("ADAPTER_MAX_IN_FLIGHT"),
+                    "{body}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never refused: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(tx);
+        first.await.unwrap().unwrap();
+        // The place is free again: the next request reaches the gate (401: no token).
+        let (status, _, _) =
+            send(app, post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
     async fn ownerless_sessions_past_the_limit_are_503_with_retry_after() {
         let app = test_app(&["--require-auth", "tools", "--max-anonymous-sessions", "2"]);
         for _ in 0..2 {
