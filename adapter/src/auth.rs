@@ -12,7 +12,18 @@
 //!   token of the same user re-binds it), `ExchangeToken(token)` without one (the 2026-07-28
 //!   revision has no sessions);
 //! * the broker's credentials travel to the tool handler in the request's extensions
-//!   ([`Caller`]); rmcp copies the request's `http::request::Parts` into the tool's context.
+//!   ([`Caller`]); rmcp copies the request's `http::request::Parts` into the tool's context;
+//! * a session has an **owner**, the subject of its first accepted token ([`Sessions::claim`]);
+//!   every request naming an owned session — POST of any message kind, GET event stream (with or
+//!   without `Last-Event-ID`), DELETE — needs a token: none → 401, another subject's → 403 (the
+//!   broker refuses it on the bound session, and the adapter's own owner record refuses it too).
+//!   Which requests may come without a token at all is [`anonymous_allowed`]: none by default
+//!   (`ADAPTER_REQUIRE_AUTH=all`), only connecting on a session without an owner in `tools` mode.
+//!
+//! Why no event stream can outlive the moment a session gets its owner: a GET always needs a
+//! token, in every mode, and a GET with a token on a session without an owner binds the session
+//! to that token's subject before rmcp opens the stream. So every stream was opened by the owner;
+//! there is nothing to close when the owner binds.
 //!
 //! Broker answers become HTTP answers here, in one place:
 //!
