@@ -12,7 +12,18 @@
 //!   token of the same user re-binds it), `ExchangeToken(token)` without one (the 2026-07-28
 //!   revision has no sessions);
 //! * the broker's credentials travel to the tool handler in the request's extensions
-//!   ([`Caller`]); rmcp copies the request's `http::request::Parts` into the tool's context.
+//!   ([`Caller`]); rmcp copies the request's `http::request::Parts` into the tool's context;
+//! * a session has an **owner**, the subject of its first accepted token ([`Sessions::claim`]);
+//!   every request naming an owned session — POST of any message kind, GET event stream (with or
+//!   without `Last-Event-ID`), DELETE — needs a token: none → 401, another subject's → 403 (the
+//!   broker refuses it on the bound session, and the adapter's own owner record refuses it too).
+//!   Which requests may come without a token at all is [`anonymous_allowed`]: none by default
+//!   (`ADAPTER_REQUIRE_AUTH=all`), only connecting on a session without an owner in `tools` mode.
+//!
+//! Why no event stream can outlive the moment a session gets its owner: a GET always needs a
+//! token, in every mode, and a GET with a token on a session without an owner binds the session
+//! to that token's subject before rmcp opens the stream. So every stream was opened by the owner;
+//! there is nothing to close when the owner binds.
 //!
 //! Broker answers become HTTP answers here, in one place:
 //!
@@ -52,13 +63,17 @@ use crate::{
     broker::{Broker, BrokerError, Issued},
     config::RequireAuth,
     jsonrpc::{Envelope, Message, code, error_response},
-    sessions::Sessions,
+    sessions::{Claim, Sessions},
 };
 
-/// Request methods (not notifications) served without a token under `ADAPTER_REQUIRE_AUTH=tools`.
-/// Everything else, including methods the server does not have, needs one: a new method is
-/// protected until someone decides otherwise here.
+/// Request methods served without a token under `ADAPTER_REQUIRE_AUTH=tools`, on a session
+/// without an owner. Everything else, including methods the server does not have, needs one: a
+/// new method is protected until someone decides otherwise here.
 const ANONYMOUS_METHODS: &[&str] = &["initialize", "ping", "tools/list", "server/discover"];
+
+/// Notifications served without a token under `ADAPTER_REQUIRE_AUTH=tools`, on a session without
+/// an owner. Not `notifications/cancelled`: whoever may send it can cancel the owner's calls.
+const ANONYMOUS_NOTIFICATIONS: &[&str] = &["notifications/initialized"];
 
 /// The header every refusal tells the client to send.
 const SEND_TOKEN: &str = "send `Authorization: Bearer <JWT>` on every request to this MCP server";
@@ -98,7 +113,8 @@ pub(crate) struct Authenticator {
     require: RequireAuth,
     /// `<base>/.well-known/oauth-protected-resource/<path>` (RFC 9728), for `WWW-Authenticate`.
     resource_metadata: String,
-    /// rmcp's sessions: to bind only sessions that exist, and to close revoked ones.
+    /// rmcp's sessions and their owners: to bind only sessions that exist, to refuse token-less
+    /// requests on owned ones, and to close revoked ones.
     sessions: Arc<Sessions>,
 }
 
@@ -124,7 +140,6 @@ impl Authenticator {
         envelope: &Envelope,
     ) -> Result<Caller, Box<Response>> {
         let id = envelope.request_id();
-        let needs_token = requires_token(self.require, envelope);
         let token = bearer_token(headers)
             .map_err(|problem| Box::new(self.malformed(id.clone(), problem)))?;
         let session_id = headers
@@ -132,10 +147,19 @@ impl Authenticator {
             .and_then(|value| value.to_str().ok())
             .filter(|value| !value.is_empty());
         let tag = session_id.map(session_tag).unwrap_or_else(|| "-".into());
+        // `None`: no such session here (rmcp answers 404 after this gate); `Some(None)`: live and
+        // without an owner; `Some(Some(owner))`: owned.
+        let known = session_id.and_then(|id| self.sessions.owner(id));
+        let state = match (session_id, &known) {
+            (None, _) => SessionState::None,
+            (Some(_), Some(Some(_))) => SessionState::Owned,
+            (Some(_), _) => SessionState::Unowned,
+        };
+        let anonymous_ok = anonymous_allowed(self.require, envelope, state);
 
         let Some(token) = token else {
-            if needs_token {
-                tracing::info!(session = %tag, methods = %methods(envelope), "no auth header, refusing request that needs a token");
+            if !anonymous_ok {
+                tracing::info!(session = %tag, methods = %methods(envelope), owned = state == SessionState::Owned, "no auth header, refusing request that needs a token");
                 return Err(Box::new(self.unauthorized(id, None)));
             }
             if envelope.methods().any(|m| m == "initialize") {
@@ -146,17 +170,9 @@ impl Authenticator {
             return Ok(Caller::Anonymous);
         };
 
-        // Bind only sessions rmcp knows: rmcp answers 404 for the others, and the broker should
-        // not get records for ids nobody issued.
-        let live_session = match session_id {
-            Some(id) => self
-                .sessions
-                .has_session(&id.to_owned().into())
-                .await
-                .unwrap_or(false)
-                .then_some(id),
-            None => None,
-        };
+        // Bind only sessions that exist here: rmcp answers 404 for the others, and the broker
+        // should not get records for ids nobody issued.
+        let live_session = session_id.filter(|_| known.is_some());
         let answer = match live_session {
             Some(session_id) => self.broker.session_credentials(session_id, &token.0).await,
             None => self.broker.exchange_token(&token.0).await,
@@ -164,6 +180,11 @@ impl Authenticator {
 
         match answer {
             Ok(issued) => {
+                if let Some(session_id) = live_session {
+                    self.claim(session_id, &issued, &tag)
+                        .await
+                        .map_err(|reason| Box::new(self.forbidden(id.clone(), reason)))?;
+                }
                 // The access key id is not a secret (CloudTrail shows it); it ties a tool call
                 // to the STS session that made its S3 requests.
                 let access_key_id = issued.credentials.access_key_id();
@@ -180,15 +201,105 @@ impl Authenticator {
                 }
                 Ok(Caller::Authorized(Arc::new(issued)))
             }
-            Err(BrokerError::Unauthenticated(reason)) => {
+            Err(error) => {
+                if !matches!(
+                    error,
+                    BrokerError::Unauthenticated(_)
+                        | BrokerError::PermissionDenied(_)
+                        | BrokerError::NotFound(_)
+                ) {
+                    if envelope.is_single_tool_call() {
+                        tracing::warn!(session = %tag, %error, "broker could not serve a tool call");
+                        let (code, reason) = unserved(&error);
+                        return Ok(Caller::Unserved { code, reason });
+                    }
+                    if anonymous_ok {
+                        tracing::warn!(session = %tag, %error, "broker could not verify a token the request does not need; serving it as anonymous");
+                        return Ok(Caller::Anonymous);
+                    }
+                }
+                Err(self.refusal(id, error, live_session, &tag).await)
+            }
+        }
+    }
+
+    /// Binds a session rmcp just opened for an `initialize` that carried a token, so the session
+    /// has its owner from its first moment (nobody else's token can bind it first). A refusal
+    /// closes the session again and is the answer to the `initialize`.
+    pub(crate) async fn bind_new_session(
+        &self,
+        session_id: &str,
+        token: &BearerToken,
+        id: Value,
+    ) -> Result<(), Box<Response>> {
+        let tag = session_tag(session_id);
+        let answer = self.broker.session_credentials(session_id, &token.0).await;
+        let outcome = match answer {
+            Ok(issued) => {
+                let access_key_id = issued.credentials.access_key_id();
+                tracing::info!(session = %tag, session_handle = %issued.session_handle, role = %issued.role_arn, %access_key_id, "session bound to the token of its initialize");
+                self.claim(session_id, &issued, &tag)
+                    .await
+                    .map_err(|reason| Box::new(self.forbidden(id, reason)))
+            }
+            Err(error) => Err(self.refusal(id, error, None, &tag).await),
+        };
+        if outcome.is_err() {
+            tracing::warn!(session = %tag, "could not bind a new session to its token; closing it");
+            let _ = self
+                .sessions
+                .close_session(&session_id.to_owned().into())
+                .await;
+        }
+        outcome
+    }
+
+    /// Records the broker's subject as the session's owner, or checks it is the owner already;
+    /// closes the sessions the subject's limit pushes out. `Err`: another user's session.
+    async fn claim(
+        &self,
+        session_id: &str,
+        issued: &Issued,
+        tag: &str,
+    ) -> Result<(), &'static str> {
+        match self.sessions.claim(session_id, &issued.owner) {
+            Claim::Owned | Claim::Unknown => Ok(()),
+            Claim::OtherOwner => {
+                // The broker refuses another subject on a bound session too; this catches a
+                // session whose broker record ended (token expired past its grace) while the
+                // MCP session lived on.
+                tracing::warn!(session = %tag, "token of another user presented on an owned session; refused");
+                Err("the session belongs to another user")
+            }
+            Claim::Claimed { evicted } => {
+                tracing::info!(session = %tag, session_handle = %issued.session_handle, "session owner set");
+                for old in evicted {
+                    tracing::info!(session = %session_tag(&old), "closing the user's least recently used session: ADAPTER_MAX_SESSIONS_PER_SUBJECT reached");
+                    let _ = self.sessions.close_session(&old).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The HTTP answer for a broker refusal or failure on a request that needs the token.
+    async fn refusal(
+        &self,
+        id: Value,
+        error: BrokerError,
+        live_session: Option<&str>,
+        tag: &str,
+    ) -> Box<Response> {
+        Box::new(match error {
+            BrokerError::Unauthenticated(reason) => {
                 tracing::info!(session = %tag, %reason, "token refused by the broker");
-                Err(Box::new(self.unauthorized(id, Some(&reason))))
+                self.unauthorized(id, Some(&reason))
             }
-            Err(BrokerError::PermissionDenied(reason)) => {
+            BrokerError::PermissionDenied(reason) => {
                 tracing::warn!(session = %tag, %reason, "token not permitted by the broker");
-                Err(Box::new(self.forbidden(id, &reason)))
+                self.forbidden(id, &reason)
             }
-            Err(BrokerError::NotFound(reason)) => {
+            BrokerError::NotFound(reason) => {
                 tracing::warn!(session = %tag, %reason, "session revoked or unknown at the broker; closing it");
                 if let Some(session_id) = live_session {
                     let _ = self
@@ -196,40 +307,23 @@ impl Authenticator {
                         .close_session(&session_id.to_owned().into())
                         .await;
                 }
-                Err(Box::new(session_gone(id, &reason)))
+                session_gone(id, &reason)
             }
-            Err(error) => {
-                let (code, reason) = match &error {
-                    BrokerError::InvalidArgument(_) => (
-                        "CredentialBrokerRejected",
-                        format!("{error}; no other credentials are used"),
-                    ),
-                    _ => (
-                        "CredentialBrokerUnavailable",
-                        format!("{error}; no other credentials are used, retry later"),
-                    ),
-                };
-                if envelope.is_single_tool_call() {
-                    tracing::warn!(session = %tag, %error, "broker could not serve a tool call");
-                    return Ok(Caller::Unserved { code, reason });
-                }
-                if !needs_token {
-                    tracing::warn!(session = %tag, %error, "broker could not verify a token the request does not need; serving it as anonymous");
-                    return Ok(Caller::Anonymous);
-                }
+            BrokerError::InvalidArgument(_) => {
                 tracing::warn!(session = %tag, %error, "broker could not serve a request that needs a token");
-                Err(Box::new(match error {
-                    BrokerError::InvalidArgument(_) => error_response(
-                        StatusCode::BAD_REQUEST,
-                        id,
-                        code::INVALID_REQUEST,
-                        error.to_string(),
-                        None,
-                    ),
-                    _ => broker_unavailable(id, &reason),
-                }))
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    id,
+                    code::INVALID_REQUEST,
+                    error.to_string(),
+                    None,
+                )
             }
-        }
+            _ => {
+                tracing::warn!(session = %tag, %error, "broker could not serve a request that needs a token");
+                broker_unavailable(id, &unserved(&error).1)
+            }
+        })
     }
 
     /// 401 for a missing (`reason` None) or refused token.
@@ -311,20 +405,62 @@ impl Authenticator {
     }
 }
 
-/// Whether this request must carry a token under `require`.
-pub(crate) fn requires_token(require: RequireAuth, envelope: &Envelope) -> bool {
-    if require == RequireAuth::All {
-        return true;
+/// What the gate knows about the session a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionState {
+    /// No `Mcp-Session-Id` header.
+    None,
+    /// A session without an owner yet (or an id this adapter does not hold: rmcp answers 404).
+    Unowned,
+    /// A session whose first accepted token gave it an owner.
+    Owned,
+}
+
+/// Whether a request may come without a token.
+///
+/// `all` (the default): never. `tools` (the compatibility mode for clients that connect before
+/// they have a token): only `initialize`, `ping`, `tools/list` (and `server/discover`, the
+/// sessionless revision's `initialize`) and `notifications/initialized`, and only while the session
+/// has no owner. Never a GET (the event stream is how results leave the server), a DELETE, a JSON-RPC
+/// reply, another notification (`notifications/cancelled` would cancel the owner's call), a
+/// request for anything else, a batch, or a body the gate cannot read. A method added to the server later
+/// is protected until someone lists it here.
+pub(crate) fn anonymous_allowed(
+    require: RequireAuth,
+    envelope: &Envelope,
+    session: SessionState,
+) -> bool {
+    if require == RequireAuth::All || session == SessionState::Owned {
+        return false;
     }
     match envelope {
-        // GET (the server's event stream) and DELETE (ending a session) carry no tool call; an
-        // empty POST is refused by rmcp.
-        Envelope::Empty => false,
-        Envelope::EndSession | Envelope::Unreadable => true,
-        Envelope::Messages(messages) => messages.iter().any(|message| match message {
-            Message::Request { method, .. } => !ANONYMOUS_METHODS.contains(&method.as_str()),
-            Message::Notification { .. } | Message::Reply => false,
-        }),
+        // A batch is never part of connecting (and rmcp refuses batches anyway).
+        Envelope::Messages(messages) => match messages.as_slice() {
+            [Message::Request { method, .. }] => ANONYMOUS_METHODS.contains(&method.as_str()),
+            [Message::Notification { method }] => {
+                ANONYMOUS_NOTIFICATIONS.contains(&method.as_str())
+            }
+            _ => false,
+        },
+        Envelope::Batch(_)
+        | Envelope::Stream
+        | Envelope::Empty
+        | Envelope::EndSession
+        | Envelope::Unreadable => false,
+    }
+}
+
+/// The tool error code and reason for a broker that could not serve a call.
+fn unserved(error: &BrokerError) -> (&'static str, String) {
+    match error {
+        BrokerError::InvalidArgument(_) => (
+            "CredentialBrokerRejected",
+            format!("{error}; no other credentials are used"),
+        ),
+        _ => (
+            "CredentialBrokerUnavailable",
+            format!("{error}; no other credentials are used, retry later"),
+        ),
     }
 }
 
@@ -428,9 +564,12 @@ pub(crate) fn session_tag(session_id: &str) -> String {
 fn methods(envelope: &Envelope) -> String {
     match envelope {
         Envelope::Empty => "-".into(),
+        Envelope::Stream => "GET".into(),
         Envelope::EndSession => "DELETE".into(),
         Envelope::Unreadable => "<unreadable>".into(),
-        Envelope::Messages(_) => envelope.methods().collect::<Vec<_>>().join(","),
+        Envelope::Messages(_) | Envelope::Batch(_) => {
+            envelope.methods().collect::<Vec<_>>().join(",")
+        }
     }
 }
 
@@ -449,11 +588,17 @@ mod tests {
         ))
     }
 
+    /// Whether a request without a token passes, under `tools`, on a session without an owner.
+    fn open(envelope: &Envelope) -> bool {
+        anonymous_allowed(RequireAuth::Tools, envelope, SessionState::Unowned)
+    }
+
     #[test]
-    fn tool_calls_need_a_token_and_connecting_does_not() {
+    fn in_tools_mode_only_connecting_passes_without_a_token() {
         for method in ["initialize", "ping", "tools/list", "server/discover"] {
+            assert!(open(&request(method)), "{method}");
             assert!(
-                !requires_token(RequireAuth::Tools, &request(method)),
+                anonymous_allowed(RequireAuth::Tools, &request(method), SessionState::None),
                 "{method}"
             );
         }
@@ -464,26 +609,73 @@ mod tests {
             "logging/setLevel",
             "made/up",
         ] {
-            assert!(
-                requires_token(RequireAuth::Tools, &request(method)),
-                "{method}"
-            );
+            assert!(!open(&request(method)), "{method}");
         }
-        let notification = envelope(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        assert!(!requires_token(RequireAuth::Tools, &notification));
-        assert!(requires_token(RequireAuth::Tools, &Envelope::Unreadable));
-        assert!(!requires_token(RequireAuth::Tools, &Envelope::Empty));
-        assert!(requires_token(RequireAuth::Tools, &Envelope::EndSession));
+        assert!(open(&envelope(
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+        )));
+        for other in [
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}"#,
+            r#"{"jsonrpc":"2.0","id":"s-1","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"s-1","error":{"code":-1,"message":"no"}}"#,
+        ] {
+            assert!(!open(&envelope(other)), "{other}");
+        }
+        for kind in [
+            Envelope::Stream,
+            Envelope::Empty,
+            Envelope::EndSession,
+            Envelope::Unreadable,
+        ] {
+            assert!(!open(&kind), "{kind:?}");
+        }
         let batch = envelope(
             r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call"}]"#,
         );
-        assert!(requires_token(RequireAuth::Tools, &batch));
+        assert!(!open(&batch));
+        let batch = envelope(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"result":{}}]"#,
+        );
+        assert!(!open(&batch), "a reply hidden in a batch");
+        let batch = envelope(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#);
+        assert!(!open(&batch), "a batch is never part of connecting");
+    }
+
+    #[test]
+    fn an_owned_session_needs_a_token_for_everything() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        ] {
+            assert!(
+                !anonymous_allowed(RequireAuth::Tools, &envelope(body), SessionState::Owned),
+                "{body}"
+            );
+        }
     }
 
     #[test]
     fn all_means_all() {
-        assert!(requires_token(RequireAuth::All, &request("initialize")));
-        assert!(requires_token(RequireAuth::All, &Envelope::Empty));
+        for state in [SessionState::None, SessionState::Unowned] {
+            assert!(!anonymous_allowed(
+                RequireAuth::All,
+                &request("initialize"),
+                state
+            ));
+            assert!(!anonymous_allowed(
+                RequireAuth::All,
+                &request("ping"),
+                state
+            ));
+            assert!(!anonymous_allowed(
+                RequireAuth::All,
+                &Envelope::Stream,
+                state
+            ));
+        }
     }
 
     fn with_auth(values: &[&str]) -> HeaderMap {

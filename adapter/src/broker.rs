@@ -23,6 +23,8 @@ use tonic::{
 };
 use url::Url;
 
+use crate::sessions::Owner;
+
 /// Pause before the single retry of an UNAVAILABLE call.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -47,6 +49,8 @@ pub(crate) struct Issued {
     pub(crate) session_handle: String,
     /// True when this call bound the session to the token or re-bound it to a new token.
     pub(crate) rebound: bool,
+    /// Issuer and subject of the token, as the broker validated them: a session's owner.
+    pub(crate) owner: Owner,
 }
 
 impl fmt::Debug for Issued {
@@ -58,6 +62,7 @@ impl fmt::Debug for Issued {
             .field("assumed_role_arn", &self.assumed_role_arn)
             .field("session_handle", &self.session_handle)
             .field("rebound", &self.rebound)
+            .field("subject", &self.owner.subject)
             .finish()
     }
 }
@@ -136,6 +141,10 @@ impl Broker {
             })
             .await?;
         let session = response.session.unwrap_or_default();
+        let owner = Owner {
+            issuer: session.issuer,
+            subject: session.subject,
+        };
         self.issued(
             response.credentials,
             session.role_arn,
@@ -143,6 +152,7 @@ impl Broker {
             session.session_handle,
             response.rebound,
         )
+        .and_then(|issued| self.with_owner(issued, owner))
     }
 
     /// Credentials for a request without a session (the 2026-07-28 revision).
@@ -158,6 +168,10 @@ impl Broker {
             })
             .await?;
         let principal = response.principal.unwrap_or_default();
+        let owner = Owner {
+            issuer: principal.issuer,
+            subject: principal.subject,
+        };
         self.issued(
             response.credentials,
             principal.role_arn,
@@ -165,6 +179,20 @@ impl Broker {
             String::new(),
             false,
         )
+        .and_then(|issued| self.with_owner(issued, owner))
+    }
+
+    /// Adds who the token belongs to; an answer that does not say is a broker failure (a session
+    /// could not be given an owner).
+    fn with_owner(&self, mut issued: Issued, owner: Owner) -> Result<Issued, BrokerError> {
+        if owner.subject.is_empty() {
+            return Err(BrokerError::Failed {
+                address: self.address.clone(),
+                reason: "answer without the token's subject".into(),
+            });
+        }
+        issued.owner = owner;
+        Ok(issued)
     }
 
     /// Runs one RPC under the deadline, retrying once on UNAVAILABLE while time remains.
@@ -291,6 +319,7 @@ impl Broker {
             assumed_role_arn,
             session_handle,
             rebound,
+            owner: Owner::default(),
         })
     }
 }
@@ -427,7 +456,11 @@ mod tests {
                             std::time::SystemTime::now() + std::time::Duration::from_secs(900),
                         )),
                     }),
-                    principal: Some(Principal::default()),
+                    principal: Some(Principal {
+                        subject: "alice".into(),
+                        issuer: "https://idp.example".into(),
+                        ..Principal::default()
+                    }),
                 }))
             }
             async fn bind_session(

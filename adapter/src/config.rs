@@ -12,13 +12,15 @@ use clap::{
 };
 use url::Url;
 
-/// Which JSON-RPC requests need `Authorization: Bearer <JWT>`.
+/// Which requests need `Authorization: Bearer <JWT>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RequireAuth {
-    /// Everything except `initialize`, `ping`, `tools/list`, `server/discover`, notifications and
-    /// responses (the incident's frontend initializes without a token).
+    /// Compatibility mode, opt-in, for clients that connect before they have a token (the
+    /// incident's frontend): `initialize`, `ping`, `tools/list`, `server/discover` and
+    /// `notifications/initialized` may come without a token, and only until the session's first
+    /// accepted token gives it an owner. Everything else needs the owner's token.
     Tools,
-    /// Every request on `/mcp`.
+    /// Every request on `/mcp` (the MCP authorization spec; the default).
     All,
 }
 
@@ -100,9 +102,10 @@ pub struct Config {
     #[arg(long, env = "ADAPTER_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1", value_parser = parse_host)]
     pub allowed_hosts: Vec<String>,
 
-    /// Which requests need a bearer token: `tools` (tool calls and everything that is not part of
-    /// connecting) or `all`.
-    #[arg(long, env = "ADAPTER_REQUIRE_AUTH", value_enum, default_value_t = RequireAuth::Tools)]
+    /// Which requests need a bearer token: `all` (every request, as the MCP authorization spec
+    /// says) or `tools` (compatibility mode: connecting may come without a token until the
+    /// session has an owner).
+    #[arg(long, env = "ADAPTER_REQUIRE_AUTH", value_enum, default_value_t = RequireAuth::All)]
     pub require_auth: RequireAuth,
 
     /// Log format.
@@ -116,6 +119,27 @@ pub struct Config {
     /// How long an idle MCP session is kept (for example 5m).
     #[arg(long, env = "ADAPTER_SESSION_IDLE", default_value = "5m", value_parser = parse_session_idle)]
     pub session_idle: Duration,
+
+    /// How long a session without an owner (opened without a token under
+    /// ADAPTER_REQUIRE_AUTH=tools) is kept without a request (for example 30s).
+    #[arg(long, env = "ADAPTER_ANONYMOUS_SESSION_IDLE", default_value = "30s", value_parser = parse_session_idle)]
+    pub anonymous_session_idle: Duration,
+
+    /// Most sessions without an owner at once; past it, `initialize` without a token gets 503
+    /// with Retry-After.
+    #[arg(long, env = "ADAPTER_MAX_ANONYMOUS_SESSIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_anonymous_sessions: u32,
+
+    /// Most sessions one user (token subject) owns; a new one closes the user's least recently
+    /// used session.
+    #[arg(long, env = "ADAPTER_MAX_SESSIONS_PER_SUBJECT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_sessions_per_subject: u32,
+
+    /// Most requests on /mcp being read, authenticated or answered at once; past it, 503 with
+    /// Retry-After. Bounds the memory of request bodies read before authentication
+    /// (ADAPTER_MAX_IN_FLIGHT × ADAPTER_MAX_BODY).
+    #[arg(long, env = "ADAPTER_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
 
     /// Address of the Prometheus listener (`/metrics`); off when unset.
     #[arg(long, env = "ADAPTER_METRICS_LISTEN")]
@@ -486,7 +510,11 @@ mod tests {
         assert_eq!(config.broker_url.as_str(), "http://127.0.0.1:50051/");
         assert_eq!(config.broker_timeout, Duration::from_secs(5));
         assert_eq!(config.max_body, 1024 * 1024);
-        assert_eq!(config.require_auth, RequireAuth::Tools);
+        assert_eq!(config.require_auth, RequireAuth::All);
+        assert_eq!(config.anonymous_session_idle, Duration::from_secs(30));
+        assert_eq!(config.max_anonymous_sessions, 1000);
+        assert_eq!(config.max_sessions_per_subject, 64);
+        assert_eq!(config.max_in_flight, 256);
         assert_eq!(config.log_format, LogFormat::Text);
         assert!(config.allowed_origins.is_empty());
         assert_eq!(config.resource().as_str(), "http://127.0.0.1:8000/mcp");
@@ -500,6 +528,19 @@ mod tests {
             (vec!["--broker-timeout", "0s"], "ADAPTER_BROKER_TIMEOUT"),
             (vec!["--max-body", "12 parsecs"], "ADAPTER_MAX_BODY"),
             (vec!["--require-auth", "some"], "ADAPTER_REQUIRE_AUTH"),
+            (
+                vec!["--anonymous-session-idle", "0s"],
+                "ADAPTER_ANONYMOUS_SESSION_IDLE",
+            ),
+            (
+                vec!["--max-anonymous-sessions", "0"],
+                "ADAPTER_MAX_ANONYMOUS_SESSIONS",
+            ),
+            (
+                vec!["--max-sessions-per-subject", "many"],
+                "ADAPTER_MAX_SESSIONS_PER_SUBJECT",
+            ),
+            (vec!["--max-in-flight", "0"], "ADAPTER_MAX_IN_FLIGHT"),
             (vec!["--log-format", "xml"], "ADAPTER_LOG_FORMAT"),
             (
                 vec!["--allowed-origins", "https://a.example/path"],

@@ -25,6 +25,8 @@ pub(crate) mod code {
     pub(crate) const SESSION_GONE: i64 = -32004;
     /// The credential broker could not answer (HTTP 503).
     pub(crate) const BROKER_UNAVAILABLE: i64 = -32005;
+    /// The adapter is at a limit (requests in flight, sessions without a token) (HTTP 503).
+    pub(crate) const BUSY: i64 = -32006;
     /// Invalid request (body too large, malformed header).
     pub(crate) const INVALID_REQUEST: i64 = -32600;
     /// Same code and shape as rmcp's, so version negotiation in clients keeps working.
@@ -48,13 +50,19 @@ pub(crate) enum Message {
 /// What a request body holds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Envelope {
-    /// No body (GET, the server's event stream).
+    /// A POST without a body (rmcp refuses it).
     Empty,
+    /// GET: the server's event stream of a session, new or resumed with `Last-Event-ID`. It
+    /// carries results and server requests to whoever opens it, so it needs the session owner's
+    /// token in every mode.
+    Stream,
     /// DELETE: ending a session. Needs the session owner's token like a tool call: a session id
     /// alone is not proof of anything (MCP authorization: the token goes on every request).
     EndSession,
-    /// One message, or the messages of a batch in order.
+    /// One message (a JSON object).
     Messages(Vec<Message>),
+    /// The messages of a batch (a JSON array), in order.
+    Batch(Vec<Message>),
     /// Not JSON, or not JSON-RPC.
     Unreadable,
 }
@@ -67,9 +75,9 @@ impl Envelope {
         let Ok(value) = serde_json::from_slice::<Value>(body) else {
             return Envelope::Unreadable;
         };
-        let items = match value {
-            Value::Array(items) if !items.is_empty() => items,
-            Value::Object(_) => vec![value],
+        let (items, batch) = match value {
+            Value::Array(items) if !items.is_empty() => (items, true),
+            Value::Object(_) => (vec![value], false),
             _ => return Envelope::Unreadable,
         };
         let mut messages = Vec::with_capacity(items.len());
@@ -79,7 +87,19 @@ impl Envelope {
                 None => return Envelope::Unreadable,
             }
         }
-        Envelope::Messages(messages)
+        if batch {
+            Envelope::Batch(messages)
+        } else {
+            Envelope::Messages(messages)
+        }
+    }
+
+    /// The messages of a single message or a batch; none for the other kinds.
+    pub(crate) fn messages(&self) -> &[Message] {
+        match self {
+            Envelope::Messages(messages) | Envelope::Batch(messages) => messages,
+            _ => &[],
+        }
     }
 
     fn message(value: Value) -> Option<Message> {
@@ -99,25 +119,18 @@ impl Envelope {
 
     /// The id of the first request, for error answers; `null` when there is none.
     pub(crate) fn request_id(&self) -> Value {
-        match self {
-            Envelope::Messages(messages) => messages
-                .iter()
-                .find_map(|message| match message {
-                    Message::Request { id, .. } => Some(id.clone()),
-                    _ => None,
-                })
-                .unwrap_or(Value::Null),
-            _ => Value::Null,
-        }
+        self.messages()
+            .iter()
+            .find_map(|message| match message {
+                Message::Request { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .unwrap_or(Value::Null)
     }
 
     /// Method names of all requests and notifications.
     pub(crate) fn methods(&self) -> impl Iterator<Item = &str> {
-        let messages: &[Message] = match self {
-            Envelope::Messages(messages) => messages,
-            _ => &[],
-        };
-        messages.iter().filter_map(|message| match message {
+        self.messages().iter().filter_map(|message| match message {
             Message::Request { method, .. } | Message::Notification { method } => {
                 Some(method.as_str())
             }

@@ -2,12 +2,21 @@
 //! Protected Resource Metadata, and `/healthz`.
 //!
 //! Every request to `/mcp` passes the gate, in this order, before rmcp sees it:
-//! 1. body read up to `ADAPTER_MAX_BODY` (413 beyond it), so the later steps can name the
+//! 0. a place among `ADAPTER_MAX_IN_FLIGHT` requests (503 with `Retry-After` when none is free),
+//!    held until the answer is sent (for a POST, until its event stream ends; a GET stream gives
+//!    it back once open), so bodies read before authentication never take more than
+//!    `ADAPTER_MAX_IN_FLIGHT × ADAPTER_MAX_BODY`;
+//! 1. body read up to `ADAPTER_MAX_BODY` (413 beyond it: a larger `Content-Length` is refused
+//!    before reading, a stream is cut off at the limit), so the later steps can name the
 //!    request's JSON-RPC id in their answers;
 //! 2. `Origin` check (403 for a browser origin that is not configured);
 //! 3. `MCP-Protocol-Version` check (400 for a revision this server does not speak);
 //! 4. authentication ([`crate::auth`]): 401/403/404/503, or a [`crate::auth::Caller`] in the
-//!    request extensions for the tool handlers.
+//!    request extensions for the tool handlers;
+//! 5. for an `initialize` without a token (`ADAPTER_REQUIRE_AUTH=tools`): 503 with `Retry-After`
+//!    while `ADAPTER_MAX_ANONYMOUS_SESSIONS` sessions without an owner exist;
+//! 6. after rmcp answered an `initialize` that carried a token: the new session is bound to the
+//!    token at the broker and gets its owner before the client learns its id.
 //!
 //! rmcp then applies its own rules (Host allowlist against DNS rebinding, `Accept`, sessions,
 //! 404 for an unknown session, DELETE ending a session with 202). Sessions exist for the
@@ -28,19 +37,20 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use url::Url;
 
 use crate::{
-    auth::Authenticator,
+    auth::{Authenticator, Caller, bearer_token},
     broker::Broker,
     config::Config,
     jsonrpc::{Envelope, code, error_response},
     origin::{OriginPolicy, OriginRejection},
     protocol,
     s3::S3Clients,
-    sessions::Sessions,
+    sessions::{SessionLimits, Sessions},
     tools::BucketTools,
 };
 
@@ -53,6 +63,11 @@ struct Gate {
     origins: OriginPolicy,
     auth: Authenticator,
     max_body: usize,
+    sessions: Arc<Sessions>,
+    /// One permit per request in flight (`ADAPTER_MAX_IN_FLIGHT`).
+    in_flight: Arc<Semaphore>,
+    max_in_flight: u32,
+    max_anonymous: u32,
 }
 
 /// Builds the whole HTTP application. `shutdown` ends rmcp's sessions and streams.
@@ -66,7 +81,13 @@ pub fn app(
     let resource = config.resource();
     let metadata_url = resource_metadata_url(&resource);
 
-    let sessions = Arc::new(Sessions::new(config.session_idle));
+    let sessions = Arc::new(Sessions::new(SessionLimits {
+        idle: config.session_idle,
+        anonymous_idle: config.anonymous_session_idle,
+        max_anonymous: config.max_anonymous_sessions as usize,
+        max_per_subject: config.max_sessions_per_subject as usize,
+    }));
+    sessions.spawn_reaper();
 
     let hosts = config.effective_allowed_hosts();
     let mut rmcp_config = StreamableHttpServerConfig::default()
@@ -90,8 +111,12 @@ pub fn app(
     let origins = OriginPolicy::new(config.allowed_origins.clone());
     let gate = Arc::new(Gate {
         origins: origins.clone(),
-        auth: Authenticator::new(broker, config.require_auth, metadata_url, sessions),
+        auth: Authenticator::new(broker, config.require_auth, metadata_url, sessions.clone()),
         max_body: config.max_body,
+        sessions,
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
+        max_in_flight: config.max_in_flight,
+        max_anonymous: config.max_anonymous_sessions,
     });
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
@@ -166,17 +191,28 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// The `/mcp` gate: body, Origin, protocol version, authentication; then rmcp.
+/// The `/mcp` gate: in-flight limit, body, Origin, protocol version, authentication, the limit
+/// on sessions without an owner; then rmcp; then the new session's owner.
 async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    let Ok(permit) = gate.in_flight.clone().try_acquire_owned() else {
+        tracing::warn!(
+            limit = gate.max_in_flight,
+            "refused a request: ADAPTER_MAX_IN_FLIGHT requests in flight"
+        );
+        return busy(format!(
+            "the MCP adapter is serving its limit of {} requests at once (ADAPTER_MAX_IN_FLIGHT); retry shortly",
+            gate.max_in_flight
+        ));
+    };
     let (mut parts, body) = request.into_parts();
     let bytes = match read_body(&parts.headers, body, gate.max_body).await {
         Ok(bytes) => bytes,
         Err(response) => return *response,
     };
-    let envelope = if parts.method == http::Method::DELETE {
-        Envelope::EndSession
-    } else {
-        Envelope::parse(&bytes)
+    let envelope = match parts.method {
+        Method::DELETE => Envelope::EndSession,
+        Method::GET => Envelope::Stream,
+        _ => Envelope::parse(&bytes),
     };
     let id = envelope.request_id();
 
@@ -193,21 +229,78 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     if let Err(response) = protocol::check(&parts.headers, &id) {
         return *response;
     }
-    match gate.auth.authenticate(&parts.headers, &envelope).await {
-        Ok(caller) => {
-            parts.extensions.insert(caller);
-        }
+    let opens_session = parts.method == Method::POST
+        && !parts.headers.contains_key("mcp-session-id")
+        && envelope.methods().any(|m| m == "initialize");
+    let caller = match gate.auth.authenticate(&parts.headers, &envelope).await {
+        Ok(caller) => caller,
         Err(response) => return *response,
+    };
+    // The token that opens a session also becomes its owner (step 6).
+    let binding_token = match (&caller, opens_session) {
+        (Caller::Authorized(_), true) => bearer_token(&parts.headers).ok().flatten(),
+        _ => None,
+    };
+    if opens_session && matches!(caller, Caller::Anonymous) && gate.sessions.anonymous_full() {
+        tracing::warn!(
+            limit = gate.max_anonymous,
+            "refused initialize without a token: ADAPTER_MAX_ANONYMOUS_SESSIONS reached"
+        );
+        return busy(format!(
+            "too many MCP sessions without a token ({} open, ADAPTER_MAX_ANONYMOUS_SESSIONS); retry shortly, or send `Authorization: Bearer <JWT>` with initialize",
+            gate.max_anonymous
+        ));
     }
+    parts.extensions.insert(caller);
     let is_delete = parts.method == Method::DELETE;
+    let is_stream = parts.method == Method::GET;
     let mut response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
+    if let Some(token) = binding_token {
+        let new_session = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        if let Some(session_id) = new_session
+            && let Err(refusal) = gate.auth.bind_new_session(&session_id, &token, id).await
+        {
+            return *refusal;
+        }
+    }
     // rmcp ends a session with 202; the session is gone, nothing is pending, and clients (the
     // official Python SDK among them) expect 200 or 204 here.
     if is_delete && response.status() == StatusCode::ACCEPTED {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }
+    if is_stream {
+        // A GET event stream lives as long as its session; it must not hold a place for good.
+        drop(permit);
+        return response;
+    }
+    // The place is given back when the answer is fully sent (or the client goes away): a tool
+    // call's answer comes on the POST's event stream after rmcp returned.
+    response.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            let _held = &permit;
+            frame
+        }))
+    })
+}
+
+/// 503 with `Retry-After` for a request refused at one of the adapter's limits.
+fn busy(message: String) -> Response {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Value::Null,
+        code::BUSY,
+        message,
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
@@ -332,6 +425,7 @@ mod tests {
             .header(header::ACCEPT, "application/json, text/event-stream")
     }
 
+    const TOOLS: &[&str] = &["--require-auth", "tools"];
     const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
     const TOOL_CALL: &str = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"bucket_objects_list","arguments":{"bucket":"demo-bucket"}}}"#;
 
@@ -352,14 +446,122 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn initialize_without_a_token_opens_a_session() {
+    async fn initialize_without_a_token_is_401_by_default_and_opens_a_session_in_tools_mode() {
         let (status, headers, _) = send(
             test_app(&[]),
             post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
         )
         .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("resource_metadata=")
+        );
+        let (status, headers, _) = send(
+            test_app(TOOLS),
+            post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert!(headers.contains_key("mcp-session-id"));
+    }
+
+    #[tokio::test]
+    async fn a_token_less_event_stream_is_401_in_tools_mode_too() {
+        let app = test_app(TOOLS);
+        let (status, headers, _) = send(
+            app.clone(),
+            post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let session = headers["mcp-session-id"].clone();
+        for last_event_id in [None, Some("0")] {
+            let mut request = http::Request::get(MCP_PATH)
+                .header(header::HOST, "127.0.0.1:8000")
+                .header(header::ACCEPT, "text/event-stream")
+                .header("mcp-session-id", session.clone())
+                .header("mcp-protocol-version", "2025-11-25");
+            if let Some(last) = last_event_id {
+                request = request.header("last-event-id", last);
+            }
+            let (status, headers, _) =
+                send(app.clone(), request.body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{last_event_id:?}");
+            assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_in_flight_limit_are_503_with_retry_after() {
+        let app = test_app(&["--max-in-flight", "1"]);
+        // A request whose body never ends holds the only place while the gate reads it.
+        let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let first = tokio::spawn(
+            app.clone()
+                .oneshot(post("").body(Body::from_stream(rx)).unwrap()),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, headers, body) = send(
+                app.clone(),
+                post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+            )
+            .await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(headers[header::RETRY_AFTER], "1");
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("ADAPTER_MAX_IN_FLIGHT"),
+                    "{body}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never refused: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(tx);
+        first.await.unwrap().unwrap();
+        // The place is free again: the next request reaches the gate (401: no token).
+        let (status, _, _) =
+            send(app, post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn ownerless_sessions_past_the_limit_are_503_with_retry_after() {
+        let app = test_app(&["--require-auth", "tools", "--max-anonymous-sessions", "2"]);
+        for _ in 0..2 {
+            let (status, _, _) = send(
+                app.clone(),
+                post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let (status, headers, body) = send(
+            app.clone(),
+            post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ADAPTER_MAX_ANONYMOUS_SESSIONS"),
+            "{body}"
+        );
     }
 
     #[tokio::test]
@@ -390,7 +592,7 @@ mod tests {
             .header(header::ORIGIN, "https://evil.example")
             .body(Body::from(INITIALIZE))
             .unwrap();
-        let (status, _, body) = send(test_app(&[]), request).await;
+        let (status, _, body) = send(test_app(TOOLS), request).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["id"], 1);
 
@@ -399,7 +601,12 @@ mod tests {
             .body(Body::from(INITIALIZE))
             .unwrap();
         let (status, headers, _) = send(
-            test_app(&["--allowed-origins", "https://app.example.com"]),
+            test_app(&[
+                "--require-auth",
+                "tools",
+                "--allowed-origins",
+                "https://app.example.com",
+            ]),
             request,
         )
         .await;
@@ -448,7 +655,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tool_call_with_the_broker_down_is_a_tool_error_naming_it() {
-        let app = test_app(&[]);
+        let app = test_app(TOOLS);
         let (status, headers, _) = send(
             app.clone(),
             post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
@@ -513,7 +720,10 @@ mod tests {
             .header(header::ACCEPT, "application/json, text/event-stream")
             .body(Body::from(INITIALIZE))
             .unwrap();
-        assert_eq!(send(test_app(&[]), request).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            send(test_app(TOOLS), request).await.0,
+            StatusCode::FORBIDDEN
+        );
         let request = http::Request::post(MCP_PATH)
             .header(header::HOST, "mcp.internal:8000")
             .header(header::CONTENT_TYPE, "application/json")
@@ -521,9 +731,12 @@ mod tests {
             .body(Body::from(INITIALIZE))
             .unwrap();
         assert_eq!(
-            send(test_app(&["--allowed-hosts", "mcp.internal"]), request)
-                .await
-                .0,
+            send(
+                test_app(&["--require-auth", "tools", "--allowed-hosts", "mcp.internal"]),
+                request
+            )
+            .await
+            .0,
             StatusCode::OK
         );
     }

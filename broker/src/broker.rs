@@ -159,34 +159,30 @@ impl Broker {
     }
 
     /// GetCredentials and BindSession: serve the session's credentials, binding or rebinding it
-    /// when a new token comes along. `require_token`: BindSession refuses a call without one.
+    /// when a new token comes along.
+    ///
+    /// Every call needs the caller's token (design invariant 2): a session id only selects the
+    /// session and is never proof of who asks, so a call without a token is UNAUTHENTICATED
+    /// whatever state the session is in, and answers no credential. The fast path stays: a token
+    /// whose fingerprint matches the bound one is not validated again (its `exp` still is).
     pub async fn session_credentials(
         &self,
         session_id: &Secret,
-        token: Option<&Secret>,
+        token: &Secret,
         role: Option<&str>,
-        require_token: bool,
     ) -> Result<SessionAnswer, BrokerError> {
         if !valid_session_id(session_id.expose()) {
             return Err(BrokerError::InvalidArgument(
                 "session_id must be 16 to 512 visible ASCII characters".into(),
             ));
         }
-        let token = token.filter(|t| !t.is_empty());
-        if require_token && token.is_none() {
+        if token.is_empty() {
             return Err(TokenError::Missing.into());
         }
         let handle = self.hasher.session_handle(session_id.expose());
         for _ in 0..4 {
             let existing = self.store.get_session(&handle).await?;
             let current = existing.as_ref().map(|(r, _)| r);
-            let Some(token) = token else {
-                return match current {
-                    None => Err(BrokerError::Unbound),
-                    Some(r) if r.revoked => Err(BrokerError::SessionGone),
-                    Some(r) => self.serve(&handle, r.clone(), None, false).await,
-                };
-            };
             let fingerprint = self.hasher.token_fingerprint(token.expose());
             match classify_token(current, &fingerprint, role) {
                 Some(Binding::Revoked) => return Err(BrokerError::SessionGone),
@@ -480,55 +476,52 @@ mod tests {
     async fn first_token_binds_then_same_token_is_served_from_cache() {
         let (b, fake) = broker();
         let t = token("alice", 600, json!({}));
-        let a = b
-            .session_credentials(&sid(), Some(&t), None, false)
-            .await
-            .unwrap();
+        let a = b.session_credentials(&sid(), &t, None).await.unwrap();
         assert!(a.rebound);
         assert_eq!(a.record.subject, "alice");
-        let again = b
-            .session_credentials(&sid(), Some(&t), None, false)
-            .await
-            .unwrap();
+        let again = b.session_credentials(&sid(), &t, None).await.unwrap();
         assert!(!again.rebound);
         assert_eq!(again.credentials.access_key_id, a.credentials.access_key_id);
         assert_eq!(fake.calls(), 1);
     }
 
     #[tokio::test]
-    async fn unbound_session_without_token_is_unauthenticated() {
-        let (b, _) = broker();
-        assert_eq!(
-            b.session_credentials(&sid(), None, None, false)
-                .await
-                .unwrap_err(),
-            BrokerError::Unbound
-        );
+    async fn a_call_without_a_token_is_unauthenticated_whether_bound_or_not() {
+        let (b, fake) = broker();
         let empty = Secret::new("");
         assert_eq!(
-            b.session_credentials(&sid(), Some(&empty), None, false)
+            b.session_credentials(&sid(), &empty, None)
                 .await
                 .unwrap_err(),
-            BrokerError::Unbound
+            BrokerError::Token(TokenError::Missing)
         );
+        // A bound session id is no credential either: the binding token is live, and still a
+        // call without a token gets nothing.
+        b.session_credentials(&sid(), &token("alice", 600, json!({})), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            b.session_credentials(&sid(), &empty, None)
+                .await
+                .unwrap_err(),
+            BrokerError::Token(TokenError::Missing)
+        );
+        assert_eq!(fake.calls(), 1, "the token-less calls issued nothing");
     }
 
     #[tokio::test]
     async fn new_token_same_subject_rebinds_other_subject_is_refused() {
         let (b, fake) = broker();
-        b.session_credentials(&sid(), Some(&token("alice", 600, json!({}))), None, false)
+        b.session_credentials(&sid(), &token("alice", 600, json!({})), None)
             .await
             .unwrap();
         let newer = token("alice", 900, json!({"jti": "2"}));
-        let a = b
-            .session_credentials(&sid(), Some(&newer), None, false)
-            .await
-            .unwrap();
+        let a = b.session_credentials(&sid(), &newer, None).await.unwrap();
         assert!(a.rebound);
         assert_eq!(a.record.rebind_count, 1);
         assert_eq!(fake.calls(), 1, "same scope shares the credential");
         let e = b
-            .session_credentials(&sid(), Some(&token("mallory", 600, json!({}))), None, false)
+            .session_credentials(&sid(), &token("mallory", 600, json!({})), None)
             .await
             .unwrap_err();
         assert_eq!(e, BrokerError::OtherSubject);
@@ -540,26 +533,17 @@ mod tests {
     async fn revoked_session_stays_revoked() {
         let (b, _) = broker();
         let t = token("alice", 600, json!({}));
-        b.session_credentials(&sid(), Some(&t), None, false)
-            .await
-            .unwrap();
+        b.session_credentials(&sid(), &t, None).await.unwrap();
         let (h, revoked) = b.revoke(&Selector::Id(sid())).await.unwrap();
         assert!(revoked);
         assert_eq!(
-            b.session_credentials(&sid(), Some(&t), None, false)
-                .await
-                .unwrap_err(),
+            b.session_credentials(&sid(), &t, None).await.unwrap_err(),
             BrokerError::SessionGone
         );
         assert_eq!(
-            b.session_credentials(
-                &sid(),
-                Some(&token("alice", 900, json!({"n":1}))),
-                None,
-                false
-            )
-            .await
-            .unwrap_err(),
+            b.session_credentials(&sid(), &token("alice", 900, json!({"n":1})), None)
+                .await
+                .unwrap_err(),
             BrokerError::SessionGone
         );
         assert!(!b.revoke(&Selector::Handle(h.to_string())).await.unwrap().1);
@@ -571,7 +555,7 @@ mod tests {
         let (b, _) = broker();
         b.revoke(&Selector::Id(sid())).await.unwrap();
         let e = b
-            .session_credentials(&sid(), Some(&token("alice", 600, json!({}))), None, false)
+            .session_credentials(&sid(), &token("alice", 600, json!({})), None)
             .await
             .unwrap_err();
         assert_eq!(e, BrokerError::SessionGone);
@@ -641,14 +625,12 @@ mod tests {
     #[tokio::test]
     async fn expired_session_token_is_never_served() {
         let (b, _) = broker();
-        b.session_credentials(&sid(), Some(&token("alice", 2, json!({}))), None, false)
-            .await
-            .unwrap();
+        let t = token("alice", 2, json!({}));
+        b.session_credentials(&sid(), &t, None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2100)).await;
+        // The same token takes the fast path (no validation again); its exp is still checked.
         assert_eq!(
-            b.session_credentials(&sid(), None, None, false)
-                .await
-                .unwrap_err(),
+            b.session_credentials(&sid(), &t, None).await.unwrap_err(),
             BrokerError::TokenExpired
         );
     }
@@ -758,14 +740,9 @@ mod tests {
         let (b, fake) = broker();
         for i in 0..10 {
             let id = Secret::new(format!("session-{i:02}-0123456789abcdef"));
-            b.session_credentials(
-                &id,
-                Some(&token("alice", 600, json!({"n": i}))),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
+            b.session_credentials(&id, &token("alice", 600, json!({"n": i})), None)
+                .await
+                .unwrap();
         }
         assert_eq!(fake.calls(), 1);
         let (page, next) = b.list(4, "", "alice").await.unwrap();
@@ -779,8 +756,7 @@ mod tests {
         let (b, _) = broker();
         let t = token("alice", 600, json!({}));
         assert!(matches!(
-            b.session_credentials(&Secret::new("short"), Some(&t), None, false)
-                .await,
+            b.session_credentials(&Secret::new("short"), &t, None).await,
             Err(BrokerError::InvalidArgument(_))
         ));
         assert!(matches!(

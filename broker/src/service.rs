@@ -268,7 +268,7 @@ impl BrokerService {
         let (id, token) = (Secret::new(r.session_id), Secret::new(r.token));
         let a = match self
             .broker
-            .session_credentials(&id, Some(&token), role_arg(&r.role_arn)?, true)
+            .session_credentials(&id, &token, role_arg(&r.role_arn)?)
             .await
         {
             Ok(a) => a,
@@ -296,7 +296,7 @@ impl BrokerService {
         let (id, token) = (Secret::new(r.session_id), Secret::new(r.token));
         let a = match self
             .broker
-            .session_credentials(&id, Some(&token), role_arg(&r.role_arn)?, false)
+            .session_credentials(&id, &token, role_arg(&r.role_arn)?)
             .await
         {
             Ok(a) => a,

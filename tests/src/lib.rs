@@ -12,6 +12,7 @@
 //! - [`moto`]: a seeded moto server enforcing IAM;
 //! - [`sts_proxy`]: a counting (and failure-injecting) proxy in front of moto's STS;
 //! - [`sts_expiry`]: a proxy that shortens STS credential lifetimes (refresh and last-good in minutes);
+//! - [`held_proxy`]: a relay that holds connections until released (a slow S3 the test controls);
 //! - [`redis`]: standalone and cluster redis-server, and a dump of everything they hold;
 //! - [`tokens`]: JWTs (HS256, RS256, ES256) and JWKS;
 //! - [`broker`]: the broker process and its gRPC clients;
@@ -33,6 +34,7 @@ pub mod adapter;
 pub mod aws;
 pub mod broker;
 pub mod grpcurl;
+pub mod held_proxy;
 pub mod hostile;
 pub mod http_doc;
 pub mod leaks;

@@ -2,11 +2,15 @@
 //! balancer, a browser or a misbehaving client sees before any MCP client library gets involved.
 //!
 //! None of this needs AWS; the broker URL points at a closed port unless a test needs a broker.
+//! Without a broker no token can be accepted, so these adapters run in the `tools` compatibility
+//! mode (connecting without a token) unless a test says otherwise.
 
 use std::time::{Duration, Instant};
 
 use e2e::adapter::{Adapter, AdapterBuilder};
+use e2e::mcp::McpHttp;
 use e2e::ports::free_port;
+use e2e::stack::AdapterStack;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -30,9 +34,13 @@ async fn adapter_without_broker(
     configure: impl FnOnce(AdapterBuilder) -> AdapterBuilder,
 ) -> Adapter {
     let dead_broker = format!("http://127.0.0.1:{}", free_port());
-    configure(AdapterBuilder::new(&dead_broker).env("ADAPTER_BROKER_TIMEOUT", "500ms"))
-        .start()
-        .await
+    configure(
+        AdapterBuilder::new(&dead_broker)
+            .env("ADAPTER_BROKER_TIMEOUT", "500ms")
+            .env("ADAPTER_REQUIRE_AUTH", "tools"),
+    )
+    .start()
+    .await
 }
 
 fn post(adapter: &Adapter, body: &Value) -> reqwest::RequestBuilder {
@@ -263,8 +271,9 @@ async fn delete_without_a_token_is_refused_and_the_session_lives_on() {
 }
 
 #[tokio::test]
-async fn require_auth_all_refuses_even_initialize() {
-    let adapter = adapter_without_broker(|b| b.env("ADAPTER_REQUIRE_AUTH", "all")).await;
+async fn by_default_even_initialize_needs_a_token() {
+    // No ADAPTER_REQUIRE_AUTH: the default is `all`, the MCP authorization spec.
+    let adapter = adapter_without_broker(|b| b.without_env("ADAPTER_REQUIRE_AUTH")).await;
     let response = post(&adapter, &initialize("2025-11-25"))
         .send()
         .await
@@ -316,12 +325,18 @@ async fn a_bad_setting_fails_the_start_with_one_line_naming_it() {
 
 #[tokio::test]
 async fn sigterm_stops_it_promptly_with_an_open_event_stream() {
-    let mut adapter = adapter_without_broker(|b| b).await;
-    let session = open_session(&adapter).await;
+    // An event stream needs the session owner's token, so this one has a broker.
+    let mut fx = AdapterStack::start().await;
+    let token = fx.stack.rw_token("alice");
+    let session = McpHttp::new(&fx.adapter.mcp_url())
+        .open_session(Some(&token))
+        .await;
+    let adapter = &mut fx.adapter;
     // A client holding the GET event stream open, as MCP clients do.
     let stream = reqwest::Client::new()
         .get(adapter.mcp_url())
         .header("accept", "text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
         .header("mcp-session-id", &session)
         .header("mcp-protocol-version", "2025-11-25")
         .send()

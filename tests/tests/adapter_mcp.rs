@@ -231,8 +231,33 @@ fn refused(run: &Run, index: usize, code: i64, status: u16) -> &Value {
 // Scenarios
 
 #[tokio::test]
-async fn initialize_without_a_token_works_and_a_tool_call_without_one_is_401() {
-    let fx = Fixture::start().await;
+async fn initialize_without_a_token_is_401_by_default_and_in_tools_mode_the_tool_call_is() {
+    // The compatibility mode for clients that connect before they have a token.
+    let fx = Fixture::start_with(|b| b.env("ADAPTER_REQUIRE_AUTH", "tools")).await;
+    // The default (`all`), on the same broker: not even initialize without a token.
+    let strict = AdapterBuilder::new(&fx.stack.broker.endpoint())
+        .name("mcp-adapter-default")
+        .s3_endpoint(&fx.stack.aws_endpoint())
+        .start()
+        .await;
+    for mode in MODES {
+        let run = run_plan(plan(&strict.mcp_url(), mode, None, vec![])).await;
+        assert!(
+            run.connected.get("connect_error").is_some(),
+            "{mode}: connected without a token: {}",
+            run.connected
+        );
+        let first = &run.connected["http"][0];
+        assert_eq!(first["status"], 401, "{mode}: {}", run.connected);
+        assert_eq!(
+            first["www_authenticate"],
+            format!(
+                r#"Bearer resource_metadata="{}/.well-known/oauth-protected-resource/mcp""#,
+                strict.url()
+            ),
+            "{mode}"
+        );
+    }
     for mode in MODES {
         let run = run_plan(plan(
             &fx.adapter.mcp_url(),
@@ -408,8 +433,8 @@ async fn a_read_write_token_lists_and_puts_as_the_assumed_role() {
     }
     let log = fx.adapter.log_text();
     assert!(
-        log.contains("new token for session, re-authenticating"),
-        "legacy binds the session"
+        log.contains("session bound to the token of its initialize"),
+        "legacy binds the session when it opens"
     );
     assert!(
         log.contains("using cached credentials for session"),
@@ -546,10 +571,16 @@ async fn a_new_token_of_the_same_user_rebinds_and_another_users_token_is_403() {
 
     let log = fx.adapter.log_text();
     assert_eq!(
+        log.matches("session bound to the token of its initialize")
+            .count(),
+        1,
+        "bound when it opened"
+    );
+    assert_eq!(
         log.matches("new token for session, re-authenticating")
             .count(),
-        2,
-        "bind + rebind"
+        1,
+        "rebound once"
     );
     assert!(log.contains("using cached credentials for session"));
     let mut secrets = token_secrets(&[&first, &renewed, &mallory]);
@@ -617,9 +648,12 @@ async fn a_session_revoked_at_the_broker_is_refused_and_told_to_start_over() {
 async fn ambient_aws_credentials_are_never_used() {
     let stack = BrokerStack::start().await;
     let ambient = stack.seed().users.ambient.clone();
+    // The `tools` compatibility mode, so that clients connect without a token (or with one the
+    // dead broker cannot check) and get as far as the tool calls; the default refuses earlier.
     let adapter = AdapterBuilder::new(&stack.broker.endpoint())
         .s3_endpoint(&stack.aws_endpoint())
         .ambient_credentials(&ambient.access_key_id, &ambient.secret_access_key)
+        .env("ADAPTER_REQUIRE_AUTH", "tools")
         .start()
         .await;
     // A second adapter with the same ambient identity whose broker is unreachable.
@@ -628,6 +662,7 @@ async fn ambient_aws_credentials_are_never_used() {
         .name("mcp-adapter-no-broker")
         .s3_endpoint(&stack.aws_endpoint())
         .ambient_credentials(&ambient.access_key_id, &ambient.secret_access_key)
+        .env("ADAPTER_REQUIRE_AUTH", "tools")
         .env("ADAPTER_BROKER_TIMEOUT", "1s")
         .start()
         .await;

@@ -48,10 +48,13 @@ async fn bound_read_write_session_gets_credentials_that_write_as_the_assumed_rol
         "BindSession made sure credentials exist"
     );
 
-    let response = get_credentials(&mut c, &session_id, "", "")
+    let response = get_credentials(&mut c, &session_id, &token, "")
         .await
         .expect("GetCredentials");
-    assert!(!response.rebound, "no token given: nothing was (re)bound");
+    assert!(
+        !response.rebound,
+        "the binding token again: nothing was (re)bound"
+    );
     let session = response.session.expect("session");
     assert_eq!(session.session_handle, info.session_handle);
     let creds = response.credentials.expect("credentials");
@@ -105,7 +108,8 @@ async fn read_only_token_gets_credentials_that_cannot_write() {
     let session_id = new_session_id();
 
     // The first GetCredentials with a token binds the session (the adapter's one call per tool).
-    let response = get_credentials(&mut c, &session_id, &stack.ro_token("bob"), "")
+    let bob = stack.ro_token("bob");
+    let response = get_credentials(&mut c, &session_id, &bob, "")
         .await
         .expect("GetCredentials binds an unbound session");
     assert!(response.rebound, "this call bound the session");
@@ -134,10 +138,10 @@ async fn read_only_token_gets_credentials_that_cannot_write() {
         "{arn}"
     );
 
-    // Later calls need no token.
-    let again = get_credentials(&mut c, &session_id, "", "")
+    // Later calls carry the same token (the fast path: no validation again, no new binding).
+    let again = get_credentials(&mut c, &session_id, &bob, "")
         .await
-        .expect("bound session, no token");
+        .expect("bound session, same token");
     assert!(!again.rebound);
     assert_eq!(
         again.credentials.unwrap().access_key_id,
@@ -166,9 +170,8 @@ async fn unknown_and_revoked_sessions_are_not_found_for_good() {
     );
 
     let session_id = new_session_id();
-    let info = bind(&mut c, &session_id, &stack.rw_token("alice"), "")
-        .await
-        .expect("bind");
+    let alice = stack.rw_token("alice");
+    let info = bind(&mut c, &session_id, &alice, "").await.expect("bind");
     let revoked = rpc::revoke_by_handle(&mut ops, &info.session_handle)
         .await
         .expect("RevokeSession");
@@ -176,9 +179,9 @@ async fn unknown_and_revoked_sessions_are_not_found_for_good() {
     assert_eq!(revoked.session_handle, info.session_handle);
 
     expect_code(
-        get_credentials(&mut c, &session_id, "", "").await,
+        get_credentials(&mut c, &session_id, &alice, "").await,
         Code::NotFound,
-        "GetCredentials, revoked",
+        "GetCredentials, revoked, with the token that bound it",
     );
     expect_code(
         get_credentials(&mut c, &session_id, &stack.rw_token("alice"), "").await,
@@ -217,10 +220,11 @@ async fn another_subjects_token_is_denied_and_leaves_the_session_unchanged() {
     let mut c = stack.broker.client().await;
     let mut ops = stack.admin().await;
     let session_id = new_session_id();
-    bind(&mut c, &session_id, &stack.rw_token("alice"), "")
+    let alice = stack.rw_token("alice");
+    bind(&mut c, &session_id, &alice, "")
         .await
         .expect("bind alice");
-    let before = get_credentials(&mut c, &session_id, "", "")
+    let before = get_credentials(&mut c, &session_id, &alice, "")
         .await
         .expect("alice's credentials");
     let before_session = before.session.clone().unwrap();
@@ -247,7 +251,7 @@ async fn another_subjects_token_is_denied_and_leaves_the_session_unchanged() {
         after.updated_at, before_session.updated_at,
         "a refused token changes nothing"
     );
-    let still = get_credentials(&mut c, &session_id, "", "")
+    let still = get_credentials(&mut c, &session_id, &alice, "")
         .await
         .expect("alice's session still works");
     assert_eq!(
@@ -255,6 +259,66 @@ async fn another_subjects_token_is_denied_and_leaves_the_session_unchanged() {
         before.credentials.unwrap().access_key_id
     );
     assert_eq!(still.session.unwrap().subject, "alice");
+}
+
+/// Issue 12, the broker's half of the attack: a leaked session id plus network reach to the broker
+/// used to be an AWS credential (a token-less GetCredentials on a bound session served the full
+/// credentials until the bound token expired). Every call that touches a session needs a token.
+#[tokio::test]
+async fn a_bound_session_id_without_a_token_gets_unauthenticated_and_no_credential() {
+    let stack = BrokerStack::start().await;
+    let mut c = stack.broker.client().await;
+    let session_id = new_session_id();
+    let alice = stack.rw_token("alice");
+    bind(&mut c, &session_id, &alice, "")
+        .await
+        .expect("alice binds her session");
+    let before = stack.proxy.assume_role_count();
+
+    // The attacker holds the session id and reaches the broker; the binding token is live.
+    let status = expect_code(
+        get_credentials(&mut c, &session_id, "", "").await,
+        Code::Unauthenticated,
+        "GetCredentials on a bound session without a token",
+    );
+    assert!(
+        status.message().contains("token"),
+        "the refusal names the missing token: {}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains(&session_id),
+        "no raw session id in the answer"
+    );
+    expect_code(
+        get_credentials(&mut c, &session_id, "", &stack.seed().roles.read_write).await,
+        Code::Unauthenticated,
+        "GetCredentials on a bound session without a token, naming the bound role",
+    );
+    let status = expect_code(
+        bind(&mut c, &session_id, "", "").await,
+        Code::Unauthenticated,
+        "BindSession on a bound session without a token",
+    );
+    assert!(status.message().contains("token"), "{}", status.message());
+    assert_eq!(
+        stack.proxy.assume_role_count(),
+        before,
+        "token-less calls issue nothing"
+    );
+
+    // Alice herself is served as before, on the fast path.
+    let served = get_credentials(&mut c, &session_id, &alice, "")
+        .await
+        .expect("alice's own call with her token");
+    assert!(!served.rebound);
+    assert!(
+        !served
+            .credentials
+            .expect("credentials")
+            .secret_access_key
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -32,16 +32,18 @@ async fn operator_views_show_handles_and_no_secret_and_the_log_stays_clean() {
     // Three sessions: two of alice, one of bob.
     let mut handles = Vec::new();
     let mut ids = Vec::new();
+    let mut tokens = Vec::new();
     for (i, sub) in ["alice", "alice", "bob"].iter().enumerate() {
         let session_id = new_session_id();
         let token = stack.rw_token(sub);
         let info = bind(&mut c, &session_id, &token, "").await.expect("bind");
-        let creds = get_credentials(&mut c, &session_id, "", "")
+        let creds = get_credentials(&mut c, &session_id, &token, "")
             .await
             .expect("get")
             .credentials
             .unwrap();
         secrets.push(Secret::new(format!("session id {i}"), session_id.clone()));
+        tokens.push(token.clone());
         secrets.push(Secret::new(format!("token {i}"), token));
         secrets.push(Secret::new(
             format!("secret access key {i}"),
@@ -154,11 +156,11 @@ async fn operator_views_show_handles_and_no_secret_and_the_log_stays_clean() {
         "a revoked session is no longer listed"
     );
     expect_code(
-        get_credentials(&mut c, &ids[2], "", "").await,
+        get_credentials(&mut c, &ids[2], &tokens[2], "").await,
         Code::NotFound,
         "revoked",
     );
-    get_credentials(&mut c, &ids[1], "", "")
+    get_credentials(&mut c, &ids[1], &tokens[1], "")
         .await
         .expect("others unaffected");
 

@@ -47,10 +47,11 @@ async fn replicas_share_sessions_and_a_revocation_reaches_the_other_replica_with
     let mut two = stack.brokers[1].client().await;
 
     let session_id = new_session_id();
-    let info = bind(&mut one, &session_id, &stack.rw_token("alice"), "")
+    let token = stack.rw_token("alice");
+    let info = bind(&mut one, &session_id, &token, "")
         .await
         .expect("bind on replica 1");
-    let on_two = get_credentials(&mut two, &session_id, "", "")
+    let on_two = get_credentials(&mut two, &session_id, &token, "")
         .await
         .expect("replica 2 serves the session");
     assert_eq!(
@@ -76,7 +77,7 @@ async fn replicas_share_sessions_and_a_revocation_reaches_the_other_replica_with
         .expect("revoke on replica 1");
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        match get_credentials(&mut two, &session_id, "", "").await {
+        match get_credentials(&mut two, &session_id, &token, "").await {
             Err(status) if status.code() == Code::NotFound => break,
             other => assert!(
                 Instant::now() < deadline,
@@ -107,11 +108,12 @@ async fn a_warm_request_reads_only_its_session_from_redis_and_revocation_still_r
     let mut one = stack.brokers[0].client().await;
     let mut two = stack.brokers[1].client().await;
     let session_id = new_session_id();
-    bind(&mut one, &session_id, &stack.rw_token("alice"), "")
+    let token = stack.rw_token("alice");
+    bind(&mut one, &session_id, &token, "")
         .await
         .expect("bind on replica 1");
     // Replica 2's first call reads the credential record from Redis and keeps it.
-    let first = get_credentials(&mut two, &session_id, "", "")
+    let first = get_credentials(&mut two, &session_id, &token, "")
         .await
         .unwrap();
     let key = first.credentials.unwrap().access_key_id;
@@ -119,7 +121,7 @@ async fn a_warm_request_reads_only_its_session_from_redis_and_revocation_still_r
     const CALLS: u64 = 40;
     let gets_before = command_calls(&redis, "get").await;
     for _ in 0..CALLS {
-        let answer = get_credentials(&mut two, &session_id, "", "")
+        let answer = get_credentials(&mut two, &session_id, &token, "")
             .await
             .unwrap();
         assert_eq!(
@@ -146,7 +148,7 @@ async fn a_warm_request_reads_only_its_session_from_redis_and_revocation_still_r
         .await
         .unwrap();
     expect_code(
-        get_credentials(&mut two, &session_id, "", "").await,
+        get_credentials(&mut two, &session_id, &token, "").await,
         Code::NotFound,
         "replica 2 right after the revocation on replica 1",
     );
@@ -362,7 +364,7 @@ async fn a_three_master_cluster_is_a_shared_store_too() {
         bind(&mut one, &session_id, &token, "")
             .await
             .expect("bind through replica 1");
-        let creds = get_credentials(&mut two, &session_id, "", "")
+        let creds = get_credentials(&mut two, &session_id, &token, "")
             .await
             .expect("served by replica 2")
             .credentials

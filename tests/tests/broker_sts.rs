@@ -24,10 +24,9 @@ async fn ten_sessions_of_one_user_share_one_assume_role() {
     let mut keys = HashSet::new();
     for _ in 0..10 {
         let session_id = new_session_id();
-        bind(&mut c, &session_id, &stack.rw_token("alice"), "")
-            .await
-            .expect("bind");
-        let creds = get_credentials(&mut c, &session_id, "", "")
+        let token = stack.rw_token("alice");
+        bind(&mut c, &session_id, &token, "").await.expect("bind");
+        let creds = get_credentials(&mut c, &session_id, &token, "")
             .await
             .expect("get")
             .credentials
@@ -316,7 +315,8 @@ async fn credentials_are_never_served_after_the_tokens_exp() {
     let claims = Claims::new("alice")
         .role_arn(&seed.roles.read_write)
         .expires_in(3);
-    get_credentials(&mut c, &session_id, &stack.token(&claims), "")
+    let short = stack.token(&claims);
+    get_credentials(&mut c, &session_id, &short, "")
         .await
         .expect("bind with a short token");
     let exp = claims.exp().unwrap();
@@ -324,9 +324,9 @@ async fn credentials_are_never_served_after_the_tokens_exp() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     expect_code(
-        get_credentials(&mut c, &session_id, "", "").await,
+        get_credentials(&mut c, &session_id, &short, "").await,
         Code::Unauthenticated,
-        "the session's token has expired",
+        "the session's token has expired (same token: the fast path still checks exp)",
     );
     // A fresh token of the same subject re-authenticates the session.
     let response = get_credentials(&mut c, &session_id, &stack.rw_token("alice"), "")

@@ -159,15 +159,16 @@ async fn adapter_sigterm_drains_tool_calls_in_flight() {
     let mut sessions = Vec::new();
     for i in 0..30 {
         let token = minter.for_role(&format!("user{i}"), &rw);
-        let session = mcp.open_session(None).await;
+        let session = mcp.open_session(Some(&token)).await;
         sessions.push((token, session));
     }
-    // The same flow without a signal works (anonymous initialize, then a tool call with a token).
-    let control_session = mcp.open_session(None).await;
+    // The same flow without a signal works (initialize and a tool call, with a token each).
+    let control_token = minter.for_role("control", &rw);
+    let control_session = mcp.open_session(Some(&control_token)).await;
     let control = mcp
         .call_tool(
             Some(&control_session),
-            Some(&minter.for_role("control", &rw)),
+            Some(&control_token),
             "bucket_objects_list",
             json!({"bucket": "demo-bucket"}),
         )

@@ -57,8 +57,11 @@ async fn run_corpus(select: impl Fn(&HostileToken) -> bool) {
     std::fs::write(&jwks_path, keys.jwks().to_string()).unwrap();
     let jwks_path = jwks_path.to_str().unwrap().to_string();
     let stack = BrokerStack::start_with(|b| hostile_broker(b, &keys, &jwks_path)).await;
+    // `tools` mode: the fresh session below opens without a token, so the hostile token is the
+    // one that would bind it (in the default `all` mode initialize itself needs a valid token).
     let adapter = AdapterBuilder::new(&stack.broker.endpoint())
         .s3_endpoint(&stack.aws_endpoint())
+        .env("ADAPTER_REQUIRE_AUTH", "tools")
         .start()
         .await;
     let rw = stack.seed().roles.read_write.clone();

@@ -269,7 +269,10 @@ fn estimated_bits(ids: &[String]) -> f64 {
 
 #[tokio::test]
 async fn adapter_session_ids_carry_at_least_128_random_bits() {
+    // No broker here, so sessions open without a token: the `tools` compatibility mode, with room
+    // for all of them.
     let adapter = AdapterBuilder::new(&format!("http://127.0.0.1:{}", e2e::ports::free_port()))
+        .env("ADAPTER_REQUIRE_AUTH", "tools")
         .start()
         .await;
     let mcp = McpHttp::new(&adapter.mcp_url());

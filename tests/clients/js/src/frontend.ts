@@ -3,8 +3,9 @@
 //
 // - broken: a `getToken` callback like the incident's that is wrong about WHEN to send the token:
 //   it sends it while the client initializes and withholds it afterwards, as if the MCP session
-//   remembered who the user is. The adapter reads `Authorization` on every request, so the tool
-//   calls are refused with HTTP 401, and the page shows that answer.
+//   remembered who the user is. The adapter reads `Authorization` on every request, so every
+//   request after connecting (tools/list, the tool calls) is refused with HTTP 401, and the page
+//   shows that answer.
 // - fixed: `connectFixed`, the pattern README.md ("Connecting a client") shows: the header goes
 //   in `requestInit.headers`, so the SDK sends it on every request (POST, the GET event stream,
 //   the DELETE that ends the session).
@@ -158,8 +159,14 @@ async function runBroken(): Promise<void> {
   try {
     const client = await connectBroken(mcpUrl, window.__dynamicAuthManager, answers);
     page.line(`initialize: ok, ${describeSession(client)}`);
-    const tools = await client.listTools();
-    page.line(`tools/list: ${tools.tools.length} tools`);
+    try {
+      const tools = await client.listTools();
+      page.line(`tools/list: ${tools.tools.length} tools`);
+    } catch (error) {
+      const last = answers[answers.length - 1];
+      page.line(`tools/list refused: ${describe(error)}`);
+      page.line(`tools/list WWW-Authenticate: ${last?.wwwAuthenticate ?? "(none)"}`);
+    }
     for (const [name, args] of [
       ["bucket_objects_list", { bucket: `s3://${bucket}` }],
       ["bucket_objects_put", { bucket, items: [{ key: writeKey, text: "from the broken client" }] }],

@@ -6,8 +6,8 @@
 // Three clients, each with the token (or none) in `requestInit.headers`, as README.md shows:
 // - rw: initialize, tools/list, bucket_objects_list, bucket_objects_put, list again, DELETE;
 // - ro: the read-only role lists, and its bucket_objects_put is refused by S3 (moto's IAM);
-// - anonymous: initialize and tools/list work without a token; the tool call gets the 401, which
-//   the SDK surfaces as a StreamableHTTPError carrying the status and the answer's body.
+// - anonymous: with the adapter's default ADAPTER_REQUIRE_AUTH=all, initialize itself gets the
+//   401, which the SDK surfaces as a StreamableHTTPError carrying the status and the answer's body.
 // A recording `fetch` notes each HTTP answer's status and WWW-Authenticate (never the token).
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import {
