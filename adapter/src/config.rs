@@ -127,7 +127,7 @@ pub struct Config {
 
     /// Most sessions without an owner at once; past it, `initialize` without a token gets 503
     /// with Retry-After.
-    #[arg(long, env = "ADAPTER_MAX_ANONYMOUS_SESSIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "ADAPTER_MAX_ANONYMOUS_SESSIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_anonymous_sessions: u32,
 
     /// Most sessions one user (token subject) owns; a new one closes the user's least recently
@@ -512,7 +512,7 @@ mod tests {
         assert_eq!(config.max_body, 1024 * 1024);
         assert_eq!(config.require_auth, RequireAuth::All);
         assert_eq!(config.anonymous_session_idle, Duration::from_secs(30));
-        assert_eq!(config.max_anonymous_sessions, 1000);
+        assert_eq!(config.max_anonymous_sessions, 256);
         assert_eq!(config.max_sessions_per_subject, 64);
         assert_eq!(config.max_in_flight, 256);
         assert_eq!(config.log_format, LogFormat::Text);

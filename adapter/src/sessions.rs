@@ -75,7 +75,7 @@ impl Default for SessionLimits {
         Self {
             idle: Duration::from_secs(300),
             anonymous_idle: Duration::from_secs(30),
-            max_anonymous: 1000,
+            max_anonymous: 256,
             max_per_subject: 64,
         }
     }
