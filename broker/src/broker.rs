@@ -646,17 +646,17 @@ mod tests {
             "ExchangeToken"
         );
         assert_eq!(
-            b.session_credentials(&sid(), Some(&late), None, true)
+            b.session_credentials(&sid(), &late, None)
                 .await
                 .unwrap_err(),
             BrokerError::Token(TokenError::Expired),
             "bind"
         );
-        b.session_credentials(&sid(), Some(&token("alice", 600, json!({}))), None, false)
+        b.session_credentials(&sid(), &token("alice", 600, json!({})), None)
             .await
             .unwrap();
         assert_eq!(
-            b.session_credentials(&sid(), Some(&late), None, false)
+            b.session_credentials(&sid(), &late, None)
                 .await
                 .unwrap_err(),
             BrokerError::Token(TokenError::Expired),
@@ -689,15 +689,9 @@ mod tests {
             "same token: cached"
         );
         // Sessions too: a rebind with another token gets that token's credential.
-        let bound = b
-            .session_credentials(&sid(), Some(&mfa), None, false)
-            .await
-            .unwrap();
+        let bound = b.session_credentials(&sid(), &mfa, None).await.unwrap();
         assert_eq!(bound.credentials.access_key_id, first.access_key_id);
-        let rebound = b
-            .session_credentials(&sid(), Some(&plain), None, false)
-            .await
-            .unwrap();
+        let rebound = b.session_credentials(&sid(), &plain, None).await.unwrap();
         assert_eq!(rebound.credentials.access_key_id, second.access_key_id);
         assert_eq!(fake.calls(), 2);
     }
@@ -708,7 +702,7 @@ mod tests {
         let far = token("alice", 0, json!({"exp": i64::MAX}));
         for _ in 0..2 {
             assert!(matches!(
-                b.session_credentials(&sid(), Some(&far), None, false).await,
+                b.session_credentials(&sid(), &far, None).await,
                 Err(BrokerError::Token(TokenError::Claim(_)))
             ));
         }
