@@ -107,7 +107,7 @@ async fn session_admin_refuses_anonymous_and_user_callers_and_serves_an_operator
         "RevokeSession as alice",
     );
     // Nothing the refused callers did changed the session.
-    get_credentials(&mut c, &session, "", "")
+    get_credentials(&mut c, &session, &alice, "")
         .await
         .expect("alice's session is untouched");
 
@@ -121,7 +121,7 @@ async fn session_admin_refuses_anonymous_and_user_callers_and_serves_an_operator
         .expect("operator revokes");
     assert!(revoked.revoked);
     expect_code(
-        get_credentials(&mut c, &session, "", "").await,
+        get_credentials(&mut c, &session, &alice, "").await,
         Code::NotFound,
         "revoked by the operator",
     );
@@ -191,7 +191,7 @@ async fn the_audit_log_records_every_decision_without_a_secret_and_verifies() {
     secrets.push(Secret::new("alice's token", alice.clone()));
     let bound = bind(&mut c, &session, &alice, "").await.expect("bind");
     for _ in 0..3 {
-        let creds = get_credentials(&mut c, &session, "", "")
+        let creds = get_credentials(&mut c, &session, &alice, "")
             .await
             .expect("get")
             .credentials
