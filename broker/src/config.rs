@@ -196,21 +196,10 @@ impl std::fmt::Debug for TlsFiles {
     }
 }
 
-/// A PEM value: a file path, or the PEM text itself (ECS injects secrets as environment values).
-fn read_pem(var: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
-    if path
-        .as_os_str()
-        .as_encoded_bytes()
-        .starts_with(b"-----BEGIN ")
-    {
-        return Ok(path.as_os_str().as_encoded_bytes().to_vec());
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| bad(var, format!("cannot read {}: {e}", path.display())))?;
-    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(bad(var, format!("{} is not a PEM file", path.display())));
-    }
-    Ok(bytes)
+/// A PEM value: a file path, or the PEM text itself (ECS injects secrets as environment values);
+/// [`crate::pem`] decides which by content.
+fn read_pem(var: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    crate::pem::load(path.as_os_str()).map_err(|reason| bad(var, reason))
 }
 
 impl ServeArgs {

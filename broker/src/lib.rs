@@ -17,6 +17,7 @@ pub mod issuer;
 pub mod metrics;
 pub mod mint;
 pub mod ops;
+pub mod pem;
 pub mod role;
 pub mod scope;
 pub mod secret;

@@ -152,18 +152,47 @@ pub struct HealthcheckArgs {
     /// Give up after this long.
     #[arg(long, default_value = "3s")]
     pub timeout: humantime::Duration,
-    /// CA (PEM) to verify a TLS broker with; enables TLS.
-    #[arg(long, env = "BROKER_HEALTHCHECK_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
+    /// CA to verify a TLS broker with, enables TLS: a PEM file path or the PEM text itself (as
+    /// ECS injects secrets), read exactly as the server reads BROKER_TLS_CERT.
+    #[arg(long, env = "BROKER_HEALTHCHECK_CA", allow_hyphen_values = true)]
+    pub tls_ca: Option<std::ffi::OsString>,
     /// Name to verify in the broker's certificate (default: the host of --addr).
     #[arg(long, env = "BROKER_HEALTHCHECK_DOMAIN")]
     pub tls_domain: Option<String>,
-    /// Client certificate (PEM) for a broker that requires mTLS.
-    #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_CERT")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// Client key (PEM) for a broker that requires mTLS.
-    #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_KEY")]
-    pub tls_key: Option<std::path::PathBuf>,
+    /// Client certificate for a broker that requires mTLS: PEM file path or PEM text.
+    #[arg(
+        long,
+        env = "BROKER_HEALTHCHECK_CLIENT_CERT",
+        allow_hyphen_values = true
+    )]
+    pub tls_cert: Option<std::ffi::OsString>,
+    /// Client key for a broker that requires mTLS: PEM file path or PEM text.
+    #[arg(
+        long,
+        env = "BROKER_HEALTHCHECK_CLIENT_KEY",
+        allow_hyphen_values = true,
+        hide_env_values = true
+    )]
+    pub tls_key: Option<std::ffi::OsString>,
+}
+
+/// Why the health check could not even ask: the setting and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HealthcheckError {
+    /// A PEM setting could not be used (the value itself is never shown).
+    #[error("{var}: {reason}")]
+    Pem { var: &'static str, reason: String },
+    /// A client certificate without its key, or the reverse.
+    #[error(
+        "BROKER_HEALTHCHECK_CLIENT_CERT and BROKER_HEALTHCHECK_CLIENT_KEY go together; set both or neither"
+    )]
+    HalfIdentity,
+}
+
+/// Reads one PEM setting of the health check.
+fn pem(var: &'static str, value: &std::ffi::OsStr) -> Result<Vec<u8>, HealthcheckError> {
+    crate::pem::load(value).map_err(|reason| HealthcheckError::Pem { var, reason })
 }
 
 /// The endpoint the health check dials, with TLS when a CA is given.
@@ -176,15 +205,20 @@ fn health_endpoint(
         return Ok(tonic::transport::Endpoint::from_shared(uri.to_string())?);
     };
     let uri = uri.replacen("http://", "https://", 1);
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem("BROKER_HEALTHCHECK_CA", ca)?));
     if let Some(domain) = &args.tls_domain {
         tls = tls.domain_name(domain.clone());
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(cert)?,
-            std::fs::read(key)?,
-        ));
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(
+                pem("BROKER_HEALTHCHECK_CLIENT_CERT", cert)?,
+                pem("BROKER_HEALTHCHECK_CLIENT_KEY", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => return Err(HealthcheckError::HalfIdentity.into()),
     }
     Ok(tonic::transport::Endpoint::from_shared(uri)?.tls_config(tls)?)
 }
