@@ -1,6 +1,6 @@
 //! What operators and orchestrators see: gRPC health (for `""` and the broker service), server
 //! reflection in v1 and v1alpha (grpcurl 1.8 only speaks v1alpha), logging, the shutdown signal,
-//! and the `healthcheck` subcommand that ECS container health checks run.
+//! and the `healthcheck` subcommand that ECS container health checks run (liveness by default).
 
 use crate::config::LogFormat;
 use crate::store::{AnyStore, Store};
@@ -48,34 +48,98 @@ pub fn reflection() -> (
     )
 }
 
-/// Health of the broker: SERVING while its store answers, NOT_SERVING when it does not or when
-/// shutting down. Cloneable handle over the reporter.
+/// One thing readiness depends on. Readiness (the broker service's health name, what clients
+/// and the load path ask) is SERVING only while every input holds; liveness (`""`, what the ECS
+/// container check asks) stays SERVING while the process can recover on its own, so a Redis
+/// outage makes replicas unready, not restarted. Adding an input is one variant here and one
+/// [`Health::set_input`] call where it is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadinessInput {
+    /// Start-up finished: the store connected and the broker service is wired.
+    Started,
+    /// The store answers its ping.
+    Store,
+    /// The store does not evict keys (or BROKER_REDIS_ALLOW_EVICTION accepted that it does).
+    StorePolicy,
+}
+
+impl ReadinessInput {
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// Health of the broker: liveness and readiness (see [`ReadinessInput`]). Cloneable handle over
+/// the reporter; the failing inputs are shared between clones.
 #[derive(Clone)]
 pub struct Health {
     reporter: HealthReporter,
+    /// Bits of the inputs that do not hold, and whether the process is stopping.
+    state: Arc<std::sync::Mutex<(u32, bool)>>,
 }
 
 impl Health {
-    pub fn new(reporter: HealthReporter) -> Self {
-        Self { reporter }
+    /// Liveness SERVING, readiness NOT_SERVING until [`ReadinessInput::Started`] holds.
+    pub async fn new(reporter: HealthReporter) -> Self {
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        Self {
+            reporter,
+            state: Arc::new(std::sync::Mutex::new((
+                ReadinessInput::Started.bit(),
+                false,
+            ))),
+        }
     }
 
-    pub async fn set(&self, serving: bool) {
-        let status = if serving {
+    /// Records whether `input` holds and publishes readiness when it changes.
+    pub async fn set_input(&self, input: ReadinessInput, holds: bool) {
+        let ready = {
+            let mut state = self.state.lock().expect("health state");
+            let before = state.0;
+            if holds {
+                state.0 &= !input.bit();
+            } else {
+                state.0 |= input.bit();
+            }
+            if state.1 || (before == 0) == (state.0 == 0) {
+                return;
+            }
+            state.0 == 0
+        };
+        tracing::info!(?input, holds, ready, "readiness changed");
+        let status = if ready {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
         };
-        self.reporter.set_service_status("", status).await;
         self.reporter.set_service_status(SERVICE_NAME, status).await;
     }
 
-    /// Pings the store every `every`; flips the status when the answer changes and logs the flip.
-    /// Stops when `shutdown` fires.
+    /// Shutting down: both names NOT_SERVING from now on.
+    pub async fn stopping(&self) {
+        self.state.lock().expect("health state").1 = true;
+        self.reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        self.reporter
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+    }
+
+    /// Pings the store every `every` and feeds [`ReadinessInput::Store`]; each time the store
+    /// comes back (a reconnect, possibly to a new primary after a failover) its eviction policy
+    /// is checked again and feeds [`ReadinessInput::StorePolicy`]. Stops when `shutdown` fires.
     pub async fn watch_store(
         self,
         store: Arc<AnyStore>,
         every: Duration,
+        allow_eviction: bool,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut serving = true;
@@ -84,7 +148,7 @@ impl Health {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     if serving {
-                        tracing::error!(store = store.kind(), error = %e, "store unreachable; health NOT_SERVING");
+                        tracing::error!(store = store.kind(), error = %e, "store unreachable; readiness NOT_SERVING (liveness stays SERVING)");
                     }
                     false
                 }
@@ -92,7 +156,7 @@ impl Health {
                     if serving {
                         tracing::error!(
                             store = store.kind(),
-                            "store ping timed out; health NOT_SERVING"
+                            "store ping timed out; readiness NOT_SERVING (liveness stays SERVING)"
                         );
                     }
                     false
@@ -101,14 +165,18 @@ impl Health {
             if ok && !serving {
                 tracing::info!(
                     store = store.kind(),
-                    "store reachable again; health SERVING"
+                    "store reachable again; readiness SERVING"
                 );
+                let policy = store.check_eviction_policy(allow_eviction).await;
+                if let Err(e) = &policy {
+                    tracing::error!(store = store.kind(), error = %e, "readiness NOT_SERVING");
+                }
+                self.set_input(ReadinessInput::StorePolicy, policy.is_ok())
+                    .await;
             }
             if ok != serving {
                 serving = ok;
-                if !*shutdown.borrow() {
-                    self.set(serving).await;
-                }
+                self.set_input(ReadinessInput::Store, serving).await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -146,9 +214,14 @@ pub struct HealthcheckArgs {
     /// Broker address (host:port); the same variable the broker listens on.
     #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:50051")]
     pub addr: String,
-    /// Service to check; the empty string checks the server as a whole.
-    #[arg(long, default_value = SERVICE_NAME)]
+    /// Service name to check. Default: liveness (`""`, the process can recover on its own),
+    /// which is what a container health check should ask; see --ready.
+    #[arg(long, default_value = "", conflicts_with = "ready")]
     pub service: String,
+    /// Check readiness instead (the broker service's name: SERVING only while Redis answers and
+    /// start-up finished), as clients and the load path see it.
+    #[arg(long, env = "BROKER_HEALTHCHECK_READY")]
+    pub ready: bool,
     /// Give up after this long.
     #[arg(long, default_value = "3s")]
     pub timeout: humantime::Duration,
@@ -241,7 +314,11 @@ pub async fn healthcheck(args: HealthcheckArgs) -> i32 {
         let channel = health_endpoint(&args, &uri)?.connect().await?;
         let resp = HealthClient::new(channel)
             .check(HealthCheckRequest {
-                service: args.service.clone(),
+                service: if args.ready {
+                    SERVICE_NAME.to_string()
+                } else {
+                    args.service.clone()
+                },
             })
             .await?;
         Ok::<_, Box<dyn std::error::Error>>(resp.into_inner().status)
