@@ -143,6 +143,7 @@ impl Health {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut serving = true;
+        let mut policy_ok = true;
         loop {
             let ok = match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
                 Ok(Ok(())) => true,
@@ -163,16 +164,19 @@ impl Health {
                 }
             };
             if ok && !serving {
-                tracing::info!(
-                    store = store.kind(),
-                    "store reachable again; readiness SERVING"
-                );
+                tracing::info!(store = store.kind(), "store reachable again");
+            }
+            // After a reconnect (possibly to another node), and on every tick while the last
+            // check failed (a failed read must not leave readiness down for good).
+            if ok && (!serving || !policy_ok) {
                 let policy = store.check_eviction_policy(allow_eviction).await;
-                if let Err(e) = &policy {
+                if let Err(e) = &policy
+                    && policy_ok
+                {
                     tracing::error!(store = store.kind(), error = %e, "readiness NOT_SERVING");
                 }
-                self.set_input(ReadinessInput::StorePolicy, policy.is_ok())
-                    .await;
+                policy_ok = policy.is_ok();
+                self.set_input(ReadinessInput::StorePolicy, policy_ok).await;
             }
             if ok != serving {
                 serving = ok;
