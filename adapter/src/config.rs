@@ -185,6 +185,12 @@ impl PemSource {
     /// The PEM bytes; `variable` names the setting in the error.
     pub fn load(&self, variable: &str) -> Result<Vec<u8>, ConfigError> {
         let bytes = match self {
+            Self::Inline(text) if !text.trim_end().contains('\n') => {
+                return Err(ConfigError {
+                    variable: variable.into(),
+                    message: "looks like PEM text but has no line breaks (flattened?); give the PEM with its line breaks (or \\n) or a file path".into(),
+                });
+            }
             Self::Inline(text) => text.clone().into_bytes(),
             Self::File(path) => std::fs::read(path).map_err(|e| ConfigError {
                 variable: variable.into(),
@@ -389,7 +395,10 @@ fn parse_pem_source(value: &str) -> Result<PemSource, String> {
     if trimmed.is_empty() {
         return Err("empty; a PEM file path or PEM text".into());
     }
-    if trimmed.starts_with("-----BEGIN") {
+    // Inline or path by content, as the broker decides (`credential_broker::pem`): a value with
+    // a PEM marker anywhere (after a comment line or a space too) is PEM text; no path has one.
+    // A flattened one (no line breaks) is refused by `load`, not here: clap would echo it.
+    if trimmed.contains("-----BEGIN ") {
         // Env values sometimes carry literal `\n` instead of line breaks.
         let mut pem = trimmed.replace("\\n", "\n").trim_end().to_string();
         pem.push('\n');
@@ -617,6 +626,29 @@ mod tests {
             error_variable(&["--broker-tls-domain", "broker.internal"]),
             "ADAPTER_BROKER_TLS_DOMAIN"
         );
+    }
+
+    #[test]
+    fn pem_text_is_recognised_by_content_and_flattened_pem_is_refused_unechoed() {
+        let https = ["--broker-url", "https://broker:50051"];
+        let commented = format!("# broker CA\n{PEM}");
+        let config = load(&[https[0], https[1], "--broker-ca", &commented]).unwrap();
+        assert!(matches!(config.broker_ca, Some(PemSource::Inline(_))));
+        assert!(config.broker_tls().unwrap().ca.is_some());
+        let flat = "-----BEGIN PRIVATE KEY----- c2VjcmV0a2V5 -----END PRIVATE KEY-----";
+        let error = load(&[
+            https[0],
+            https[1],
+            "--broker-client-cert",
+            PEM,
+            "--broker-client-key",
+            flat,
+        ])
+        .expect_err("flattened PEM refused")
+        .expect_err("not help");
+        assert_eq!(error.variable, "ADAPTER_BROKER_CLIENT_KEY");
+        assert!(error.message.contains("no line breaks"), "{error}");
+        assert!(!error.to_string().contains("c2VjcmV0a2V5"), "{error}");
     }
 
     #[test]

@@ -173,6 +173,13 @@ pub struct ServeArgs {
     /// Allow a Redis store without a cache key (values stored in plaintext). Never in production.
     #[arg(long, env = "BROKER_INSECURE_PLAINTEXT_CACHE")]
     pub insecure_plaintext_cache: bool,
+    /// How long to wait for Redis at start before exiting; `0` waits until it answers. Liveness
+    /// is SERVING meanwhile (readiness is not), so an orchestrator does not restart the wait.
+    #[arg(long, env = "BROKER_STORE_STARTUP_TIMEOUT", default_value = "0")]
+    pub store_startup_timeout: String,
+    /// Accept a Redis whose maxmemory-policy evicts keys (revocations may be dropped).
+    #[arg(long, env = "BROKER_REDIS_ALLOW_EVICTION")]
+    pub redis_allow_eviction: bool,
     /// How long a session outlives its token's `exp`, waiting for a refreshed token.
     #[arg(long, env = "BROKER_SESSION_GRACE", default_value = "5m")]
     pub session_grace: String,
@@ -227,32 +234,10 @@ impl std::fmt::Debug for TlsFiles {
     }
 }
 
-/// A PEM value: a file path, or the PEM text itself (ECS injects secrets as environment values).
-fn read_pem(var: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
-    if path
-        .as_os_str()
-        .as_encoded_bytes()
-        .starts_with(b"-----BEGIN ")
-    {
-        return Ok(path.as_os_str().as_encoded_bytes().to_vec());
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| bad(var, format!("cannot read {}: {e}", shown_path(path))))?;
-    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(bad(var, format!("{} is not a PEM file", shown_path(path))));
-    }
-    Ok(bytes)
-}
-
-/// A configured path as an error may show it: a value that is rather key material pasted without
-/// its `-----BEGIN ` line (several lines, or very long) is not repeated.
-fn shown_path(path: &std::path::Path) -> String {
-    let text = path.display().to_string();
-    if text.contains(['\n', '\r']) || text.len() > 256 {
-        "the configured value (not a readable file path; not shown, it may be key material)".into()
-    } else {
-        text
-    }
+/// A PEM value: a file path, or the PEM text itself (ECS injects secrets as environment values);
+/// [`crate::pem`] decides which by content.
+fn read_pem(var: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    crate::pem::load(path.as_os_str()).map_err(|reason| bad(var, reason))
 }
 
 impl ServeArgs {
@@ -366,6 +351,10 @@ pub struct Config {
     /// cache key.
     pub handle_key: Option<Secret>,
     pub insecure_plaintext_cache: bool,
+    /// How long start-up waits for Redis; `None`: until it answers.
+    pub store_startup_timeout: Option<Duration>,
+    /// BROKER_REDIS_ALLOW_EVICTION: an evicting Redis is accepted (and the risk logged).
+    pub redis_allow_eviction: bool,
     pub session_grace: Duration,
     pub revoked_retention: Duration,
     pub shutdown_timeout: Duration,
@@ -731,6 +720,11 @@ impl ServeArgs {
             cache_keys,
             handle_key,
             insecure_plaintext_cache: self.insecure_plaintext_cache,
+            store_startup_timeout: match self.store_startup_timeout.trim() {
+                "0" => None,
+                t => Some(duration("BROKER_STORE_STARTUP_TIMEOUT", t)?),
+            },
+            redis_allow_eviction: self.redis_allow_eviction,
             session_grace: duration("BROKER_SESSION_GRACE", &self.session_grace)?,
             revoked_retention: duration("BROKER_REVOKED_RETENTION", &self.revoked_retention)?,
             shutdown_timeout: duration("BROKER_SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?,

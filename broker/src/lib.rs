@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mint;
 pub mod operator;
 pub mod ops;
+pub mod pem;
 pub mod role;
 pub mod scope;
 pub mod secret;

@@ -1,6 +1,6 @@
 //! What operators and orchestrators see: gRPC health (for `""` and the broker service), server
 //! reflection in v1 and v1alpha (grpcurl 1.8 only speaks v1alpha), logging, the shutdown signal,
-//! and the `healthcheck` subcommand that ECS container health checks run.
+//! and the `healthcheck` subcommand that ECS container health checks run (liveness by default).
 
 use crate::config::LogFormat;
 use crate::store::{AnyStore, Store};
@@ -48,46 +48,115 @@ pub fn reflection() -> (
     )
 }
 
-/// Health of the broker: SERVING while its store answers, NOT_SERVING when it does not or when
-/// shutting down. Cloneable handle over the reporter.
+/// One thing readiness depends on. Readiness (the broker service's health name, what clients
+/// and the load path ask) is SERVING only while every input holds; liveness (`""`, what the ECS
+/// container check asks) stays SERVING while the process can recover on its own, so a Redis
+/// outage makes replicas unready, not restarted. Adding an input is one variant here and one
+/// [`Health::set_input`] call where it is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadinessInput {
+    /// Start-up finished: the store connected and the broker service is wired.
+    Started,
+    /// The store answers its ping.
+    Store,
+    /// The store does not evict keys (or BROKER_REDIS_ALLOW_EVICTION accepted that it does).
+    StorePolicy,
+    /// The audit log (when configured) takes records: nothing is served while it cannot.
+    Audit,
+}
+
+impl ReadinessInput {
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// Health of the broker: liveness and readiness (see [`ReadinessInput`]). Cloneable handle over
+/// the reporter; the failing inputs are shared between clones.
 #[derive(Clone)]
 pub struct Health {
     reporter: HealthReporter,
+    /// Bits of the inputs that do not hold, and whether the process is stopping.
+    state: Arc<std::sync::Mutex<(u32, bool)>>,
 }
 
 impl Health {
-    pub fn new(reporter: HealthReporter) -> Self {
-        Self { reporter }
+    /// Liveness SERVING, readiness NOT_SERVING until [`ReadinessInput::Started`] holds.
+    pub async fn new(reporter: HealthReporter) -> Self {
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_service_status(ADMIN_SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        Self {
+            reporter,
+            state: Arc::new(std::sync::Mutex::new((
+                ReadinessInput::Started.bit(),
+                false,
+            ))),
+        }
     }
 
-    pub async fn set(&self, serving: bool) {
-        let status = if serving {
+    /// Records whether `input` holds and publishes readiness when it changes.
+    pub async fn set_input(&self, input: ReadinessInput, holds: bool) {
+        let ready = {
+            let mut state = self.state.lock().expect("health state");
+            let before = state.0;
+            if holds {
+                state.0 &= !input.bit();
+            } else {
+                state.0 |= input.bit();
+            }
+            if state.1 || (before == 0) == (state.0 == 0) {
+                return;
+            }
+            state.0 == 0
+        };
+        tracing::info!(?input, holds, ready, "readiness changed");
+        let status = if ready {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
         };
-        self.reporter.set_service_status("", status).await;
         self.reporter.set_service_status(SERVICE_NAME, status).await;
         self.reporter
             .set_service_status(ADMIN_SERVICE_NAME, status)
             .await;
     }
 
-    /// Pings the store every `every`; flips the status when the answer changes and logs the flip.
-    /// Stops when `shutdown` fires.
+    /// Shutting down: every name NOT_SERVING from now on.
+    pub async fn stopping(&self) {
+        self.state.lock().expect("health state").1 = true;
+        for name in ["", SERVICE_NAME, ADMIN_SERVICE_NAME] {
+            self.reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+    }
+
+    /// Pings the store every `every` and feeds [`ReadinessInput::Store`]; each time the store
+    /// comes back (a reconnect, possibly to a new primary after a failover) its eviction policy
+    /// is checked again and feeds [`ReadinessInput::StorePolicy`]. Stops when `shutdown` fires.
     pub async fn watch_store(
         self,
         store: Arc<AnyStore>,
         every: Duration,
+        allow_eviction: bool,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut serving = true;
+        let mut policy_ok = true;
         loop {
             let ok = match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     if serving {
-                        tracing::error!(store = store.kind(), error = %e, "store unreachable; health NOT_SERVING");
+                        tracing::error!(store = store.kind(), error = %e, "store unreachable; readiness NOT_SERVING (liveness stays SERVING)");
                     }
                     false
                 }
@@ -95,26 +164,34 @@ impl Health {
                     if serving {
                         tracing::error!(
                             store = store.kind(),
-                            "store ping timed out; health NOT_SERVING"
+                            "store ping timed out; readiness NOT_SERVING (liveness stays SERVING)"
                         );
                     }
                     false
                 }
             };
-            // The audit log is readiness's other input: NOT_SERVING while it cannot be written. The
+            // The audit log is an input of its own: NOT_SERVING while it cannot be written. The
             // retry of its pending records here is how it recovers with no request coming in.
-            let ok = ok && crate::audit::ready().is_ok();
+            self.set_input(ReadinessInput::Audit, crate::audit::ready().is_ok())
+                .await;
             if ok && !serving {
-                tracing::info!(
-                    store = store.kind(),
-                    "store reachable again; health SERVING"
-                );
+                tracing::info!(store = store.kind(), "store reachable again");
+            }
+            // After a reconnect (possibly to another node), and on every tick while the last
+            // check failed (a failed read must not leave readiness down for good).
+            if ok && (!serving || !policy_ok) {
+                let policy = store.check_eviction_policy(allow_eviction).await;
+                if let Err(e) = &policy
+                    && policy_ok
+                {
+                    tracing::error!(store = store.kind(), error = %e, "readiness NOT_SERVING");
+                }
+                policy_ok = policy.is_ok();
+                self.set_input(ReadinessInput::StorePolicy, policy_ok).await;
             }
             if ok != serving {
                 serving = ok;
-                if !*shutdown.borrow() {
-                    self.set(serving).await;
-                }
+                self.set_input(ReadinessInput::Store, serving).await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -152,24 +229,58 @@ pub struct HealthcheckArgs {
     /// Broker address (host:port); the same variable the broker listens on.
     #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:50051")]
     pub addr: String,
-    /// Service to check; the empty string checks the server as a whole.
-    #[arg(long, default_value = SERVICE_NAME)]
+    /// Service name to check. Default: liveness (`""`, the process can recover on its own),
+    /// which is what a container health check should ask; see --ready.
+    #[arg(long, default_value = "", conflicts_with = "ready")]
     pub service: String,
+    /// Check readiness instead (the broker service's name: SERVING only while Redis answers and
+    /// start-up finished), as clients and the load path see it.
+    #[arg(long, env = "BROKER_HEALTHCHECK_READY")]
+    pub ready: bool,
     /// Give up after this long.
     #[arg(long, default_value = "3s")]
     pub timeout: humantime::Duration,
-    /// CA (PEM) to verify a TLS broker with; enables TLS.
-    #[arg(long, env = "BROKER_HEALTHCHECK_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
+    /// CA to verify a TLS broker with, enables TLS: a PEM file path or the PEM text itself (as
+    /// ECS injects secrets), read exactly as the server reads BROKER_TLS_CERT.
+    #[arg(long, env = "BROKER_HEALTHCHECK_CA", allow_hyphen_values = true)]
+    pub tls_ca: Option<std::ffi::OsString>,
     /// Name to verify in the broker's certificate (default: the host of --addr).
     #[arg(long, env = "BROKER_HEALTHCHECK_DOMAIN")]
     pub tls_domain: Option<String>,
-    /// Client certificate (PEM) for a broker that requires mTLS.
-    #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_CERT")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// Client key (PEM) for a broker that requires mTLS.
-    #[arg(long, env = "BROKER_HEALTHCHECK_CLIENT_KEY", hide_env_values = true)]
-    pub tls_key: Option<std::path::PathBuf>,
+    /// Client certificate for a broker that requires mTLS: PEM file path or PEM text.
+    #[arg(
+        long,
+        env = "BROKER_HEALTHCHECK_CLIENT_CERT",
+        allow_hyphen_values = true
+    )]
+    pub tls_cert: Option<std::ffi::OsString>,
+    /// Client key for a broker that requires mTLS: PEM file path or PEM text.
+    #[arg(
+        long,
+        env = "BROKER_HEALTHCHECK_CLIENT_KEY",
+        allow_hyphen_values = true,
+        hide_env_values = true
+    )]
+    pub tls_key: Option<std::ffi::OsString>,
+}
+
+/// Why the health check could not even ask: the setting and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HealthcheckError {
+    /// A PEM setting could not be used (the value itself is never shown).
+    #[error("{var}: {reason}")]
+    Pem { var: &'static str, reason: String },
+    /// A client certificate without its key, or the reverse.
+    #[error(
+        "BROKER_HEALTHCHECK_CLIENT_CERT and BROKER_HEALTHCHECK_CLIENT_KEY go together; set both or neither"
+    )]
+    HalfIdentity,
+}
+
+/// Reads one PEM setting of the health check.
+fn pem(var: &'static str, value: &std::ffi::OsStr) -> Result<Vec<u8>, HealthcheckError> {
+    crate::pem::load(value).map_err(|reason| HealthcheckError::Pem { var, reason })
 }
 
 /// The endpoint the health check dials, with TLS when a CA is given.
@@ -182,15 +293,20 @@ fn health_endpoint(
         return Ok(tonic::transport::Endpoint::from_shared(uri.to_string())?);
     };
     let uri = uri.replacen("http://", "https://", 1);
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem("BROKER_HEALTHCHECK_CA", ca)?));
     if let Some(domain) = &args.tls_domain {
         tls = tls.domain_name(domain.clone());
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(cert)?,
-            std::fs::read(key)?,
-        ));
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(
+                pem("BROKER_HEALTHCHECK_CLIENT_CERT", cert)?,
+                pem("BROKER_HEALTHCHECK_CLIENT_KEY", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => return Err(HealthcheckError::HalfIdentity.into()),
     }
     Ok(tonic::transport::Endpoint::from_shared(uri)?.tls_config(tls)?)
 }
@@ -213,7 +329,11 @@ pub async fn healthcheck(args: HealthcheckArgs) -> i32 {
         let channel = health_endpoint(&args, &uri)?.connect().await?;
         let resp = HealthClient::new(channel)
             .check(HealthCheckRequest {
-                service: args.service.clone(),
+                service: if args.ready {
+                    SERVICE_NAME.to_string()
+                } else {
+                    args.service.clone()
+                },
             })
             .await?;
         Ok::<_, Box<dyn std::error::Error>>(resp.into_inner().status)

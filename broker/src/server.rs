@@ -1,5 +1,9 @@
 //! Builds the broker from a validated [`Config`] and serves it until SIGTERM, then drains.
 //!
+//! Start-up: the listener is bound and serves health (liveness SERVING, readiness NOT_SERVING)
+//! and reflection at once; the store is awaited (`BROKER_STORE_STARTUP_TIMEOUT`, back-off, a log
+//! line per attempt); then the same listener serves the broker and readiness follows its inputs.
+//!
 //! Shutdown order (ECS stop): health flips to NOT_SERVING, the listener stops accepting, in-flight
 //! requests get `BROKER_SHUTDOWN_TIMEOUT` to finish, then the process exits 0.
 
@@ -9,9 +13,10 @@ use crate::config::{CacheConfig, Config, StsMode};
 use crate::credentials::{CredentialEngine, EngineSettings};
 use crate::hashing::KeyedHasher;
 use crate::issuer::{AssumeRoleIssuer, Issuer, StsSettings, WebIdentityIssuer};
-use crate::ops::{Health, reflection, shutdown_signal};
+use crate::ops::{Health, ReadinessInput, reflection, shutdown_signal};
 use crate::role::RolePolicy;
 use crate::service::BrokerService;
+use crate::store::redis::ConnectOptions;
 use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::token::{Jwks, TokenValidator, ValidatorConfig};
 use anyhow::Context;
@@ -53,15 +58,23 @@ fn hasher(config: &Config) -> KeyedHasher {
     }
 }
 
-/// Opens the configured store. A Redis store must answer at start (see [`RedisStore::connect`]).
+/// Opens the configured store, waiting for Redis as long as `BROKER_STORE_STARTUP_TIMEOUT` says.
 async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
     match &config.cache {
         CacheConfig::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
         CacheConfig::Redis(url) => {
-            let store =
-                RedisStore::connect(url, &config.cache_keys, config.insecure_plaintext_cache)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+            let options = ConnectOptions {
+                startup_timeout: config.store_startup_timeout,
+                allow_eviction: config.redis_allow_eviction,
+            };
+            let store = RedisStore::connect_with(
+                url,
+                &config.cache_keys,
+                config.insecure_plaintext_cache,
+                options,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
             if store.is_sealed() {
                 tracing::info!(
                     store = store.name(),
@@ -79,6 +92,37 @@ async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
     }
 }
 
+/// A gRPC server builder with the configured TLS (the same for both phases of start-up).
+fn server_builder(config: &Config) -> anyhow::Result<tonic::transport::Server> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let mut t = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, tls.key_pem.expose().as_bytes()),
+        );
+        if let Some(ca) = &tls.client_ca_pem {
+            t = t.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder
+            .tls_config(t)
+            .context("BROKER_TLS_CERT / BROKER_TLS_KEY: unusable TLS material")?;
+    }
+    Ok(builder)
+}
+
+/// Connections accepted from a listener shared by the start-up server and the full one (TCP
+/// no-delay on each); the socket closes when the last server stops.
+fn accept(
+    listener: Arc<tokio::net::TcpListener>,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let next = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((next, listener))
+    })
+}
+
 /// Runs the broker until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -89,8 +133,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let mut signal = Box::pin(shutdown_signal());
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter).await;
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr)?;
+    }
+    let listener = Arc::new(
+        tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("BROKER_LISTEN: cannot listen on {}", config.listen))?,
+    );
+    let local = listener.local_addr()?;
+
+    // Start-up phase: health and reflection only, while the store connects.
+    let (early_stop, early_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (v1, v1alpha) = reflection();
+    let early = tokio::spawn(
+        server_builder(&config)?
+            .add_service(health_service.clone())
+            .add_service(v1)
+            .add_service(v1alpha)
+            .serve_with_incoming_shutdown(accept(Arc::clone(&listener)), async move {
+                let _ = early_stopped.await;
+            }),
+    );
+    let opened = tokio::select! {
+        opened = open_store(&config) => opened,
+        () = &mut signal => {
+            health.stopping().await;
+            let _ = early_stop.send(());
+            let _ = early.await;
+            tracing::info!("stopped while waiting for the store");
+            return Ok(());
+        }
+    };
+    let _ = early_stop.send(());
+    let store = Arc::new(opened?);
     let hasher = hasher(&config);
-    let store = Arc::new(open_store(&config).await?);
 
     let jwks = match &config.jwks {
         Some(source) => Some(
@@ -149,16 +229,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     ));
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = Health::new(reporter);
-    health.set(true).await;
     if let Some(audit) = audit {
         let mut start = crate::audit::Event::new("start", "ok");
         start.version = Some(env!("CARGO_PKG_VERSION"));
         if let Err(e) = audit.record(&start) {
             // Not fatal: the broker starts NOT_SERVING and recovers when the log is writable.
             tracing::error!(error = %e, "cannot write the audit log's start record");
-            health.set(false).await;
+            health.set_input(ReadinessInput::Audit, false).await;
         }
     }
     if !config.operators.is_enabled() {
@@ -171,6 +248,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(health.clone().watch_store(
         Arc::clone(&store),
         Duration::from_secs(1),
+        config.redis_allow_eviction,
         stop_rx.clone(),
     ));
     {
@@ -193,15 +271,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    if let Some(addr) = config.metrics_listen {
-        crate::metrics::install(addr)?;
-    }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("BROKER_LISTEN: cannot listen on {}", config.listen))?;
-    let local = listener.local_addr()?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-
     let allowlist = match &config.allowed_roles {
         Some(globs) => globs
             .iter()
@@ -222,21 +291,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "credential broker serving"
     );
 
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &config.tls {
-        let mut t = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&tls.cert_pem, tls.key_pem.expose().as_bytes()),
-        );
-        if let Some(ca) = &tls.client_ca_pem {
-            t = t.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-        }
-        builder = builder
-            .tls_config(t)
-            .context("BROKER_TLS_CERT / BROKER_TLS_KEY: unusable TLS material")?;
-    }
     let mut stop_for_server = stop_rx.clone();
     let server = tokio::spawn(
-        builder
+        server_builder(&config)?
             .add_service(health_service)
             .add_service(v1)
             .add_service(v1alpha)
@@ -247,13 +304,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 broker,
                 config.operators.clone(),
             )))
-            .serve_with_incoming_shutdown(incoming, async move {
+            .serve_with_incoming_shutdown(accept(listener), async move {
                 let _ = stop_for_server.wait_for(|s| *s).await;
             }),
     );
+    health.set_input(ReadinessInput::Started, true).await;
 
-    shutdown_signal().await;
-    health.set(false).await;
+    signal.await;
+    health.stopping().await;
     let _ = stop_tx.send(true);
     let outcome = match tokio::time::timeout(config.shutdown_timeout, server).await {
         Ok(Ok(Ok(()))) => {

@@ -6,6 +6,11 @@
 # cached layer, then the real adapter sources; distroless runtime without a shell, uid 65532.
 # The adapter does not link aws-config, so no AWS credential can be loaded inside this image
 # whatever the environment holds; the ECS task definition gives it no task role either.
+# Base images: the defaults float (local builds, deploy/local); release builds pin both by digest
+# with --build-arg RUST_IMAGE=rust:1-bookworm@sha256:... RUNTIME_IMAGE=...@sha256:... as
+# deploy/README.md shows (tests/deploy checks that its build commands do).
+# The `dist` profile (Cargo.toml) is release with symbols stripped: a smaller image to pull on
+# every task start (sizes in deploy/README.md).
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
@@ -24,14 +29,14 @@ RUN mkdir -p broker/src adapter/src tests/src bench/src \
  && echo 'fn main() {}' > adapter/src/main.rs && touch adapter/src/lib.rs \
  && touch tests/src/lib.rs \
  && echo 'fn main() {}' > bench/src/main.rs && touch bench/src/lib.rs \
- && cargo build --release --locked -p mcp-adapter \
+ && cargo build --profile dist --locked -p mcp-adapter \
  && rm -rf adapter/src
 
 # --- the adapter itself ------------------------------------------------------------------------
 COPY adapter/src/ adapter/src/
 RUN touch adapter/src/main.rs adapter/src/lib.rs \
- && cargo build --release --locked -p mcp-adapter --bin mcp-adapter \
- && install -D -m 0755 target/release/mcp-adapter /out/mcp-adapter \
+ && cargo build --profile dist --locked -p mcp-adapter --bin mcp-adapter \
+ && install -D -m 0755 target/dist/mcp-adapter /out/mcp-adapter \
  && /out/mcp-adapter --version
 
 FROM ${RUNTIME_IMAGE}

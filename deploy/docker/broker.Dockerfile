@@ -10,7 +10,11 @@
 #   2. runtime (distroless cc, Debian 12, :nonroot): glibc + libgcc + CA certificates, no shell, no
 #      package manager, uid/gid 65532. The binary is built on bookworm, so its glibc matches.
 #
-# Pin the base images by digest in production (ARG RUST_IMAGE=rust:1-bookworm@sha256:...).
+# Base images: the defaults float (local builds, deploy/local); release builds pin both by digest
+# with --build-arg RUST_IMAGE=rust:1-bookworm@sha256:... RUNTIME_IMAGE=...@sha256:... as
+# deploy/README.md shows (tests/deploy checks that its build commands do).
+# The `dist` profile (Cargo.toml) is release with symbols stripped: a smaller image to pull on
+# every task start (sizes in deploy/README.md).
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
@@ -32,7 +36,7 @@ RUN mkdir -p broker/src adapter/src tests/src bench/src \
  && echo 'fn main() {}' > adapter/src/main.rs && touch adapter/src/lib.rs \
  && touch tests/src/lib.rs \
  && echo 'fn main() {}' > bench/src/main.rs && touch bench/src/lib.rs \
- && cargo build --release --locked -p credential-broker \
+ && cargo build --profile dist --locked -p credential-broker \
  && rm -rf broker/src
 
 # --- the broker itself -------------------------------------------------------------------------
@@ -40,8 +44,8 @@ COPY broker/src/ broker/src/
 # touch: COPY keeps the files' mtimes, which may be older than the stub build's fingerprints;
 # touching the crate roots makes cargo rebuild the broker (and only the broker).
 RUN touch broker/src/main.rs broker/src/lib.rs \
- && cargo build --release --locked -p credential-broker --bin credential-broker \
- && install -D -m 0755 target/release/credential-broker /out/credential-broker \
+ && cargo build --profile dist --locked -p credential-broker --bin credential-broker \
+ && install -D -m 0755 target/dist/credential-broker /out/credential-broker \
  && install -d -m 0700 /out/audit \
  && /out/credential-broker --version
 

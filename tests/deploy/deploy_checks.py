@@ -41,7 +41,13 @@ BROKER_TASK_ROLE = "BrokerTaskRole"
 BROKER_EXECUTION_ROLE = "BrokerExecutionRole"
 ADAPTER_TASK_ROLE = "AdapterTaskRole"
 ADAPTER_EXECUTION_ROLE = "AdapterExecutionRole"
-SERVICE_ROLES = {BROKER_TASK_ROLE, BROKER_EXECUTION_ROLE, ADAPTER_TASK_ROLE, ADAPTER_EXECUTION_ROLE}
+# The metrics collector: its own task with its own role (never a sidecar of the broker or the
+# adapter), allowed to write the metrics log group and nothing else.
+COLLECTOR_TASK_ROLE = "CollectorTaskRole"
+COLLECTOR_EXECUTION_ROLE = "CollectorExecutionRole"
+SERVICE_ROLES = {BROKER_TASK_ROLE, BROKER_EXECUTION_ROLE, ADAPTER_TASK_ROLE, ADAPTER_EXECUTION_ROLE,
+                 COLLECTOR_TASK_ROLE, COLLECTOR_EXECUTION_ROLE}
+COLLECTOR_ACTIONS = {"logs:createlogstream", "logs:putlogevents", "logs:describelogstreams"}
 
 BROKER_STS_ACTIONS = {"sts:assumerole", "sts:tagsession", "sts:setsourceidentity"}
 ECS_TASKS = "ecs-tasks.amazonaws.com"
@@ -60,6 +66,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "DataBucketKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
         "SecretsKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/abcd1234-12ab-34cd-56ef-1234567890ab",
         "AdditionalTargetRoleArns": "arn:aws:iam::210987654321:role/partner-data-read",
+        "EnableAutoscaling": "true",
+        "EnableDataEventsTrail": "true",
         "VpcId": "vpc-0123456789abcdef0",
         "LoadBalancerSecurityGroupId": "sg-0123456789abcdef0",
         "CreateCache": "false",
@@ -93,7 +101,8 @@ def _long_form(tag: str):
 
 for _tag in ("Ref", "Condition", "Sub", "GetAtt", "Join", "If", "Not", "Equals", "And", "Or",
              "Select", "Split", "FindInMap", "Base64", "Cidr", "GetAZs", "ImportValue", "Transform",
-             "Length", "ToJsonString"):
+             "Length", "ToJsonString", "EachMemberEquals", "EachMemberIn", "Contains", "RefAll",
+             "ValueOf", "ValueOfAll"):
     _CfnLoader.add_constructor(f"!{_tag}", _long_form(_tag))
 
 
@@ -365,6 +374,7 @@ def _scenario_violations(r: Resolver) -> list[str]:
     problems += _broker_task_role(resources, allowed_targets)
     problems += _adapter_task_role(resources)
     problems += _execution_roles(resources)
+    problems += _collector_task_role(resources)
     for role in target_roles:
         problems += _target_role(r, resources, role, broker_arn)
 
@@ -416,6 +426,21 @@ def _broker_task_role(resources: dict, allowed_targets: set[str]) -> list[str]:
     return problems
 
 
+def _collector_task_role(resources: dict) -> list[str]:
+    """The collector writes CloudWatch Logs (EMF) into log groups of this template; no S3, STS,
+    IAM, wildcard action or '*' resource."""
+    problems: list[str] = []
+    for where, doc in policies_of_role(resources, COLLECTOR_TASK_ROLE):
+        for s in allow_statements(where, doc, problems):
+            for a in map(str, as_list(s.get("Action"))):
+                if a.lower() not in COLLECTOR_ACTIONS:
+                    problems.append(f"{where}: collector action {a!r} is not one of {sorted(COLLECTOR_ACTIONS)}")
+            for res in map(str, as_list(s.get("Resource"))):
+                if not res.startswith("{{getatt:") or "LogGroup.Arn" not in res:
+                    problems.append(f"{where}: collector resource {res!r} is not a log group of this template")
+    return problems
+
+
 def _adapter_task_role(resources: dict) -> list[str]:
     problems: list[str] = []
     for where, doc in policies_of_role(resources, ADAPTER_TASK_ROLE):
@@ -439,8 +464,10 @@ def _execution_roles(resources: dict) -> list[str]:
     offers nothing narrower (ecr:GetAuthorizationToken)."""
     problems: list[str] = []
     own_secrets = {
-        BROKER_EXECUTION_ROLE: {"JwtSecret", "CacheKeySecret", "CacheUrlSecret", "BrokerTlsSecret"},
+        BROKER_EXECUTION_ROLE: {"JwtSecret", "CacheKeySecret", "HandleKeySecret", "CacheUrlSecret",
+                                "BrokerTlsSecret"},
         ADAPTER_EXECUTION_ROLE: {"AdapterTlsSecret"},
+        COLLECTOR_EXECUTION_ROLE: set(),
     }
     for role, secrets in own_secrets.items():
         for where, doc in policies_of_role(resources, role):

@@ -101,9 +101,9 @@ def image_violations(path: Path, crate: str) -> list[str]:
     if len(runs) != 2:
         problems.append("builder: one RUN for the dependency layer, one for the crate")
     else:
-        if f"cargo build --release --locked -p {crate}" not in runs[0]:
-            problems.append("dependency layer must run cargo build --release --locked -p <crate>")
-        if f"cargo build --release --locked -p {crate} --bin {crate}" not in runs[1] or f"target/release/{crate} /out/{crate}" not in runs[1]:
+        if f"cargo build --profile dist --locked -p {crate}" not in runs[0]:
+            problems.append("dependency layer must run cargo build --profile dist --locked -p <crate>")
+        if f"cargo build --profile dist --locked -p {crate} --bin {crate}" not in runs[1] or f"target/dist/{crate} /out/{crate}" not in runs[1]:
             problems.append("crate layer must build and install only this binary, --locked")
     return problems
 

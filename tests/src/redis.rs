@@ -57,6 +57,8 @@ pub struct RedisServer {
     scratch: Scratch,
     port: u16,
     cluster: bool,
+    /// Extra `redis-server` arguments, kept across restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -67,6 +69,21 @@ impl RedisServer {
             scratch: Scratch::new("redis"),
             port: free_port(),
             cluster: false,
+            extra: Vec::new(),
+        };
+        server.spawn_and_wait().await;
+        server
+    }
+
+    /// A standalone server with extra arguments (e.g. `--maxmemory-policy volatile-lru`), which
+    /// it keeps across [`RedisServer::restart`].
+    pub async fn start_with_args(args: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            process: None,
+            scratch: Scratch::new("redis"),
+            port: free_port(),
+            cluster: false,
+            extra: args.iter().map(ToString::to_string).collect(),
         };
         server.spawn_and_wait().await;
         server
@@ -78,6 +95,7 @@ impl RedisServer {
             scratch: Scratch::new("redis-node"),
             port,
             cluster: true,
+            extra: Vec::new(),
         };
         server.spawn_and_wait().await;
         server
@@ -98,7 +116,8 @@ impl RedisServer {
         ])
         .args(["--daemonize", "no", "--protected-mode", "yes"])
         .arg("--dir")
-        .arg(self.scratch.path());
+        .arg(self.scratch.path())
+        .args(&self.extra);
         if self.cluster {
             cmd.args([
                 "--cluster-enabled",

@@ -182,6 +182,64 @@ async fn mtls_refuses_a_client_without_a_certificate_and_serves_one_with() {
     );
 }
 
+/// ECS injects secrets as the PEM text itself: the server and the `healthcheck` subcommand both
+/// take the same inline values under the variables the task definition sets. (The subcommand
+/// used to open the text as a path: "File name too long (os error 36)".)
+#[tokio::test]
+async fn healthcheck_takes_inline_pem_like_the_server() {
+    let pki = Pki::new();
+    let moto = Moto::start().await;
+    let secret = random_string(48);
+    let text = |name: &str| String::from_utf8(pki.read(name)).unwrap();
+    let broker = standard_broker(moto.seed(), &moto.endpoint(), &secret)
+        .env("BROKER_TLS_CERT", &text("server.pem"))
+        .env("BROKER_TLS_KEY", &text("server.key"))
+        .env("BROKER_TLS_CLIENT_CA", &text("ca.pem"))
+        .spawn();
+    let addr = broker.addr().to_string();
+    let inline_check = |client_key: &str| {
+        let out = std::process::Command::new(tools::broker_bin())
+            .args(["healthcheck", "--addr", &addr, "--timeout", "2s"])
+            .env_remove("BROKER_LISTEN")
+            .env("BROKER_HEALTHCHECK_CA", text("ca.pem"))
+            .env("BROKER_HEALTHCHECK_DOMAIN", "localhost")
+            .env("BROKER_HEALTHCHECK_CLIENT_CERT", text("client.pem"))
+            .env("BROKER_HEALTHCHECK_CLIENT_KEY", client_key)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The listener comes up; the check with inline values reports it.
+    let mut last = (0, String::new(), String::new());
+    for _ in 0..100 {
+        last = inline_check(&text("client.key"));
+        if last.0 == 0 {
+            break;
+        }
+        assert!(
+            !last.2.contains("File name too long"),
+            "inline PEM opened as a path: {}",
+            last.2
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((last.0, last.1.as_str()), (0, "SERVING"), "{}", last.2);
+
+    // A flattened key (line breaks lost on the way) is named, not echoed, not opened as a file.
+    let flat = text("client.key").replace('\n', " ");
+    let (code, _, err) = inline_check(&flat);
+    assert_eq!(code, 1);
+    assert!(err.contains("BROKER_HEALTHCHECK_CLIENT_KEY"), "{err}");
+    assert!(err.contains("no line breaks"), "{err}");
+    let body = text("client.key");
+    let key_line = body.lines().nth(1).unwrap();
+    assert!(!err.contains(key_line), "key material echoed: {err}");
+}
+
 #[tokio::test]
 async fn healthcheck_exits_zero_only_when_serving() {
     let stack = BrokerStack::start().await;

@@ -519,11 +519,12 @@ async fn the_broker_refuses_a_redis_url_without_a_cache_key() {
         "{log}"
     );
 
-    // Redis unreachable at start: a clear exit, not a broker that never serves.
+    // Redis unreachable for BROKER_STORE_STARTUP_TIMEOUT: a clear exit naming the target.
     let closed = e2e::ports::free_port();
     let (status, log) = base()
         .cache_url(&format!("redis://:hunter2-pass@127.0.0.1:{closed}"))
         .env("BROKER_CACHE_KEY", &cache_key())
+        .env("BROKER_STORE_STARTUP_TIMEOUT", "3s")
         .start_expecting_exit()
         .await;
     assert!(!status.success());
@@ -598,6 +599,7 @@ async fn rediss_verifies_the_server_certificate() {
         .allowed_roles(&["arn:aws:iam::123456789012:role/demo-*"])
         .cache_url(&format!("rediss://127.0.0.1:{port}"))
         .env("BROKER_CACHE_KEY", &cache_key())
+        .env("BROKER_STORE_STARTUP_TIMEOUT", "3s")
         .start_expecting_exit()
         .await;
     assert!(!status.success());

@@ -158,6 +158,15 @@ impl AnyStore {
         matches!(self, AnyStore::Redis(_))
     }
 
+    /// Whether the store keeps every key until its TTL (see
+    /// [`RedisStore::check_eviction_policy`]); the memory store never evicts.
+    pub async fn check_eviction_policy(&self, allow_eviction: bool) -> Result<(), String> {
+        match self {
+            AnyStore::Memory(_) => Ok(()),
+            AnyStore::Redis(r) => r.check_eviction_policy(allow_eviction).await,
+        }
+    }
+
     /// How often [`AnyStore::sweep`] should run.
     pub fn sweep_interval(&self) -> Duration {
         match self {

@@ -45,8 +45,29 @@ use std::time::Duration;
 
 /// Upper bound of one Redis call, connection (re-)establishment included.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the broker tries to reach Redis at start before giving up.
+/// How long [`RedisStore::connect`] tries to reach Redis before giving up (the broker itself
+/// waits as long as `BROKER_STORE_STARTUP_TIMEOUT` says, unbounded by default).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between two connection attempts at start.
+const STARTUP_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How [`RedisStore::connect_with`] treats a Redis that is not there yet or that evicts keys.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    /// How long to keep trying to reach Redis at start; `None` waits until it answers.
+    pub startup_timeout: Option<Duration>,
+    /// Accept a `maxmemory-policy` other than `noeviction` (BROKER_REDIS_ALLOW_EVICTION).
+    pub allow_eviction: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            startup_timeout: Some(STARTUP_TIMEOUT),
+            allow_eviction: false,
+        }
+    }
+}
 /// Members of the session index examined per round trip when listing or sweeping.
 const INDEX_PAGE: usize = 500;
 
@@ -231,12 +252,28 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `url` (`BROKER_CACHE_URL`), sealing values with `cache_keys` (current first).
     /// No keys means plaintext, allowed only when `insecure_plaintext` says so. Fails when Redis
-    /// cannot be reached within 10 s (a refused password at once): a broker that started without
-    /// its store would only report NOT_SERVING, while a clear exit shows a wrong URL at once.
+    /// cannot be reached within 10 s (a refused password at once) or evicts keys.
     pub async fn connect(
         url: &Secret,
         cache_keys: &[Secret],
         insecure_plaintext: bool,
+    ) -> Result<Self, String> {
+        Self::connect_with(
+            url,
+            cache_keys,
+            insecure_plaintext,
+            ConnectOptions::default(),
+        )
+        .await
+    }
+
+    /// [`RedisStore::connect`] with the start-up wait and the eviction rule given by `options`.
+    /// A Redis whose `maxmemory-policy` evicts keys is refused unless `options.allow_eviction`.
+    pub async fn connect_with(
+        url: &Secret,
+        cache_keys: &[Secret],
+        insecure_plaintext: bool,
+        options: ConnectOptions,
     ) -> Result<Self, String> {
         let target = parse_target(url.expose()).map_err(|e| format!("BROKER_CACHE_URL: {e}"))?;
         let sealer = match (cache_keys.is_empty(), insecure_plaintext) {
@@ -269,9 +306,11 @@ impl RedisStore {
                 .max_retry_wait(300)
                 .build()
                 .map_err(|e| format!("BROKER_CACHE_URL: {}", scrub(&e)))?;
-            let conn = startup_retry(&name, || client.get_async_connection())
-                .await
-                .map_err(|e| format!("BROKER_CACHE_URL: cannot reach {name}: {}", scrub(&e)))?;
+            let conn = startup_retry(&name, options.startup_timeout, &scrub, || {
+                client.get_async_connection()
+            })
+            .await
+            .map_err(|e| format!("BROKER_CACHE_URL: cannot reach {name}: {}", scrub(&e)))?;
             Connection::Cluster(conn)
         } else {
             let client = redis::Client::open(target.node_urls[0].expose())
@@ -284,7 +323,7 @@ impl RedisStore {
                 .set_number_of_retries(0)
                 .set_connection_timeout(OP_TIMEOUT)
                 .set_response_timeout(OP_TIMEOUT);
-            let conn = startup_retry(&name, || {
+            let conn = startup_retry(&name, options.startup_timeout, &scrub, || {
                 ConnectionManager::new_with_config(client.clone(), config.clone())
             })
             .await
@@ -301,7 +340,57 @@ impl RedisStore {
             .ping()
             .await
             .map_err(|e| format!("BROKER_CACHE_URL: {e}"))?;
+        store.check_eviction_policy(options.allow_eviction).await?;
         Ok(store)
+    }
+
+    /// Every node's `maxmemory-policy`, read from `INFO memory` (ElastiCache renames or disables
+    /// `CONFIG GET` but answers `INFO`). A cluster answers per master.
+    pub async fn eviction_policies(&self) -> Result<Vec<String>, StoreError> {
+        let info: Value = self
+            .query("INFO memory", redis::cmd("INFO").arg("memory"))
+            .await?;
+        let mut texts = Vec::new();
+        collect_texts(&info, &mut texts);
+        Ok(texts
+            .iter()
+            .flat_map(|t| t.lines())
+            .filter_map(|l| l.trim().strip_prefix("maxmemory_policy:"))
+            .map(|p| p.trim().to_string())
+            .collect())
+    }
+
+    /// `Ok` when Redis does not evict keys, or when eviction is allowed (then says in the log
+    /// what is at risk); otherwise an error naming the policy, the setting and the fix.
+    pub async fn check_eviction_policy(&self, allow_eviction: bool) -> Result<(), String> {
+        let policies = self
+            .eviction_policies()
+            .await
+            .map_err(|e| format!("BROKER_CACHE_URL: cannot read maxmemory-policy: {e}"))?;
+        let evicting: Vec<&str> = policies
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != "noeviction")
+            .collect();
+        let what = if policies.is_empty() {
+            "unknown (INFO memory did not report maxmemory_policy)".to_string()
+        } else if evicting.is_empty() {
+            return Ok(());
+        } else {
+            evicting.join(",")
+        };
+        if allow_eviction {
+            tracing::warn!(
+                store = %self.name,
+                maxmemory_policy = %what,
+                "BROKER_REDIS_ALLOW_EVICTION=true: Redis may evict keys under memory pressure; revocations and session bindings are keys with TTLs, so an evicted revocation makes a revoked session id bindable again"
+            );
+            return Ok(());
+        }
+        Err(format!(
+            "{}: maxmemory-policy is {what}; revocations and session bindings are keys with TTLs that an evicting policy can drop (a revoked session id would become bindable again). Set maxmemory-policy noeviction (ElastiCache: a parameter group, see deploy/), or accept the risk with BROKER_REDIS_ALLOW_EVICTION=true",
+            self.name
+        ))
     }
 
     /// `redis host:port` or `redis cluster host:port,…`.
@@ -465,31 +554,62 @@ impl RedisStore {
     }
 }
 
-/// Retries the first connection until [`STARTUP_TIMEOUT`] (Redis may start with the broker).
-async fn startup_retry<T, F, Fut>(name: &str, mut connect: F) -> redis::RedisResult<T>
+/// Retries the first connection until `limit` (`None`: until Redis answers), with a back-off
+/// doubling from 250 ms to [`STARTUP_BACKOFF_MAX`] and one log line per attempt, so an operator
+/// sees what the broker is waiting for (Redis may start with, or fail over under, the broker).
+async fn startup_retry<T, F, Fut>(
+    name: &str,
+    limit: Option<Duration>,
+    scrub: &dyn Fn(&redis::RedisError) -> String,
+    mut connect: F,
+) -> redis::RedisResult<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = redis::RedisResult<T>>,
 {
-    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        let attempt = match tokio::time::timeout(OP_TIMEOUT * 2, connect()).await {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    for attempt in 1u32.. {
+        let result = match tokio::time::timeout(OP_TIMEOUT * 2, connect()).await {
             Ok(r) => r,
             Err(_) => Err(redis::RedisError::from((
                 redis::ErrorKind::IoError,
                 "connection timed out",
             ))),
         };
-        match attempt {
+        let e = match result {
             Ok(c) => return Ok(c),
-            Err(e) if tokio::time::Instant::now() >= deadline || !retryable_at_start(&e) => {
-                return Err(e);
-            }
-            Err(_) => {
-                tracing::warn!(store = name, "Redis not reachable yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            Err(e) => e,
+        };
+        let out_of_time = limit.is_some_and(|l| started.elapsed() + pause >= l);
+        if out_of_time || !retryable_at_start(&e) {
+            return Err(e);
         }
+        tracing::warn!(
+            store = name,
+            attempt,
+            waited_s = started.elapsed().as_secs(),
+            limit = %limit.map_or("none".to_string(), |l| format!("{l:?}")),
+            error = %scrub(&e),
+            "waiting for Redis before serving (BROKER_STORE_STARTUP_TIMEOUT); liveness SERVING, readiness NOT_SERVING"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(STARTUP_BACKOFF_MAX);
+    }
+    unreachable!("the attempt counter does not run out")
+}
+
+/// Every string in a reply (a cluster answers `INFO` with one entry per node).
+fn collect_texts(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => out.push(s.clone()),
+        Value::VerbatimString { text, .. } => out.push(text.clone()),
+        Value::Array(items) | Value::Set(items) => {
+            items.iter().for_each(|v| collect_texts(v, out));
+        }
+        Value::Map(pairs) => pairs.iter().for_each(|(_, v)| collect_texts(v, out)),
+        _ => {}
     }
 }
 
