@@ -6,13 +6,14 @@
 # cached layer, then the real adapter sources; distroless runtime without a shell, uid 65532.
 # The adapter does not link aws-config, so no AWS credential can be loaded inside this image
 # whatever the environment holds; the ECS task definition gives it no task role either.
-# Base images: the defaults float (local builds, deploy/local); release builds pin both by digest
-# with --build-arg RUST_IMAGE=rust:1-bookworm@sha256:... RUNTIME_IMAGE=...@sha256:... as
-# deploy/README.md shows (tests/deploy checks that its build commands do).
+# Base images are pinned by digest (Rust 1.95 on bookworm: aws-smithy needs rustc 1.94.1 or
+# later; distroless cc-debian12 nonroot), so a rebuild uses the bytes that were reviewed.
+# deploy/README.md shows how to move both pins to the current digests with --build-arg
+# (tests/deploy checks the defaults and its build commands carry @sha256:).
 # The `dist` profile (Cargo.toml) is release with symbols stripped: a smaller image to pull on
 # every task start (sizes in deploy/README.md).
-ARG RUST_IMAGE=rust:1-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG RUST_IMAGE=rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src

@@ -3,20 +3,21 @@
 #   docker build -f deploy/docker/broker.Dockerfile -t credential-broker:dev .   # from the repo root
 #
 # Two stages:
-#   1. builder (rust:1-bookworm): compiles the dependencies against stub sources first, so that
+#   1. builder (rust:1.95-bookworm): compiles the dependencies against stub sources first, so that
 #      layer is reused until Cargo.toml/Cargo.lock (or proto/) change; then compiles the real
 #      broker sources. No BuildKit cache mounts are needed, so plain `docker build` and CI layer
 #      caches (--cache-from) both work.
 #   2. runtime (distroless cc, Debian 12, :nonroot): glibc + libgcc + CA certificates, no shell, no
 #      package manager, uid/gid 65532. The binary is built on bookworm, so its glibc matches.
 #
-# Base images: the defaults float (local builds, deploy/local); release builds pin both by digest
-# with --build-arg RUST_IMAGE=rust:1-bookworm@sha256:... RUNTIME_IMAGE=...@sha256:... as
-# deploy/README.md shows (tests/deploy checks that its build commands do).
+# Base images are pinned by digest (Rust 1.95 on bookworm: aws-smithy needs rustc 1.94.1 or
+# later; distroless cc-debian12 nonroot), so a rebuild uses the bytes that were reviewed.
+# deploy/README.md shows how to move both pins to the current digests with --build-arg
+# (tests/deploy checks the defaults and its build commands carry @sha256:).
 # The `dist` profile (Cargo.toml) is release with symbols stripped: a smaller image to pull on
 # every task start (sizes in deploy/README.md).
-ARG RUST_IMAGE=rust:1-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG RUST_IMAGE=rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src

@@ -94,9 +94,13 @@ def test_collector_is_its_own_service_reaching_both_metrics_ports(template: dict
     config = {e["name"]: e["value"] for e in c["environment"]}["AOT_CONFIG_CONTENT"]
     assert "broker.${ServiceNamespaceName}" in config and "adapter.${ServiceNamespaceName}" in config
     assert "awsemf" in config and "${MetricsLogGroupName}" in config
-    # No sidecar: the broker and adapter tasks hold one container each.
-    for path in (dc.BROKER_TASK, dc.ADAPTER_TASK):
-        assert len(dc.load_json(path)["containerDefinitions"]) == 1
+    # No metrics sidecar: the adapter task holds the adapter alone (a task role would hand AWS
+    # credentials to every container in it); the broker task holds the broker and the shipper of
+    # its audit log, which needs no AWS access of its own (awslogs ships its output).
+    adapter = dc.load_json(dc.ADAPTER_TASK)["containerDefinitions"]
+    assert [c["name"] for c in adapter] == ["mcp-adapter"], adapter
+    broker = [c["name"] for c in dc.load_json(dc.BROKER_TASK)["containerDefinitions"]]
+    assert sorted(broker) == ["audit-log-shipper", "credential-broker"], broker
     outputs = template["Outputs"]
     for name in dc.placeholders(task) - {"Region", "CollectorImageTag"}:
         assert name in outputs, name

@@ -67,12 +67,13 @@ def image_violations(path: Path, crate: str) -> list[str]:
     if len(all_stages) != 3:
         return [f"expected a builder and a runtime stage, got {len(all_stages) - 1} stages"]
     builder, runtime = all_stages[1:]
-    if not base_image(path, builder[0]).startswith("rust:1-bookworm"):
-        problems.append("builder must be rust:1-bookworm")
+    builder_image = base_image(path, builder[0])
+    if not re.fullmatch(r"rust:1\.\d+-bookworm@sha256:[0-9a-f]{64}", builder_image):
+        problems.append(f"builder {builder_image!r} must be rust:1.N-bookworm pinned by digest")
     if [v.upper() for v in builder[0].value[1:]] != ["AS", "BUILDER"]:
         problems.append("first stage must be named builder")
     final = base_image(path, runtime[0])
-    if not (final.startswith("gcr.io/distroless/cc-debian12") and final.endswith(":nonroot")):
+    if not re.fullmatch(r"gcr\.io/distroless/cc-debian12:nonroot@sha256:[0-9a-f]{64}", final):
         problems.append(f"runtime base {final!r} is not distroless cc-debian12:nonroot")
     if any(c.cmd == "RUN" for c in runtime):
         problems.append("RUN in the runtime stage (the image has no shell, and needs none)")

@@ -160,6 +160,8 @@ async fn ecs_task_definitions_stay_healthy_through_a_redis_outage() {
         ("AuthorizationServers", ISSUER.to_string()),
         ("AllowedOrigins", "https://app.example.com".to_string()),
         ("AllowedHosts", "localhost".to_string()),
+        // Operators by client-certificate name (BROKER_ADMIN_CLIENT_NAMES), as the stack passes it.
+        ("AdminClientNames", "ops-cli.internal".to_string()),
     ]
     .into_iter()
     .chain(
@@ -172,6 +174,7 @@ async fn ecs_task_definitions_stay_healthy_through_a_redis_outage() {
             "ImageTag",
             "BrokerLogGroupName",
             "AdapterLogGroupName",
+            "AuditLogGroupName",
             "JwtSecretArn",
             "CacheKeySecretArn",
             "CacheUrlSecretArn",
@@ -218,6 +221,19 @@ async fn ecs_task_definitions_stay_healthy_through_a_redis_outage() {
         "BROKER_METRICS_LISTEN".into(),
         format!("0.0.0.0:{broker_metrics}"),
     );
+    // The task's `audit` volume, mounted at /audit in the broker container (BROKER_AUDIT_LOG lives
+    // there): a scratch directory stands in for it, as ECS mounts the volume at that path.
+    let audit_volume = e2e::process::Scratch::new("ecs-audit-volume");
+    let audit_log = {
+        let configured = broker_c.env["BROKER_AUDIT_LOG"].clone();
+        let name = configured
+            .strip_prefix("/audit/")
+            .expect("the broker task writes its audit log on the /audit volume");
+        audit_volume.join(name)
+    };
+    broker_c
+        .env
+        .insert("BROKER_AUDIT_LOG".into(), audit_log.display().to_string());
     for (k, v) in &broker_c.env {
         builder = builder.env(k, v);
     }
@@ -316,4 +332,25 @@ async fn ecs_task_definitions_stay_healthy_through_a_redis_outage() {
     }
     assert_eq!(run_health_check(&broker_c), 0);
     assert_eq!(run_health_check(&adapter_c), 0);
+
+    // The audit trail the task ships holds this run's decisions as one whole chain.
+    let verify = std::process::Command::new(tools::bin_dir().join("credential-broker"))
+        .args(["audit", "verify"])
+        .arg(&audit_log)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let records = std::fs::read_to_string(&audit_log).unwrap();
+    assert!(
+        records
+            .lines()
+            .any(|l| l.contains(r#""event":"token_exchanged""#)
+                && l.contains(r#""peer":"mcp-adapter"#)),
+        "no token_exchanged record naming the adapter's certificate in the audit log:\n{records}"
+    );
 }
