@@ -62,12 +62,23 @@ pub fn load(value: &OsStr) -> Result<Vec<u8>, String> {
         }
         PemValue::Path(path) => {
             let bytes =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", shown(path)))?;
             if !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()) {
-                return Err(format!("{} is not a PEM file", path.display()));
+                return Err(format!("{} is not a PEM file", shown(path)));
             }
             Ok(bytes)
         }
+    }
+}
+
+/// A configured path as an error may show it: a value that is rather key material pasted without
+/// its `-----BEGIN ` line (several lines, or very long) is not repeated.
+fn shown(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.contains(['\n', '\r']) || text.len() > 256 {
+        "the configured value (not a readable file path; not shown, it may be key material)".into()
+    } else {
+        text
     }
 }
 

@@ -78,6 +78,20 @@ async fn fixture(mode: &str) -> Fixture {
 }
 
 impl Fixture {
+    /// Alice reads her object in `session` with her own token: what every attack test checks she
+    /// can still do.
+    async fn alice_reads(&self, session: &str) -> McpResponse {
+        self.mcp
+            .call_tool(
+                Some(session),
+                Some(&self.alice),
+                "bucket_object_text",
+                json!({ "s3_uri": self.uri }),
+            )
+            .await
+            .unwrap()
+    }
+
     /// The victim's session: with her token in `all` mode; in `tools` mode the way the incident's
     /// frontend connects, without a token (her first tool call then gives the session its owner).
     async fn victim_session(&self, mode: &str) -> String {
@@ -386,16 +400,7 @@ async fn a_session_without_an_owner_serves_only_connecting_and_a_token_makes_it_
             "ping after the owner bound, {token:?}"
         );
     }
-    let answer = fx
-        .mcp
-        .call_tool(
-            Some(&session),
-            Some(&fx.alice),
-            "bucket_object_text",
-            json!({ "s3_uri": fx.uri }),
-        )
-        .await
-        .unwrap();
+    let answer = fx.alice_reads(&session).await;
     assert!(answer.is_tool_success(), "{}", answer.text);
     drop(stream);
 }
@@ -409,30 +414,12 @@ async fn every_path_into_an_owned_session_needs_the_owners_token_in_both_modes()
         fx.s3.release();
         let session = fx.victim_session(mode).await;
         // Give the session its owner in `tools` mode too (and check she is served).
-        let answer = fx
-            .mcp
-            .call_tool(
-                Some(&session),
-                Some(&fx.alice),
-                "bucket_object_text",
-                json!({ "s3_uri": fx.uri }),
-            )
-            .await
-            .unwrap();
+        let answer = fx.alice_reads(&session).await;
         assert!(answer.is_tool_success(), "{mode}: {}", answer.text);
         let tried = attack_every_path(&fx, &session, None, 1).await
             + attack_every_path(&fx, &session, Some(&fx.mallory), 1).await;
         println!("ADAPTER_REQUIRE_AUTH={mode}: {tried} requests into alice's session refused");
-        let answer = fx
-            .mcp
-            .call_tool(
-                Some(&session),
-                Some(&fx.alice),
-                "bucket_object_text",
-                json!({ "s3_uri": fx.uri }),
-            )
-            .await
-            .unwrap();
+        let answer = fx.alice_reads(&session).await;
         assert!(
             answer.is_tool_success(),
             "{mode}: alice is still served: {}",
@@ -461,18 +448,7 @@ async fn the_initializing_token_owns_the_session_from_the_start() {
         .await
         .unwrap();
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
-    let answer: Value = fx
-        .mcp
-        .call_tool(
-            Some(&session),
-            Some(&fx.alice),
-            "bucket_object_text",
-            json!({ "s3_uri": fx.uri }),
-        )
-        .await
-        .unwrap()
-        .result()
-        .clone();
+    let answer: Value = fx.alice_reads(&session).await.result().clone();
     assert!(answer.to_string().contains(&fx.text), "{answer}");
 }
 
@@ -513,16 +489,7 @@ async fn an_anonymous_initialize_flood_is_bounded_and_a_real_user_is_served_afte
     let pid = fx.adapter.pid();
     // Warm up the paths a real user takes, so the figure is what the flood adds.
     let warm = fx.mcp.open_session(Some(&fx.alice)).await;
-    let answer = fx
-        .mcp
-        .call_tool(
-            Some(&warm),
-            Some(&fx.alice),
-            "bucket_object_text",
-            json!({ "s3_uri": fx.uri }),
-        )
-        .await
-        .unwrap();
+    let answer = fx.alice_reads(&warm).await;
     assert!(answer.is_tool_success(), "{}", answer.text);
     for _ in 0..20 {
         fx.mcp.open_session(None).await;
@@ -587,16 +554,7 @@ async fn an_anonymous_initialize_flood_is_bounded_and_a_real_user_is_served_afte
 
     // A real user right after: a new session with her token, and a tool call.
     let session = fx.mcp.open_session(Some(&fx.alice)).await;
-    let answer = fx
-        .mcp
-        .call_tool(
-            Some(&session),
-            Some(&fx.alice),
-            "bucket_object_text",
-            json!({ "s3_uri": fx.uri }),
-        )
-        .await
-        .unwrap();
+    let answer = fx.alice_reads(&session).await;
     assert!(
         answer.is_tool_success() && answer.text.contains(&fx.text),
         "the real user after the flood: {}",

@@ -173,10 +173,15 @@ async fn redis_killed_and_restarted_under_load_serves_no_wrong_credential_and_re
         .collect();
     let (keys, shared) = keys_by_subject(&samples);
     let outage: Vec<Sample> = samples.iter().filter(|s| in_outage(s)).cloned().collect();
+    // The outage's own errors, judged by what they are: a read-only user's write that S3 refused
+    // on his own credentials (served just before the kill, or from a still-valid credential) is a
+    // right answer (see `judge`), not an outage error that should name the store.
     let outage_messages: Vec<String> = outage
         .iter()
         .filter_map(|s| match &s.outcome {
-            Outcome::ToolError { message, .. } => Some(message.clone()),
+            Outcome::ToolError { code, message } if code == "CredentialBrokerUnavailable" => {
+                Some(message.clone())
+            }
             Outcome::Grpc { message, .. } => Some(message.clone()),
             _ => None,
         })

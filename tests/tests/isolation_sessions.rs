@@ -273,6 +273,7 @@ async fn adapter_session_ids_carry_at_least_128_random_bits() {
     // for all of them.
     let adapter = AdapterBuilder::new(&format!("http://127.0.0.1:{}", e2e::ports::free_port()))
         .env("ADAPTER_REQUIRE_AUTH", "tools")
+        .env("ADAPTER_MAX_ANONYMOUS_SESSIONS", "600")
         .start()
         .await;
     let mcp = McpHttp::new(&adapter.mcp_url());
