@@ -329,7 +329,8 @@ const MAX_BATCH_ANSWER: usize = 64 << 20;
 /// A JSON-RPC batch. The 2025-03-26 revision says servers MUST accept them; later revisions
 /// removed them, and rmcp reads one message per request. So in a 2025-03-26 session every
 /// message is authorized as if it came alone (its own broker check, its own [`Caller`]) —
-/// all before any of them runs, and one refusal refuses the batch — then each goes to rmcp
+/// all before any of them runs, and one refusal refuses the batch; the batch as a whole needs a
+/// token first, as before — then each goes to rmcp
 /// alone, and their answers return as one JSON array (202 when the batch holds no request).
 async fn batch(
     gate: &Gate,
@@ -338,6 +339,14 @@ async fn batch(
     messages: &[jsonrpc::Message],
     next: Next,
 ) -> Response {
+    // A batch as a whole always needs a token (`auth`): refusals come before anything else.
+    if let Err(refusal) = gate
+        .auth
+        .authenticate(&parts.headers, &Envelope::Batch(messages.to_vec()))
+        .await
+    {
+        return *refusal;
+    }
     let session = parts
         .headers
         .get("mcp-session-id")
