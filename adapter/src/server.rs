@@ -105,8 +105,9 @@ pub fn app(
     } else {
         rmcp_config.with_allowed_hosts(hosts)
     };
+    let listed_buckets = Arc::new(config.listed_buckets.clone());
     let mcp = StreamableHttpService::new(
-        move || Ok(BucketTools::new(s3.clone())),
+        move || Ok(BucketTools::new(s3.clone(), listed_buckets.clone())),
         sessions.clone(),
         rmcp_config,
     );

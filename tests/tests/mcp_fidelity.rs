@@ -51,6 +51,7 @@ async fn fixture() -> Fixture {
             "ADAPTER_METRICS_LISTEN",
             &format!("127.0.0.1:{metrics_port}"),
         )
+        .env("ADAPTER_LISTED_BUCKETS", &stack.seed().buckets.demo)
         .start()
         .await;
     let alice = stack.rw_token("alice");
@@ -165,6 +166,11 @@ impl Fixture {
     /// Opens a session on `version` with alice's token. 2025-03-26 requests carry no
     /// `MCP-Protocol-Version` header (that revision has none).
     async fn open(&self, version: &str) -> String {
+        self.open_with_answer(version).await.0
+    }
+
+    /// [`Fixture::open`], also returning the initialize answer's `result`.
+    async fn open_with_answer(&self, version: &str) -> (String, Value) {
         let init = json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {
@@ -188,6 +194,11 @@ impl Fixture {
             body.contains(&format!("\"protocolVersion\":\"{version}\"")),
             "{body}"
         );
+        let result = events(&body)
+            .into_iter()
+            .filter_map(|(_, data)| serde_json::from_str::<Value>(&data?).ok())
+            .find_map(|m| m.get("result").cloned())
+            .unwrap_or_default();
         let header = (version != "2025-03-26").then_some(version);
         let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
         let ack = self
@@ -201,7 +212,39 @@ impl Fixture {
             .await
             .unwrap();
         assert_eq!(ack.status(), StatusCode::ACCEPTED);
-        session
+        (session, result)
+    }
+
+    /// One request in a 2025-11-25 session with alice's token; all JSON-RPC messages of the answer.
+    async fn request(&self, session: &str, method: &str, params: Value) -> Vec<Value> {
+        let body = json!({ "jsonrpc": "2.0", "id": next_id(), "method": method, "params": params });
+        let answer = self
+            .post(
+                body.to_string(),
+                Some(&self.alice),
+                Some(session),
+                Some("2025-11-25"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{method}");
+        let text = answer.text().await.unwrap();
+        events(&text)
+            .into_iter()
+            .filter_map(|(_, data)| serde_json::from_str(&data?).ok())
+            .collect()
+    }
+
+    /// The `result` of [`Fixture::request`]'s answer; panics on an error answer.
+    async fn result(&self, session: &str, method: &str, params: Value) -> Value {
+        let messages = self.request(session, method, params).await;
+        let answer = messages
+            .iter()
+            .find(|m| m.get("result").is_some() || m.get("error").is_some())
+            .unwrap_or_else(|| panic!("{method}: no answer in {messages:?}"));
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
     }
 }
 
@@ -502,4 +545,277 @@ async fn a_dropped_tool_call_is_resumed_by_its_owner_and_by_nobody_else() {
         result["result"]["structuredContent"]["text"], fx.text,
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn s3_objects_are_resources_with_completions_progress_and_logging() {
+    let fx = fixture().await;
+    fx.s3.release();
+    let bucket = fx.stack.seed().buckets.demo.clone();
+    let (session, init) = fx.open_with_answer("2025-11-25").await;
+    for capability in ["resources", "completions", "logging", "tools"] {
+        assert!(
+            init["capabilities"].get(capability).is_some(),
+            "{capability} not declared: {init}"
+        );
+    }
+
+    let templates = fx
+        .result(&session, "resources/templates/list", json!({}))
+        .await;
+    assert_eq!(
+        templates["resourceTemplates"][0]["uriTemplate"], "s3://{bucket}/{+key}",
+        "{templates}"
+    );
+
+    // Text (a text/* object): UTF-8 text with S3's content type.
+    let text_key = format!("text-{}.txt", random_string(8));
+    let text = format!("héllo {}", random_string(8));
+    let put = fx
+        .result(
+            &session,
+            "tools/call",
+            json!({ "name": "bucket_objects_put", "arguments": {
+                "bucket": bucket, "items": [{ "key": text_key, "text": text }]
+            }}),
+        )
+        .await;
+    assert_ne!(put["isError"], true, "{put}");
+    let text_uri = format!("s3://{bucket}/{text_key}");
+    let read = fx
+        .result(&session, "resources/read", json!({ "uri": text_uri }))
+        .await;
+    assert_eq!(read["contents"][0]["uri"], text_uri, "{read}");
+    assert_eq!(read["contents"][0]["text"], text, "{read}");
+    assert!(
+        read["contents"][0]["mimeType"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{read}"
+    );
+
+    // Binary: base64, with S3's content type.
+    let key = format!("blob-{}.bin", random_string(8));
+    let bytes: Vec<u8> = vec![0xff, 0x00, 0xfe, 0x10, 0x80];
+    let data = base64_encode(&bytes);
+    let put = fx
+        .result(
+            &session,
+            "tools/call",
+            json!({ "name": "bucket_objects_put", "arguments": {
+                "bucket": bucket,
+                "items": [{ "key": key, "data": data, "content_type": "application/octet-stream" }]
+            }}),
+        )
+        .await;
+    assert_ne!(put["isError"], true, "{put}");
+    let uri = format!("s3://{bucket}/{key}");
+    let read = fx
+        .result(&session, "resources/read", json!({ "uri": uri }))
+        .await;
+    assert_eq!(read["contents"][0]["blob"], data, "{read}");
+    assert_eq!(
+        read["contents"][0]["mimeType"], "application/octet-stream",
+        "{read}"
+    );
+
+    // A missing object is "resource not found".
+    let missing = fx
+        .request(
+            &session,
+            "resources/read",
+            json!({ "uri": format!("s3://{bucket}/no-such-{}", random_string(8)) }),
+        )
+        .await;
+    assert!(
+        missing.iter().any(|m| m["error"]["code"] == -32002),
+        "{missing:?}"
+    );
+
+    // resources/list: the objects of ADAPTER_LISTED_BUCKETS (alice's token has no buckets claim).
+    let mut uris = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let params = match &cursor {
+            Some(cursor) => json!({ "cursor": cursor }),
+            None => json!({}),
+        };
+        let page = fx.result(&session, "resources/list", params).await;
+        uris.extend(
+            page["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r["uri"].as_str().map(str::to_string)),
+        );
+        cursor = page["nextCursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(uris.contains(&fx.uri), "{uris:?}");
+    assert!(uris.contains(&uri), "{uris:?}");
+
+    // Completions: the template's bucket and key.
+    let reference = json!({ "type": "ref/resource", "uri": "s3://{bucket}/{+key}" });
+    let buckets = fx
+        .result(
+            &session,
+            "completion/complete",
+            json!({ "ref": reference, "argument": { "name": "bucket", "value": &bucket[..3] } }),
+        )
+        .await;
+    assert!(
+        buckets["completion"]["values"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(bucket)),
+        "{buckets}"
+    );
+    let note_key = fx.uri.rsplit('/').next().unwrap().to_string();
+    let keys = fx
+        .result(
+            &session,
+            "completion/complete",
+            json!({ "ref": reference, "argument": { "name": "key", "value": "alice-note-" },
+                    "context": { "arguments": { "bucket": bucket } } }),
+        )
+        .await;
+    let values = keys["completion"]["values"].as_array().unwrap();
+    assert!(values.contains(&json!(note_key)), "{keys}");
+    assert!(values.len() <= 100);
+    assert!(keys["completion"]["hasMore"].is_boolean(), "{keys}");
+
+    // Progress from a put of 20 items, on the request's own stream; the log message about it
+    // comes on the session's standalone stream (it belongs to no request).
+    let mut stream = fx
+        .get(Some(&fx.alice), &session, "2025-11-25", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut log = LogReader::default();
+    fx.result(&session, "logging/setLevel", json!({ "level": "info" }))
+        .await;
+    let messages = fx
+        .request(
+            &session,
+            "tools/call",
+            json!({ "name": "bucket_objects_put", "arguments": { "bucket": bucket, "items": items(20) },
+                    "_meta": { "progressToken": "put-20" } }),
+        )
+        .await;
+    let progress: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 20, "{messages:?}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "put-20"
+                && p["params"]["total"].as_f64() == Some(20.0)),
+        "{progress:?}"
+    );
+    assert_eq!(
+        progress.last().unwrap()["params"]["progress"].as_f64(),
+        Some(20.0)
+    );
+    let result = messages.iter().find(|m| m.get("result").is_some()).unwrap();
+    assert_eq!(result["result"]["structuredContent"]["uploaded"], 20);
+    // (A new standalone stream first gets what the session logged before it was opened.)
+    let message = loop {
+        let message = log.next_message(&mut stream).await;
+        if message["params"]["data"]["uploaded"] == 20 {
+            break message;
+        }
+    };
+    assert_eq!(message["params"]["level"], "info", "{message}");
+
+    // Below the level set, nothing is sent: after a quiet put of 1 item at level `error`, the
+    // next message is the one about a put of 2 items at level `info` again.
+    fx.result(&session, "logging/setLevel", json!({ "level": "error" }))
+        .await;
+    let messages = fx
+        .request(
+            &session,
+            "tools/call",
+            json!({ "name": "bucket_objects_put", "arguments": { "bucket": bucket, "items": items(1) } }),
+        )
+        .await;
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m["method"] == "notifications/progress"),
+        "no progress without a progressToken: {messages:?}"
+    );
+    fx.result(&session, "logging/setLevel", json!({ "level": "info" }))
+        .await;
+    fx.request(
+        &session,
+        "tools/call",
+        json!({ "name": "bucket_objects_put", "arguments": { "bucket": bucket, "items": items(2) } }),
+    )
+    .await;
+    let message = log.next_message(&mut stream).await;
+    assert_eq!(message["params"]["data"]["uploaded"], 2, "{message}");
+    drop(stream);
+
+    // Resources need the caller's token like tools.
+    let refused = fx
+        .post(
+            json!({ "jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": { "uri": fx.uri } })
+                .to_string(),
+            None,
+            Some(&session),
+            Some("2025-11-25"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(!refused.text().await.unwrap().contains(&fx.text));
+}
+
+/// `n` small text items for `bucket_objects_put`.
+fn items(n: usize) -> Vec<Value> {
+    let prefix = random_string(6);
+    (0..n)
+        .map(|i| json!({ "key": format!("put-{prefix}/{i}.txt"), "text": format!("item {i}") }))
+        .collect()
+}
+
+/// Reads `notifications/message` events off a standalone stream.
+#[derive(Default)]
+struct LogReader {
+    text: String,
+    seen: usize,
+}
+
+impl LogReader {
+    /// The next `notifications/message` on the stream (waits up to 60 s).
+    async fn next_message(&mut self, stream: &mut reqwest::Response) -> Value {
+        loop {
+            let messages: Vec<Value> = events(&self.text)
+                .into_iter()
+                .filter_map(|(_, data)| serde_json::from_str::<Value>(&data?).ok())
+                .filter(|m| m["method"] == "notifications/message")
+                .collect();
+            if let Some(message) = messages.get(self.seen) {
+                self.seen += 1;
+                return message.clone();
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(60), stream.chunk())
+                .await
+                .expect("a log message within 60 s")
+                .expect("stream readable")
+                .expect("stream open");
+            self.text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
