@@ -51,6 +51,9 @@ pub(crate) struct Issued {
     pub(crate) rebound: bool,
     /// Issuer and subject of the token, as the broker validated them: a session's owner.
     pub(crate) owner: Owner,
+    /// The token's `buckets` claim: buckets the credentials are limited to (empty: the role's
+    /// own rights). `resources/list` lists these.
+    pub(crate) buckets: Vec<String>,
 }
 
 impl fmt::Debug for Issued {
@@ -145,6 +148,7 @@ impl Broker {
             issuer: session.issuer,
             subject: session.subject,
         };
+        let buckets = session.buckets;
         self.issued(
             response.credentials,
             session.role_arn,
@@ -153,6 +157,7 @@ impl Broker {
             response.rebound,
         )
         .and_then(|issued| self.with_owner(issued, owner))
+        .map(|issued| Issued { buckets, ..issued })
     }
 
     /// Credentials for a request without a session (the 2026-07-28 revision).
@@ -172,6 +177,7 @@ impl Broker {
             issuer: principal.issuer,
             subject: principal.subject,
         };
+        let buckets = principal.buckets;
         self.issued(
             response.credentials,
             principal.role_arn,
@@ -180,6 +186,7 @@ impl Broker {
             false,
         )
         .and_then(|issued| self.with_owner(issued, owner))
+        .map(|issued| Issued { buckets, ..issued })
     }
 
     /// Adds who the token belongs to; an answer that does not say is a broker failure (a session
@@ -320,6 +327,7 @@ impl Broker {
             session_handle,
             rebound,
             owner: Owner::default(),
+            buckets: Vec::new(),
         })
     }
 }

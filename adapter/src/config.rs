@@ -97,6 +97,12 @@ pub struct Config {
     #[arg(long, env = "ADAPTER_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 
+    /// Comma-separated buckets whose objects `resources/list` offers to callers whose token has
+    /// no `buckets` claim (the objects are still read with the caller's own credentials). Empty:
+    /// such callers get an empty list.
+    #[arg(long, env = "ADAPTER_LISTED_BUCKETS", value_delimiter = ',', value_parser = parse_listed_bucket)]
+    pub listed_buckets: Vec<String>,
+
     /// Comma-separated Host header values accepted on /mcp (DNS-rebinding protection); `*` accepts
     /// any. The host of ADAPTER_RESOURCE_URL is always accepted.
     #[arg(long, env = "ADAPTER_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1", value_parser = parse_host)]
@@ -485,6 +491,14 @@ fn parse_size(value: &str) -> Result<usize, String> {
 }
 
 /// An origin as browsers serialize it (`scheme://host[:port]`, default port omitted), or `null`.
+/// A bucket name for `ADAPTER_LISTED_BUCKETS` (S3's naming rules).
+pub(crate) fn parse_listed_bucket(value: &str) -> Result<String, String> {
+    let bucket = value.trim();
+    crate::s3::validate_bucket(bucket)
+        .map(|()| bucket.to_string())
+        .map_err(|problem| format!("ADAPTER_LISTED_BUCKETS entry {bucket:?}: {problem}"))
+}
+
 pub(crate) fn parse_origin(value: &str) -> Result<String, String> {
     crate::origin::normalize(value.trim())
         .ok_or_else(|| format!("{value:?} is not an origin like https://app.example.com"))

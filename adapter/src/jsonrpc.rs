@@ -27,8 +27,10 @@ pub(crate) mod code {
     pub(crate) const BROKER_UNAVAILABLE: i64 = -32005;
     /// The adapter is at a limit (requests in flight, sessions without a token) (HTTP 503).
     pub(crate) const BUSY: i64 = -32006;
-    /// Invalid request (body too large, malformed header).
+    /// Invalid request (body too large, malformed header, not a JSON-RPC message).
     pub(crate) const INVALID_REQUEST: i64 = -32600;
+    /// The body is not JSON.
+    pub(crate) const PARSE_ERROR: i64 = -32700;
     /// Same code and shape as rmcp's, so version negotiation in clients keeps working.
     pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
@@ -146,6 +148,52 @@ impl Envelope {
     }
 }
 
+/// What is wrong with a body [`Envelope::parse`] found unreadable: the JSON-RPC code and a
+/// message naming the problem (never the body itself, which may hold anything).
+pub(crate) fn problem(body: &[u8]) -> (i64, &'static str) {
+    match serde_json::from_slice::<Value>(body) {
+        Err(_) => (
+            code::PARSE_ERROR,
+            "Parse error: the request body is not JSON; send one JSON-RPC message (a JSON object)",
+        ),
+        Ok(Value::Array(items)) if items.is_empty() => (
+            code::INVALID_REQUEST,
+            "Invalid Request: an empty batch; send one JSON-RPC message (a JSON object)",
+        ),
+        Ok(_) => (
+            code::INVALID_REQUEST,
+            "Invalid Request: not a JSON-RPC message; a request needs `jsonrpc`, a string `method` and an `id`, a notification a `method`, a reply an `id` and `result` or `error`",
+        ),
+    }
+}
+
+/// The items of a JSON array body, each to be sent on alone (a batch).
+pub(crate) fn batch_items(body: &[u8]) -> Option<Vec<Value>> {
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// The JSON-RPC messages in an event stream (`data:` lines of each event), in order; events
+/// without data (priming) are skipped.
+pub(crate) fn event_stream_messages(text: &str) -> Vec<Value> {
+    text.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|data| data.strip_prefix(' ').unwrap_or(data))
+                .collect();
+            if data.is_empty() {
+                return None;
+            }
+            serde_json::from_str(&data.join("\n")).ok()
+        })
+        .collect()
+}
+
 /// A JSON-RPC error answer with an HTTP status.
 pub(crate) fn error_response(
     status: StatusCode,
@@ -211,6 +259,26 @@ mod tests {
             Envelope::Unreadable
         );
         assert_eq!(Envelope::parse(b"  "), Envelope::Empty);
+    }
+
+    #[test]
+    fn problems_name_parse_errors_and_invalid_messages() {
+        assert_eq!(problem(b"{not json").0, code::PARSE_ERROR);
+        assert_eq!(problem(b"[]").0, code::INVALID_REQUEST);
+        assert_eq!(
+            problem(br#"{"jsonrpc":"2.0","id":1}"#).0,
+            code::INVALID_REQUEST
+        );
+        assert_eq!(problem(b"42").0, code::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn event_streams_yield_their_messages_and_skip_priming() {
+        let text = "id: 0\nretry: 3000\ndata:\n\nid: 1\ndata: {\"id\":3,\"result\":{}}\n\n: keep-alive\n\n";
+        assert_eq!(
+            event_stream_messages(text),
+            vec![json!({"id":3,"result":{}})]
+        );
     }
 
     #[test]

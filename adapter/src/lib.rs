@@ -14,6 +14,7 @@
 //! | `broker` | the gRPC client (lazy connection, one deadline per call, one retry on UNAVAILABLE) |
 //! | `s3` | S3 clients from given credentials, cached while valid; `s3://` parsing |
 //! | `sessions` | rmcp's session manager, minting 256-bit session ids instead of UUID v4 |
+//! | `events` | per-session event ids, priming by revision, the bounded buffer streams resume from |
 //! | `tools` | the S3 tools, one file per family |
 //! | `origin`, `protocol`, `jsonrpc` | Origin allowlist, MCP-Protocol-Version, JSON-RPC envelope/errors |
 //! | [`metrics`] | Prometheus counters and histograms on `ADAPTER_METRICS_LISTEN` |
@@ -23,6 +24,7 @@
 mod auth;
 mod broker;
 pub mod config;
+mod events;
 pub mod healthcheck;
 mod jsonrpc;
 pub mod logging;

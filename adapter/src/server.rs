@@ -35,6 +35,7 @@ use axum::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use rmcp::model::ProtocolVersion;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -46,7 +47,7 @@ use crate::{
     auth::{Authenticator, Caller, bearer_token},
     broker::Broker,
     config::Config,
-    jsonrpc::{Envelope, code, error_response},
+    jsonrpc::{self, Envelope, code, error_response},
     origin::{OriginPolicy, OriginRejection},
     protocol,
     s3::S3Clients,
@@ -92,6 +93,8 @@ pub fn app(
     let hosts = config.effective_allowed_hosts();
     let mut rmcp_config = StreamableHttpServerConfig::default()
         .with_max_request_body_bytes(config.max_body)
+        // Priming events come from `events`, only for the revisions that have them.
+        .with_sse_retry(None)
         .with_cancellation_token(shutdown)
         // rmcp checks origins too; the gate already did with the same list. Explicit ports keep
         // rmcp's matching exact.
@@ -102,8 +105,9 @@ pub fn app(
     } else {
         rmcp_config.with_allowed_hosts(hosts)
     };
+    let listed_buckets = Arc::new(config.listed_buckets.clone());
     let mcp = StreamableHttpService::new(
-        move || Ok(BucketTools::new(s3.clone())),
+        move || Ok(BucketTools::new(s3.clone(), listed_buckets.clone())),
         sessions.clone(),
         rmcp_config,
     );
@@ -229,6 +233,9 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     if let Err(response) = protocol::check(&parts.headers, &id) {
         return *response;
     }
+    if let Envelope::Batch(messages) = &envelope {
+        return batch(&gate, parts, &bytes, messages, next).await;
+    }
     let opens_session = parts.method == Method::POST
         && !parts.headers.contains_key("mcp-session-id")
         && envelope.methods().any(|m| m == "initialize");
@@ -251,6 +258,11 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             gate.max_anonymous
         ));
     }
+    if parts.method == Method::POST && envelope == Envelope::Unreadable {
+        let (code, message) = jsonrpc::problem(&bytes);
+        return error_response(StatusCode::BAD_REQUEST, Value::Null, code, message, None);
+    }
+    let sends_json = is_json(&parts.headers);
     parts.extensions.insert(caller);
     let is_delete = parts.method == Method::DELETE;
     let is_stream = parts.method == Method::GET;
@@ -264,10 +276,24 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         if let Some(session_id) = new_session
-            && let Err(refusal) = gate.auth.bind_new_session(&session_id, &token, id).await
+            && let Err(refusal) = gate
+                .auth
+                .bind_new_session(&session_id, &token, id.clone())
+                .await
         {
             return *refusal;
         }
+    }
+    // rmcp answers a JSON body it cannot read as a message with 415 and plain text; clients
+    // expect 400 with a JSON-RPC error.
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE && sends_json {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            id,
+            code::INVALID_REQUEST,
+            "Invalid Request: the message does not match the MCP schema for its method (check `params`)",
+            None,
+        );
     }
     // rmcp ends a session with 202; the session is gone, nothing is pending, and clients (the
     // official Python SDK among them) expect 200 or 204 here.
@@ -287,6 +313,117 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             frame
         }))
     })
+}
+
+/// Whether the request says its body is JSON (rmcp's own 415 for another type stays).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Largest answer rmcp gives to one message of a batch that is collected into the batch's answer.
+const MAX_BATCH_ANSWER: usize = 64 << 20;
+
+/// A JSON-RPC batch. The 2025-03-26 revision says servers MUST accept them; later revisions
+/// removed them, and rmcp reads one message per request. So in a 2025-03-26 session every
+/// message is authorized as if it came alone (its own broker check, its own [`Caller`]) —
+/// all before any of them runs, and one refusal refuses the batch; the batch as a whole needs a
+/// token first, as before — then each goes to rmcp
+/// alone, and their answers return as one JSON array (202 when the batch holds no request).
+async fn batch(
+    gate: &Gate,
+    parts: http::request::Parts,
+    bytes: &Bytes,
+    messages: &[jsonrpc::Message],
+    next: Next,
+) -> Response {
+    // A batch as a whole always needs a token (`auth`): refusals come before anything else.
+    if let Err(refusal) = gate
+        .auth
+        .authenticate(&parts.headers, &Envelope::Batch(messages.to_vec()))
+        .await
+    {
+        return *refusal;
+    }
+    let session = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|value| value.to_str().ok());
+    let revision = session.and_then(|id| gate.sessions.streams.revision(id));
+    let allowed = match (session, &revision) {
+        (Some(_), Some(version)) => *version == ProtocolVersion::V_2025_03_26,
+        // Not a live session here: each message gets rmcp's 404 below.
+        (Some(id), None) => gate.sessions.owner(id).is_none(),
+        (None, _) => false,
+    };
+    if !allowed {
+        let revision = revision.map_or_else(|| "none (no session)".to_string(), |v| v.to_string());
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            code::INVALID_REQUEST,
+            format!(
+                "Invalid Request: JSON-RPC batches are accepted only in sessions on revision 2025-03-26 (this request's session: {revision}; initialize never goes in a batch); send one message per request"
+            ),
+            None,
+        );
+    }
+    let items = jsonrpc::batch_items(bytes).unwrap_or_default();
+    let mut callers = Vec::with_capacity(messages.len());
+    for message in messages {
+        let alone = Envelope::Messages(vec![message.clone()]);
+        match gate.auth.authenticate(&parts.headers, &alone).await {
+            Ok(caller) => callers.push(caller),
+            Err(refusal) => return *refusal,
+        }
+    }
+    let sends = items.into_iter().zip(callers).map(|(item, caller)| {
+        let mut request = Request::new(Body::from(item.to_string()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        request.headers_mut().remove(header::CONTENT_LENGTH);
+        *request.extensions_mut() = parts.extensions.clone();
+        request.extensions_mut().insert(caller);
+        next.clone().run(request)
+    });
+    let mut answers = Vec::new();
+    for response in futures::future::join_all(sends).await {
+        match response.status() {
+            StatusCode::ACCEPTED => continue,
+            StatusCode::OK => {}
+            _ => return response,
+        }
+        let json = is_json(response.headers());
+        let Ok(body) = axum::body::to_bytes(response.into_body(), MAX_BATCH_ANSWER).await else {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Value::Null,
+                code::INVALID_REQUEST,
+                format!(
+                    "an answer in the batch was larger than {MAX_BATCH_ANSWER} bytes; send that request alone"
+                ),
+                None,
+            );
+        };
+        let messages = if json {
+            serde_json::from_slice(&body).into_iter().collect()
+        } else {
+            jsonrpc::event_stream_messages(&String::from_utf8_lossy(&body))
+        };
+        answers.extend(messages.into_iter().filter(|message: &Value| {
+            message.get("id").is_some()
+                && (message.get("result").is_some() || message.get("error").is_some())
+        }));
+    }
+    if answers.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    Json(Value::Array(answers)).into_response()
 }
 
 /// 503 with `Retry-After` for a request refused at one of the adapter's limits.

@@ -29,17 +29,19 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
 use rmcp::transport::streamable_http_server::session::local::{
-    LocalSessionManager, LocalSessionManagerError, LocalSessionWorker, SessionConfig,
+    LocalSessionManager, LocalSessionManagerError, LocalSessionWorker, SessionConfig, SessionError,
     create_local_session,
 };
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, SessionManager,
 };
+
+use crate::events::{Resumed, Streams};
 
 /// Random bytes in a session id: 256 bits, well above the 128 a guessing attack must face.
 const SESSION_ID_BYTES: usize = 32;
@@ -108,6 +110,8 @@ pub(crate) struct Sessions {
     inner: LocalSessionManager,
     limits: SessionLimits,
     entries: Mutex<HashMap<SessionId, Entry>>,
+    /// Event ids, priming and the resumption buffer of every session (`events`).
+    pub(crate) streams: Streams,
 }
 
 impl Default for Sessions {
@@ -122,10 +126,13 @@ impl Sessions {
     pub(crate) fn new(limits: SessionLimits) -> Self {
         let mut inner = LocalSessionManager::default();
         inner.session_config.keep_alive = Some(limits.idle);
+        // Priming events come from `events`, only for the revisions that have them.
+        inner.session_config.sse_retry = None;
         Self {
             inner,
             limits,
             entries: Mutex::new(HashMap::new()),
+            streams: Streams::new(crate::events::EventLimits::default()),
         }
     }
 
@@ -270,7 +277,9 @@ impl SessionManager for Sessions {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
-        self.inner.initialize_session(id, message).await
+        let answer = self.inner.initialize_session(id, message).await?;
+        self.streams.initialized(id, &answer);
+        Ok(answer)
     }
 
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
@@ -279,6 +288,7 @@ impl SessionManager for Sessions {
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
         self.entries().remove(id);
+        self.streams.forget(id);
         self.inner.close_session(id).await
     }
 
@@ -287,7 +297,8 @@ impl SessionManager for Sessions {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.inner.create_stream(id, message).await
+        let events = self.inner.create_stream(id, message).await?;
+        Ok(self.streams.request_stream(id, events))
     }
 
     async fn accept_message(
@@ -302,7 +313,8 @@ impl SessionManager for Sessions {
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.inner.create_standalone_stream(id).await
+        let events = self.inner.create_standalone_stream(id).await?;
+        Ok(self.streams.common_stream(id, events))
     }
 
     async fn resume(
@@ -310,7 +322,20 @@ impl SessionManager for Sessions {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.inner.resume(id, last_event_id).await
+        // The gate let this GET through only with the owner's token; `events` looks the id up
+        // among this session's events only.
+        let (resumed, kept) = self.streams.resume(id, &last_event_id).map_err(|error| {
+            tracing::info!(%error, "cannot resume an event stream");
+            LocalSessionManagerError::SessionError(SessionError::InvalidEventId)
+        })?;
+        Ok(match resumed {
+            Resumed::Request => kept.left_stream(),
+            Resumed::Common => {
+                let live = self.inner.create_standalone_stream(id).await?;
+                kept.chain(self.streams.common_stream(id, live))
+                    .right_stream()
+            }
+        })
     }
 
     /// Never restores: ids are only ever minted here, so an id this process does not hold is

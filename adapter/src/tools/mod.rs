@@ -14,8 +14,10 @@
 mod access;
 mod link;
 mod list;
+mod notify;
 mod object;
 mod put;
+mod resources;
 
 use std::{borrow::Cow, sync::Arc, time::SystemTime};
 
@@ -43,12 +45,18 @@ use crate::{
 pub(crate) struct BucketTools {
     s3: Arc<S3Clients>,
     tool_router: ToolRouter<Self>,
+    /// `ADAPTER_LISTED_BUCKETS`: what `resources/list` offers a token without a `buckets` claim.
+    listed_buckets: Arc<Vec<String>>,
+    /// This session's `logging/setLevel`.
+    log_level: notify::LogLevel,
 }
 
 impl BucketTools {
-    pub(crate) fn new(s3: Arc<S3Clients>) -> Self {
+    pub(crate) fn new(s3: Arc<S3Clients>, listed_buckets: Arc<Vec<String>>) -> Self {
         Self {
             s3,
+            listed_buckets,
+            log_level: notify::LogLevel::default(),
             tool_router: Self::list_router()
                 + Self::object_router()
                 + Self::put_router()
@@ -72,6 +80,35 @@ impl BucketTools {
                 json!({}),
             )),
         }
+    }
+}
+
+impl BucketTools {
+    /// The caller's S3 client for a request that is not a tool call (resources, completions),
+    /// or the JSON-RPC error that says why there is none (no S3 request is made).
+    fn caller(
+        &self,
+        context: &rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<S3Session, rmcp::ErrorData> {
+        let parts = context.extensions.get::<Parts>().ok_or_else(|| {
+            rmcp::ErrorData::internal_error("no HTTP request for this MCP request", None)
+        })?;
+        self.session(parts).map_err(|refusal| {
+            let error = refusal
+                .structured_content
+                .as_ref()
+                .and_then(|value| value.get("error"))
+                .cloned()
+                .unwrap_or_default();
+            rmcp::ErrorData::new(
+                rmcp::model::ErrorCode(-32001),
+                error["message"]
+                    .as_str()
+                    .unwrap_or("no credentials for this request")
+                    .to_string(),
+                Some(json!({ "code": error["code"] })),
+            )
+        })
     }
 }
 
@@ -100,18 +137,72 @@ impl ServerHandler for BucketTools {
         response
     }
 
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, rmcp::ErrorData> {
+        Ok(resources::templates())
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<rmcp::model::PaginatedRequestParams>,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, rmcp::ErrorData> {
+        let s3 = self.caller(&context)?;
+        let cursor = request.as_ref().and_then(|r| r.cursor.as_deref());
+        self.list_resources_page(&s3, cursor).await
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
+        let s3 = self.caller(&context)?;
+        Ok(self.read_object(&s3, &request.uri).await?.into())
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, rmcp::ErrorData> {
+        let s3 = self.caller(&context)?;
+        self.complete_argument(&s3, &request).await
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        self.log_level.set(request.level);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                "mcp-adapter",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(
-                "S3 tools that run on your own AWS credentials, issued per request from your \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_completions()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "mcp-adapter",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "S3 tools that run on your own AWS credentials, issued per request from your \
                  token. Send `Authorization: Bearer <JWT>` on every request (initialize may go \
                  without one)."
-                    .to_string(),
-            )
+                .to_string(),
+        )
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -233,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_request_without_a_caller_gets_no_client() {
-        let tools = BucketTools::new(Arc::new(S3Clients::new("us-east-1", None)));
+        let tools = BucketTools::new(Arc::new(S3Clients::new("us-east-1", None)), Arc::default());
         let (parts, ()) = http::Request::new(()).into_parts();
         let refused = tools.session(&parts).err().unwrap();
         assert_eq!(
@@ -255,7 +346,7 @@ mod tests {
 
     #[test]
     fn every_tool_of_the_issue_is_listed() {
-        let tools = BucketTools::new(Arc::new(S3Clients::new("us-east-1", None)));
+        let tools = BucketTools::new(Arc::new(S3Clients::new("us-east-1", None)), Arc::default());
         let names: Vec<String> = tools
             .tool_router
             .list_all()

@@ -5,21 +5,21 @@
 use base64::Engine;
 use http::request::Parts;
 use rmcp::{
-    ErrorData,
+    ErrorData, Peer, RoleServer,
     handler::server::{tool::Extension, wrapper::Parameters},
-    model::CallToolResult,
+    model::{CallToolResult, RequestMetaObject},
     tool, tool_router,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{BucketTools, invalid_argument, s3_failure, success, timestamp};
+use super::{BucketTools, invalid_argument, notify::Reporter, s3_failure, success, timestamp};
 use crate::s3::{ObjectUri, S3Failure, parse_object_uri};
 
 const DEFAULT_MAX_BYTES: i64 = 65_536;
 /// Upper bound for `max_bytes`: a tool result lives in memory and in the model's context.
-const MAX_MAX_BYTES: i64 = 8 * 1024 * 1024;
+pub(super) const MAX_MAX_BYTES: i64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(crate) struct InfoArgs {
@@ -115,11 +115,11 @@ fn trim_partial_utf8(bytes: &[u8]) -> &[u8] {
 }
 
 /// The first bytes of an object and what S3 said about it.
-struct Head {
-    bytes: Vec<u8>,
+pub(super) struct Head {
+    pub(super) bytes: Vec<u8>,
     /// Whole object size, when S3 told it.
-    size: Option<i64>,
-    content_type: Option<String>,
+    pub(super) size: Option<i64>,
+    pub(super) content_type: Option<String>,
     etag: Option<String>,
     last_modified: Value,
 }
@@ -155,7 +155,7 @@ fn total_from_content_range(range: Option<&str>) -> Option<i64> {
 /// InvalidRange) is read without one. Either way the body is read as a stream that stops at
 /// `max_bytes`: the object may have grown between the two requests, and a tool result must never
 /// cost more memory or transfer than its limit.
-async fn read_head(
+pub(super) async fn read_head(
     client: &aws_sdk_s3::Client,
     object: &ObjectUri,
     max_bytes: i64,
@@ -332,8 +332,11 @@ impl BucketTools {
     async fn bucket_object_fetch(
         &self,
         Extension(parts): Extension<Parts>,
+        peer: Peer<RoleServer>,
+        meta: RequestMetaObject,
         Parameters(args): Parameters<FetchArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        let reporter = Reporter::new(peer, &meta, self.log_level.clone());
         let (object, max_bytes) = match (parse_uri(&args.s3_uri), parse_max_bytes(args.max_bytes)) {
             (Ok(object), Ok(max)) => (object, max),
             (Err(refusal), _) | (_, Err(refusal)) => return Ok(refusal),
@@ -342,10 +345,21 @@ impl BucketTools {
             Ok(s3) => s3,
             Err(refusal) => return Ok(refusal),
         };
+        reporter
+            .progress(0.0, None, format!("reading {}", object.uri()))
+            .await;
         let head = match read_head(&s3.client, &object, max_bytes).await {
             Ok(head) => head,
             Err(refusal) => return Ok(refusal),
         };
+        let read = head.bytes.len() as f64;
+        reporter
+            .progress(
+                read,
+                Some(read),
+                format!("read {read} bytes of {}", object.uri()),
+            )
+            .await;
         Ok(success(json!({
             "s3_uri": object.uri(),
             "data": base64::engine::general_purpose::STANDARD.encode(&head.bytes),

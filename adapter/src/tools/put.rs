@@ -7,16 +7,16 @@ use base64::Engine;
 use futures::{StreamExt, stream};
 use http::request::Parts;
 use rmcp::{
-    ErrorData,
+    ErrorData, Peer, RoleServer,
     handler::server::{tool::Extension, wrapper::Parameters},
-    model::CallToolResult,
+    model::{CallToolResult, RequestMetaObject},
     tool, tool_router,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{BucketTools, failure, invalid_argument, success};
+use super::{BucketTools, failure, invalid_argument, notify::Reporter, success};
 use crate::s3::{S3Failure, object_uri, parse_bucket, parse_object_uri, validate_key};
 
 /// Items per call.
@@ -143,8 +143,11 @@ impl BucketTools {
     async fn bucket_objects_put(
         &self,
         Extension(parts): Extension<Parts>,
+        peer: Peer<RoleServer>,
+        meta: RequestMetaObject,
         Parameters(args): Parameters<PutArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        let reporter = Reporter::new(peer, &meta, self.log_level.clone());
         let bucket = match parse_bucket(&args.bucket) {
             Ok((bucket, None)) => bucket,
             Ok((_, Some(prefix))) => {
@@ -198,6 +201,21 @@ impl BucketTools {
                 }
             })
             .buffered(CONCURRENCY)
+            .enumerate()
+            .then(|(index, outcome)| {
+                let reporter = &reporter;
+                async move {
+                    let done = index + 1;
+                    reporter
+                        .progress(
+                            done as f64,
+                            Some(requested as f64),
+                            format!("{done} of {requested} items written"),
+                        )
+                        .await;
+                    outcome
+                }
+            })
             .collect()
             .await;
 
@@ -210,6 +228,20 @@ impl BucketTools {
             "failed": failed,
             "results": results.iter().map(|(value, _)| value.clone()).collect::<Vec<_>>(),
         });
+        reporter
+            .log(
+                failed > 0,
+                json!({
+                    "message": format!(
+                        "bucket_objects_put wrote {} of {requested} objects to s3://{bucket}",
+                        requested - failed
+                    ),
+                    "bucket": bucket,
+                    "uploaded": requested - failed,
+                    "failed": failed,
+                }),
+            )
+            .await;
         if failed == 0 {
             return Ok(success(summary));
         }

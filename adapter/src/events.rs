@@ -1,0 +1,559 @@
+//! Each session's server-to-client event streams: event ids unique within the session, priming
+//! events only for the revisions that have them, and a bounded buffer of recent events that a
+//! reconnecting client can resume from with `Last-Event-ID`.
+//!
+//! rmcp's local session manager numbers events per stream (every standalone GET stream starts
+//! again at `0`, which the transport spec forbids: ids MUST be unique across all streams of a
+//! session), sends an empty-data priming event whatever the negotiated revision (older clients
+//! `JSON.parse("")` and fail), and loses a tool call's result when the POST's connection drops.
+//! [`Streams`] sits between rmcp and the HTTP answer and fixes all three:
+//!
+//! * every event of a session gets the next number of one per-session counter;
+//! * a priming event (id, empty data, `retry`) opens a stream only in sessions that negotiated
+//!   2025-11-25 or later (rmcp's own priming is switched off in `server`);
+//! * a POST's answer stream is pumped by a task of its own into the session's buffer, so the tool
+//!   call runs to its end and its result is kept even when nobody reads the HTTP answer any more;
+//!   a GET with `Last-Event-ID` gets the events after that id of the same stream (and the rest
+//!   of it as it comes).
+//!
+//! The buffer is bounded per session by [`EventLimits`] (count, bytes, age); what falls out of it
+//! can no longer be resumed. Whether the caller may resume at all is decided before this module
+//! runs: the gate lets a GET reach rmcp only with the session owner's token (`auth`), and an id
+//! is looked up only among the events of the session the request names.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use rmcp::model::{ProtocolVersion, ServerJsonRpcMessage, ServerResult};
+use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
+use tokio::sync::watch;
+
+/// The `retry:` a priming event suggests (rmcp's default).
+const PRIMING_RETRY: Duration = Duration::from_secs(3);
+
+/// Events in flight from a pump to a connected client (rmcp's own channel size).
+const CHANNEL: usize = 16;
+
+/// How much of a session's recent events is kept for resumption.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventLimits {
+    /// Events kept per session.
+    pub(crate) count: usize,
+    /// Bytes of JSON kept per session.
+    pub(crate) bytes: usize,
+    /// How long an event stays resumable.
+    pub(crate) age: Duration,
+}
+
+impl Default for EventLimits {
+    /// 256 events, 4 MiB, 60 s per session.
+    fn default() -> Self {
+        Self {
+            count: 256,
+            bytes: 4 << 20,
+            age: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which stream of a session an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamKey {
+    /// The answer stream of one POST (numbered per session).
+    Request(u64),
+    /// The standalone GET stream.
+    Common,
+}
+
+/// One kept event.
+#[derive(Debug)]
+struct Kept {
+    id: u64,
+    stream: StreamKey,
+    at: Instant,
+    size: usize,
+    event: ServerSseMessage,
+}
+
+/// One session's counter, buffer and streams.
+#[derive(Debug, Default)]
+struct Buffer {
+    next_id: u64,
+    next_request: u64,
+    events: VecDeque<Kept>,
+    bytes: usize,
+    /// Request streams whose pump still runs.
+    open: Vec<u64>,
+    /// The highest rmcp index of the standalone stream already passed on (rmcp replays its own
+    /// cache of that stream to every new GET; those events must not come twice).
+    common_seen: Option<u64>,
+}
+
+impl Buffer {
+    fn prune(&mut self, limits: &EventLimits, now: Instant) {
+        while let Some(front) = self.events.front() {
+            let too_old = now.duration_since(front.at) >= limits.age;
+            if too_old || self.events.len() > limits.count || self.bytes > limits.bytes {
+                self.bytes -= front.size;
+                self.events.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// What [`Streams`] keeps for one session.
+#[derive(Debug)]
+struct Session {
+    revision: Mutex<Option<ProtocolVersion>>,
+    buffer: Mutex<Buffer>,
+    /// Bumped on every new event or closed stream, for resumed readers waiting for more.
+    changed: watch::Sender<u64>,
+}
+
+impl Session {
+    fn buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives `event` the session's next id and keeps a copy.
+    fn push(
+        &self,
+        limits: &EventLimits,
+        stream: StreamKey,
+        mut event: ServerSseMessage,
+    ) -> ServerSseMessage {
+        let now = Instant::now();
+        let mut buffer = self.buffer();
+        let id = buffer.next_id;
+        buffer.next_id += 1;
+        event.event_id = Some(id.to_string());
+        let size = event
+            .message
+            .as_ref()
+            .and_then(|m| serde_json::to_vec(m.as_ref()).ok())
+            .map_or(0, |json| json.len())
+            + 32;
+        buffer.bytes += size;
+        buffer.events.push_back(Kept {
+            id,
+            stream,
+            at: now,
+            size,
+            event: event.clone(),
+        });
+        buffer.prune(limits, now);
+        drop(buffer);
+        self.changed.send_modify(|n| *n += 1);
+        event
+    }
+
+    fn primes(&self) -> bool {
+        self.revision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|version| version.as_str() >= ProtocolVersion::V_2025_11_25.as_str())
+    }
+}
+
+/// Why a `Last-Event-ID` cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ResumeError {
+    /// Not an id this adapter hands out (a number).
+    #[error("Last-Event-ID is not an event id of this server")]
+    Malformed,
+    /// Not among the session's kept events: never sent in this session, or older than the
+    /// resumption window (count, bytes, age).
+    #[error("Last-Event-ID names no event this session still keeps; start a new request")]
+    Unknown,
+}
+
+/// The per-session event state of all sessions (see the module doc).
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    limits: EventLimits,
+    sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+}
+
+impl Streams {
+    pub(crate) fn new(limits: EventLimits) -> Self {
+        Self {
+            limits,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn session(&self, id: &SessionId) -> Arc<Session> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Session {
+                    revision: Mutex::new(None),
+                    buffer: Mutex::new(Buffer::default()),
+                    changed: watch::channel(0).0,
+                })
+            })
+            .clone()
+    }
+
+    fn existing(&self, id: &SessionId) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Notes the revision a session negotiated, from rmcp's answer to its `initialize`.
+    pub(crate) fn initialized(&self, id: &SessionId, answer: &ServerJsonRpcMessage) {
+        if let ServerJsonRpcMessage::Response(response) = answer
+            && let ServerResult::InitializeResult(result) = &response.result
+        {
+            *self
+                .session(id)
+                .revision
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(result.protocol_version.clone());
+        }
+    }
+
+    /// The revision a session negotiated (`None`: unknown session or no initialize answer yet).
+    pub(crate) fn revision(&self, id: &str) -> Option<ProtocolVersion> {
+        let session = self.existing(&SessionId::from(id))?;
+        let revision = session.revision.lock().unwrap_or_else(|e| e.into_inner());
+        revision.clone()
+    }
+
+    /// Drops everything kept for a closed session.
+    pub(crate) fn forget(&self, id: &SessionId) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// The answer stream of one POST: a task reads rmcp's stream to its end, numbering and
+    /// keeping every event, and passes them on while the client still reads.
+    pub(crate) fn request_stream<S>(
+        &self,
+        id: &SessionId,
+        inner: S,
+    ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<S>
+    where
+        S: Stream<Item = ServerSseMessage> + Send + 'static,
+    {
+        let session = self.session(id);
+        let limits = self.limits;
+        let key = {
+            let mut buffer = session.buffer();
+            let n = buffer.next_request;
+            buffer.next_request += 1;
+            buffer.open.push(n);
+            StreamKey::Request(n)
+        };
+        let (mut tx, rx) = mpsc::channel(CHANNEL);
+        if session.primes() {
+            let priming = session.push(&limits, key, ServerSseMessage::priming("", PRIMING_RETRY));
+            let _ = tx.try_send(priming);
+        }
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let mut inner = std::pin::pin!(inner);
+            while let Some(event) = inner.next().await {
+                let event = session.push(&limits, key, event);
+                if let Some(sender) = &mut tx
+                    && sender.send(event).await.is_err()
+                {
+                    // The client went away; keep the rest for a resuming GET.
+                    tx = None;
+                }
+            }
+            if let StreamKey::Request(n) = key {
+                session.buffer().open.retain(|open| *open != n);
+            }
+            session.changed.send_modify(|n| *n += 1);
+        });
+        rx
+    }
+
+    /// The standalone GET stream: rmcp's events renumbered, without the ones an earlier GET of
+    /// the session already got, after a priming event where the revision has them.
+    pub(crate) fn common_stream<S>(
+        &self,
+        id: &SessionId,
+        inner: S,
+    ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<S>
+    where
+        S: Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+    {
+        let session = self.session(id);
+        let limits = self.limits;
+        let priming = session.primes().then(|| {
+            session.push(
+                &limits,
+                StreamKey::Common,
+                ServerSseMessage::priming("", PRIMING_RETRY),
+            )
+        });
+        let events = inner.filter_map(move |event| {
+            let rmcp_index = event
+                .event_id
+                .as_deref()
+                .and_then(|id| id.parse::<u64>().ok());
+            let fresh = {
+                let mut buffer = session.buffer();
+                match rmcp_index {
+                    Some(index) if buffer.common_seen.is_some_and(|seen| index <= seen) => false,
+                    Some(index) => {
+                        buffer.common_seen = Some(index);
+                        true
+                    }
+                    None => true,
+                }
+            };
+            let out = fresh.then(|| session.push(&limits, StreamKey::Common, event));
+            futures::future::ready(out)
+        });
+        futures::stream::iter(priming).chain(events)
+    }
+
+    /// The events after `last_event_id` of the stream it belongs to, in this session only. For a
+    /// POST's stream whose pump still runs, the stream goes on with its later events and ends with
+    /// it; for the standalone stream, only what is kept (the caller chains a new live stream).
+    pub(crate) fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: &str,
+    ) -> Result<
+        (
+            Resumed,
+            impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<>,
+        ),
+        ResumeError,
+    > {
+        let last: u64 = last_event_id
+            .trim()
+            .parse()
+            .map_err(|_| ResumeError::Malformed)?;
+        let session = self.existing(id).ok_or(ResumeError::Unknown)?;
+        let key = {
+            let mut buffer = session.buffer();
+            buffer.prune(&self.limits, Instant::now());
+            buffer
+                .events
+                .iter()
+                .find(|kept| kept.id == last)
+                .map(|kept| kept.stream)
+                .ok_or(ResumeError::Unknown)?
+        };
+        let resumed = match key {
+            StreamKey::Common => Resumed::Common,
+            StreamKey::Request(_) => Resumed::Request,
+        };
+        let changed = session.changed.subscribe();
+        let stream = futures::stream::unfold(
+            (session, last, false, changed),
+            move |(session, mut cursor, done, mut changed)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    changed.borrow_and_update();
+                    let (batch, open) = {
+                        let buffer = session.buffer();
+                        let batch: Vec<ServerSseMessage> = buffer
+                            .events
+                            .iter()
+                            .filter(|kept| kept.stream == key && kept.id > cursor)
+                            .map(|kept| kept.event.clone())
+                            .collect();
+                        let open = match key {
+                            StreamKey::Request(n) => buffer.open.contains(&n),
+                            StreamKey::Common => false,
+                        };
+                        (batch, open)
+                    };
+                    if let Some(last) = batch.last().and_then(|e| e.event_id.as_deref()) {
+                        cursor = last.parse().unwrap_or(cursor);
+                        return Some((
+                            futures::stream::iter(batch),
+                            (session, cursor, !open, changed),
+                        ));
+                    }
+                    if !open || changed.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        )
+        .flatten();
+        Ok((resumed, stream))
+    }
+}
+
+/// Which kind of stream a resumed GET continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resumed {
+    /// A POST's answer stream: it ends with that request.
+    Request,
+    /// The standalone stream: the caller continues it with a new live standalone stream.
+    Common,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{EmptyResult, JsonRpcResponse, NumberOrString, ServerJsonRpcMessage};
+
+    fn message(n: i64) -> ServerSseMessage {
+        ServerSseMessage::from_message(ServerJsonRpcMessage::Response(JsonRpcResponse {
+            jsonrpc: Default::default(),
+            id: NumberOrString::Number(n),
+            result: ServerResult::EmptyResult(EmptyResult {}),
+        }))
+    }
+
+    fn ids(events: &[ServerSseMessage]) -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e.event_id.as_deref().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ids_are_unique_across_the_streams_of_a_session() {
+        let streams = Streams::default();
+        let session: SessionId = "s".into();
+        let a: Vec<_> = streams
+            .request_stream(&session, futures::stream::iter([message(1), message(2)]))
+            .collect()
+            .await;
+        let b: Vec<_> = streams
+            .common_stream(&session, futures::stream::iter([message(3)]))
+            .collect()
+            .await;
+        let c: Vec<_> = streams
+            .request_stream(&session, futures::stream::iter([message(4)]))
+            .collect()
+            .await;
+        let mut all = [ids(&a), ids(&b), ids(&c)].concat();
+        assert_eq!(all.len(), 4);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4, "an id repeated: {a:?} {b:?} {c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_answer_is_resumed_from_the_last_id_seen_in_its_session_only() {
+        let streams = Streams::default();
+        let session: SessionId = "s".into();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut answer = Box::pin(streams.request_stream(&session, rx));
+        tx.unbounded_send(message(1)).unwrap();
+        let first = answer.next().await.unwrap();
+        drop(answer);
+        // The result arrives after the client went away.
+        tx.unbounded_send(message(2)).unwrap();
+        drop(tx);
+        let first_id = first.event_id.clone().unwrap();
+        assert!(
+            streams.resume(&"other".into(), &first_id).is_err(),
+            "another session never sees these events"
+        );
+        let (kind, rest) = streams.resume(&session, &first_id).unwrap();
+        assert_eq!(kind, Resumed::Request);
+        let rest: Vec<_> = rest.collect().await;
+        assert_eq!(rest.len(), 1);
+        let json = serde_json::to_value(rest[0].message.as_deref().unwrap()).unwrap();
+        assert_eq!(json["id"], 2);
+        assert!(matches!(
+            streams.resume(&session, "not-a-number"),
+            Err(ResumeError::Malformed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn priming_only_from_2025_11_25() {
+        for (version, primes) in [
+            (ProtocolVersion::V_2025_03_26, false),
+            (ProtocolVersion::V_2025_06_18, false),
+            (ProtocolVersion::V_2025_11_25, true),
+        ] {
+            let streams = Streams::default();
+            let session: SessionId = "s".into();
+            *streams.session(&session).revision.lock().unwrap() = Some(version.clone());
+            let events: Vec<_> = streams
+                .request_stream(&session, futures::stream::iter([message(1)]))
+                .collect()
+                .await;
+            let priming = events.iter().filter(|e| e.message.is_none()).count();
+            assert_eq!(priming, usize::from(primes), "{version}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_buffer_keeps_at_most_its_count_and_bytes() {
+        let streams = Streams::new(EventLimits {
+            count: 3,
+            bytes: 1 << 20,
+            age: Duration::from_secs(60),
+        });
+        let session: SessionId = "s".into();
+        let events: Vec<_> = streams
+            .request_stream(&session, futures::stream::iter((0..10).map(message)))
+            .collect()
+            .await;
+        let kept = streams.session(&session).buffer().events.len();
+        assert_eq!(kept, 3);
+        // The oldest ids are gone: resuming from them is refused, from a kept one works.
+        assert!(matches!(
+            streams.resume(&session, events[0].event_id.as_deref().unwrap()),
+            Err(ResumeError::Unknown)
+        ));
+        assert!(
+            streams
+                .resume(&session, events[8].event_id.as_deref().unwrap())
+                .is_ok()
+        );
+
+        let small = Streams::new(EventLimits {
+            count: 100,
+            bytes: 200,
+            age: Duration::from_secs(60),
+        });
+        let _: Vec<_> = small
+            .request_stream(&session, futures::stream::iter((0..10).map(message)))
+            .collect()
+            .await;
+        let buffer = small.session(&session);
+        let buffer = buffer.buffer();
+        assert!(buffer.bytes <= 200, "{} bytes kept", buffer.bytes);
+        assert!(buffer.events.len() < 10);
+    }
+
+    #[tokio::test]
+    async fn events_older_than_the_window_are_not_resumable() {
+        let streams = Streams::new(EventLimits {
+            count: 100,
+            bytes: 1 << 20,
+            age: Duration::ZERO,
+        });
+        let session: SessionId = "s".into();
+        let events: Vec<_> = streams
+            .request_stream(&session, futures::stream::iter([message(1), message(2)]))
+            .collect()
+            .await;
+        assert!(matches!(
+            streams.resume(&session, events[0].event_id.as_deref().unwrap()),
+            Err(ResumeError::Unknown)
+        ));
+    }
+}
