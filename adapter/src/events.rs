@@ -232,6 +232,29 @@ impl Streams {
         revision.clone()
     }
 
+    /// The sessions something is kept for.
+    pub(crate) fn ids(&self) -> Vec<SessionId> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Frees what no session may resume any more: events past the age limit in every session,
+    /// and everything of the sessions in `gone` (rmcp closes idle sessions on its own).
+    pub(crate) fn sweep(&self, gone: &[SessionId]) {
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for id in gone {
+            sessions.remove(id);
+        }
+        for session in sessions.values() {
+            session.buffer().prune(&self.limits, now);
+        }
+    }
+
     /// Drops everything kept for a closed session.
     pub(crate) fn forget(&self, id: &SessionId) {
         self.sessions
@@ -537,6 +560,31 @@ mod tests {
         let buffer = buffer.buffer();
         assert!(buffer.bytes <= 200, "{} bytes kept", buffer.bytes);
         assert!(buffer.events.len() < 10);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_frees_old_events_and_gone_sessions() {
+        let streams = Streams::new(EventLimits {
+            count: 100,
+            bytes: 1 << 20,
+            age: Duration::ZERO,
+        });
+        let (a, b): (SessionId, SessionId) = ("a".into(), "b".into());
+        for id in [&a, &b] {
+            let _: Vec<_> = streams
+                .request_stream(id, futures::stream::iter([message(1)]))
+                .collect()
+                .await;
+        }
+        assert_eq!(streams.ids().len(), 2);
+        streams.sweep(std::slice::from_ref(&b));
+        assert!(
+            streams.existing(&b).is_none(),
+            "a gone session is forgotten"
+        );
+        let kept = streams.existing(&a).unwrap();
+        let buffer = kept.buffer();
+        assert_eq!((buffer.events.len(), buffer.bytes), (0, 0));
     }
 
     #[tokio::test]

@@ -33,6 +33,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use rmcp::model::ProtocolVersion;
@@ -324,15 +325,23 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Largest answer rmcp gives to one message of a batch that is collected into the batch's answer.
-const MAX_BATCH_ANSWER: usize = 64 << 20;
+/// Bytes of answers one batch may collect (its answer is one JSON document held in memory); a
+/// batch whose answers are larger is refused with a message to send the large requests alone.
+const MAX_BATCH_ANSWER: usize = 16 << 20;
+/// Messages in one batch: each runs like a request of its own, so a batch must not be a way
+/// around `ADAPTER_MAX_IN_FLIGHT`.
+const MAX_BATCH_MESSAGES: usize = 32;
+/// Messages of one batch running at once (the tools' own upload concurrency).
+const BATCH_CONCURRENCY: usize = 4;
 
 /// A JSON-RPC batch. The 2025-03-26 revision says servers MUST accept them; later revisions
 /// removed them, and rmcp reads one message per request. So in a 2025-03-26 session every
 /// message is authorized as if it came alone (its own broker check, its own [`Caller`]) —
 /// all before any of them runs, and one refusal refuses the batch; the batch as a whole needs a
 /// token first, as before — then each goes to rmcp
-/// alone, and their answers return as one JSON array (202 when the batch holds no request).
+/// alone (at most [`BATCH_CONCURRENCY`] at once), and their answers return as one JSON array
+/// (202 when the batch holds no request). At most [`MAX_BATCH_MESSAGES`] messages and
+/// [`MAX_BATCH_ANSWER`] bytes of answers.
 async fn batch(
     gate: &Gate,
     parts: http::request::Parts,
@@ -371,6 +380,18 @@ async fn batch(
             None,
         );
     }
+    if messages.len() > MAX_BATCH_MESSAGES {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            code::INVALID_REQUEST,
+            format!(
+                "Invalid Request: a batch of {} messages; at most {MAX_BATCH_MESSAGES} per batch",
+                messages.len()
+            ),
+            None,
+        );
+    }
     let items = jsonrpc::batch_items(bytes).unwrap_or_default();
     let mut callers = Vec::with_capacity(messages.len());
     for message in messages {
@@ -380,6 +401,17 @@ async fn batch(
             Err(refusal) => return *refusal,
         }
     }
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Value::Null,
+            code::INVALID_REQUEST,
+            format!(
+                "the answers to this batch are larger than {MAX_BATCH_ANSWER} bytes; send the requests with large answers alone"
+            ),
+            None,
+        )
+    };
     let sends = items.into_iter().zip(callers).map(|(item, caller)| {
         let mut request = Request::new(Body::from(item.to_string()));
         *request.method_mut() = Method::POST;
@@ -389,27 +421,34 @@ async fn batch(
         request.headers_mut().remove(header::CONTENT_LENGTH);
         *request.extensions_mut() = parts.extensions.clone();
         request.extensions_mut().insert(caller);
-        next.clone().run(request)
+        let next = next.clone();
+        async move {
+            let response = next.run(request).await;
+            match response.status() {
+                StatusCode::ACCEPTED => return Ok(None),
+                StatusCode::OK => {}
+                _ => return Err(response),
+            }
+            let json = is_json(response.headers());
+            let body = axum::body::to_bytes(response.into_body(), MAX_BATCH_ANSWER)
+                .await
+                .map_err(|_| too_large())?;
+            Ok(Some((json, body)))
+        }
     });
     let mut answers = Vec::new();
-    for response in futures::future::join_all(sends).await {
-        match response.status() {
-            StatusCode::ACCEPTED => continue,
-            StatusCode::OK => {}
-            _ => return response,
-        }
-        let json = is_json(response.headers());
-        let Ok(body) = axum::body::to_bytes(response.into_body(), MAX_BATCH_ANSWER).await else {
-            return error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Value::Null,
-                code::INVALID_REQUEST,
-                format!(
-                    "an answer in the batch was larger than {MAX_BATCH_ANSWER} bytes; send that request alone"
-                ),
-                None,
-            );
+    let mut collected = 0usize;
+    let mut results = std::pin::pin!(futures::stream::iter(sends).buffered(BATCH_CONCURRENCY));
+    while let Some(result) = results.next().await {
+        let (json, body) = match result {
+            Ok(Some(answer)) => answer,
+            Ok(None) => continue,
+            Err(response) => return response,
         };
+        collected += body.len();
+        if collected > MAX_BATCH_ANSWER {
+            return too_large();
+        }
         let messages = if json {
             serde_json::from_slice(&body).into_iter().collect()
         } else {

@@ -233,6 +233,16 @@ impl Sessions {
                 for id in idle {
                     let _ = sessions.close_session(&id).await;
                 }
+                // Event buffers (`events`): old events, and sessions rmcp closed itself. A
+                // session gets its buffer after rmcp has it, so one missing from rmcp is gone.
+                let kept = sessions.streams.ids();
+                let gone: Vec<SessionId> = {
+                    let live = sessions.inner.sessions.read().await;
+                    kept.into_iter()
+                        .filter(|id| !live.contains_key(id))
+                        .collect()
+                };
+                sessions.streams.sweep(&gone);
             }
         });
     }

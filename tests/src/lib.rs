@@ -31,6 +31,7 @@
 //! Run the suite with `scripts/test`, which installs the tools and builds the binaries first.
 
 pub mod adapter;
+pub mod auth_proxy;
 pub mod aws;
 pub mod broker;
 pub mod grpcurl;

@@ -720,3 +720,58 @@ async fn ambient_aws_credentials_are_never_used() {
     assert_no_secrets("adapter log", &adapter.log_text(), &secrets);
     assert_no_secrets("adapter log", &orphan.log_text(), &secrets);
 }
+
+/// Issue 17: the Python client reads an S3 object as a resource, completes a key of the
+/// `s3://{bucket}/{+key}` template, and gets one progress notification per item of a put of 20.
+#[tokio::test]
+async fn the_python_client_reads_a_resource_completes_a_key_and_gets_progress() {
+    let fx = Fixture::start().await;
+    let bucket = fx.bucket();
+    for mode in MODES {
+        let token = fx.stack.rw_token(&format!("carol-{mode}"));
+        let prefix = format!("resources-{mode}/");
+        let key = format!("{prefix}note.txt");
+        let text = format!("a note read as a resource in {mode} mode");
+        let items: Vec<Value> = (0..20)
+            .map(|i| json!({ "key": format!("{prefix}item-{i}.txt"), "text": format!("item {i}") }))
+            .collect();
+        let run = run_plan(plan(
+            &fx.adapter.mcp_url(),
+            mode,
+            Some(&token),
+            vec![
+                call(
+                    "bucket_objects_put",
+                    json!({ "bucket": bucket, "items": [{ "key": key, "text": text }] }),
+                ),
+                json!({ "op": "read_resource", "uri": format!("s3://{bucket}/{key}") }),
+                json!({ "op": "complete", "argument": "key", "value": prefix,
+                        "context": { "bucket": bucket } }),
+                json!({ "op": "call", "tool": "bucket_objects_put", "progress": true,
+                        "args": { "bucket": bucket, "items": items } }),
+            ],
+        ))
+        .await;
+        assert_connected(&run, mode);
+        ok(&run, 0);
+        let read = run.step(1);
+        assert_eq!(read["contents"][0]["text"], text.as_str(), "{mode}: {read}");
+        let completion = run.step(2);
+        let values = completion["values"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{mode}: {completion}"));
+        assert!(values.contains(&json!(key)), "{mode}: {completion}");
+        let put = run.step(3);
+        assert_eq!(put["structured"]["uploaded"], 20, "{mode}: {put}");
+        let progress = put["progress"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{mode}: {put}"));
+        assert_eq!(progress.len(), 20, "{mode}: {put}");
+        assert_eq!(
+            progress[19]["progress"].as_f64(),
+            Some(20.0),
+            "{mode}: {put}"
+        );
+        assert_eq!(progress[19]["total"].as_f64(), Some(20.0), "{mode}: {put}");
+    }
+}

@@ -228,6 +228,26 @@ async fn typescript_sdk_sends_the_token_on_every_request_and_surfaces_the_401() 
     );
     let again = keys(structured(&rw["again"], "rw list again"));
     assert_eq!(again, vec![key.to_string()], "the write is not listed");
+    // Issue 17: the written object as a resource, its key completed, progress from 20 items.
+    assert_eq!(
+        rw["resource"]["ok"]["contents"][0]["text"], "written by the TypeScript SDK",
+        "{rw}"
+    );
+    assert!(
+        rw["completion"]["ok"]["completion"]["values"]
+            .as_array()
+            .is_some_and(|values| values.contains(&json!(key))),
+        "{rw}"
+    );
+    assert_eq!(
+        structured(&rw["put20"]["ok"], "rw put of 20")["uploaded"],
+        20,
+        "{rw}"
+    );
+    let progress = rw["progress"].as_array().unwrap();
+    assert_eq!(progress.len(), 20, "{rw}");
+    assert_eq!(progress[19]["progress"], 20, "{rw}");
+    assert_eq!(progress[19]["total"], 20, "{rw}");
     let answers = rw["answers"].as_array().unwrap();
     assert!(
         answers.len() >= 6,

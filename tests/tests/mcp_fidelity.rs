@@ -354,6 +354,24 @@ async fn batches_work_in_2025_03_26_sessions_with_every_message_authorized_alone
     let text = answer.text().await.unwrap();
     assert!(text.contains(&fx.text), "{text}");
 
+    // A batch is bounded: 33 messages are refused before any runs.
+    let big: Vec<Value> = (0..33)
+        .map(|i| json!({ "jsonrpc": "2.0", "id": 100 + i, "method": "ping" }))
+        .collect();
+    let answer = fx
+        .post(
+            Value::Array(big).to_string(),
+            Some(&fx.alice),
+            Some(&session),
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("at most 32"), "{text}");
+
     // Later revisions removed batches: a clear 400, never a 415.
     let later = fx.open("2025-11-25").await;
     let answer = fx

@@ -6,7 +6,9 @@ secrets: never on the command line, where ``ps`` shows them)::
 
     {"url": "http://127.0.0.1:PORT/mcp", "mode": "legacy" | "auto", "token": "<JWT>" | null,
      "steps": [
-        {"op": "call", "tool": "bucket_objects_list", "args": {...}},
+        {"op": "call", "tool": "bucket_objects_list", "args": {...}, "progress": true},
+        {"op": "read_resource", "uri": "s3://bucket/key"},
+        {"op": "complete", "argument": "key", "value": "pre", "context": {"bucket": "b"}},
         {"op": "list_tools"},
         {"op": "token", "token": "<JWT>" | null},   # change the Authorization header from now on
         {"op": "pause", "say": "bound"}               # print {"paused": "bound"}, wait for a stdin line
@@ -34,6 +36,7 @@ import httpx2
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.types import ResourceTemplateReference
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -113,8 +116,32 @@ async def run(plan: dict[str, Any]) -> int:
             outcome: dict[str, Any] = {"step": index, "op": op}
             try:
                 if op == "call":
-                    result = await client.call_tool(step["tool"], step.get("args") or {})
+                    progress: list[dict[str, Any]] = []
+
+                    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                        progress.append({"progress": done, "total": total, "message": message})
+
+                    result = await client.call_tool(
+                        step["tool"],
+                        step.get("args") or {},
+                        progress_callback=on_progress if step.get("progress") else None,
+                    )
                     outcome.update(describe_result(result))
+                    if step.get("progress"):
+                        outcome["progress"] = progress
+                elif op == "read_resource":
+                    read = await client.read_resource(step["uri"])
+                    outcome["contents"] = [
+                        content.model_dump(by_alias=True, exclude_none=True) for content in read.contents
+                    ]
+                elif op == "complete":
+                    completion = await client.complete(
+                        ResourceTemplateReference(type="ref/resource", uri="s3://{bucket}/{+key}"),
+                        {"name": step["argument"], "value": step.get("value", "")},
+                        context_arguments=step.get("context"),
+                    )
+                    outcome["values"] = completion.completion.values
+                    outcome["has_more"] = completion.completion.has_more
                 elif op == "list_tools":
                     tools = await client.list_tools()
                     outcome["tools"] = sorted(tool.name for tool in tools.tools)

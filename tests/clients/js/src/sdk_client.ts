@@ -4,7 +4,8 @@
 // Input (stdin, JSON): { url, bucket, key, rw_token, ro_token }
 //
 // Three clients, each with the token (or none) in `requestInit.headers`, as README.md shows:
-// - rw: initialize, tools/list, bucket_objects_list, bucket_objects_put, list again, DELETE;
+// - rw: initialize, tools/list, bucket_objects_list, bucket_objects_put, list again, the object
+//   read as a resource, its key completed, a put of 20 items with progress, DELETE;
 // - ro: the read-only role lists, and its bucket_objects_put is refused by S3 (moto's IAM);
 // - anonymous: with the adapter's default ADAPTER_REQUIRE_AUTH=all, initialize itself gets the
 //   401, which the SDK surfaces as a StreamableHTTPError carrying the status and the answer's body.
@@ -100,6 +101,22 @@ async function main(): Promise<void> {
       name: "bucket_objects_list",
       arguments: { bucket: input.bucket, prefix: input.key },
     });
+    // Issue 17: the object as a resource, a key completed, progress from a put of 20 items.
+    const resource = await step(() => client.readResource({ uri: `s3://${input.bucket}/${input.key}` }));
+    const completion = await step(() =>
+      client.complete({
+        ref: { type: "ref/resource", uri: "s3://{bucket}/{+key}" },
+        argument: { name: "key", value: input.key.slice(0, input.key.lastIndexOf("/") + 1) },
+        context: { arguments: { bucket: input.bucket } },
+      }),
+    );
+    const progress: { progress: number; total?: number }[] = [];
+    const items = Array.from({ length: 20 }, (_, i) => ({ key: `from-js/progress/${i}.txt`, text: `item ${i}` }));
+    const put20 = await step(() =>
+      client.callTool({ name: "bucket_objects_put", arguments: { bucket: input.bucket, items } }, undefined, {
+        onprogress: (p) => progress.push({ progress: p.progress, total: p.total }),
+      }),
+    );
     const session_id = transport.sessionId ?? null;
     const protocol_version = transport.protocolVersion ?? null;
     await transport.terminateSession();
@@ -112,6 +129,10 @@ async function main(): Promise<void> {
       list,
       put,
       again,
+      resource,
+      completion,
+      put20,
+      progress,
       answers,
     };
   }

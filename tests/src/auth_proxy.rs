@@ -1,0 +1,128 @@
+//! A TCP relay that adds `Authorization: Bearer <token>` to every HTTP request it passes on: the
+//! MCP conformance suite has no option to send a token, and the adapter requires one.
+//!
+//! Each request's head is read up to the blank line, any `Authorization` and `Connection` lines
+//! the client sent are dropped, the token and `Connection: close` are added, and from then on bytes
+//! flow both ways untouched (bodies, event streams). `Connection: close` makes every request its
+//! own connection, so no later request on a kept-alive connection could pass without the header.
+//! The relay runs on its own thread and runtime, and stops on drop.
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// Largest request head the relay reads (the suite's are a few hundred bytes).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// A running relay; see the module docs.
+#[derive(Debug)]
+pub struct AuthProxy {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AuthProxy {
+    /// A relay on a free 127.0.0.1 port to `upstream_port` on 127.0.0.1, adding `token`.
+    pub fn start(upstream_port: u16, token: &str) -> AuthProxy {
+        let upstream = crate::ports::loopback(upstream_port);
+        let std_listener =
+            std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind proxy port");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("proxy addr");
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let header = format!("Authorization: Bearer {token}\r\nConnection: close\r\n");
+        let thread = std::thread::Builder::new()
+            .name("auth-proxy".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("proxy runtime");
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(std_listener).expect("tokio listener");
+                    tokio::select! {
+                        _ = accept_loop(listener, upstream, header) => {}
+                        _ = shutdown_rx => {}
+                    }
+                });
+            })
+            .expect("spawn proxy thread");
+        AuthProxy {
+            addr,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// The relay's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for AuthProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, upstream: SocketAddr, header: String) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let header = header.clone();
+        tokio::spawn(async move {
+            let _ = relay(client, upstream, &header).await;
+        });
+    }
+}
+
+/// One connection: the rewritten head, then both directions untouched.
+async fn relay(mut client: TcpStream, upstream: SocketAddr, header: &str) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        let n = client.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 2;
+        }
+        if head.len() > MAX_HEAD {
+            return Ok(());
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let mut rewritten = String::with_capacity(text.len() + header.len());
+    for line in text.split_inclusive("\r\n") {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if name == "authorization" || name == "connection" {
+            continue;
+        }
+        rewritten.push_str(line);
+    }
+    rewritten.push_str(header);
+    let mut server = TcpStream::connect(upstream).await?;
+    server.write_all(rewritten.as_bytes()).await?;
+    // The blank line and whatever body bytes came with the head.
+    server.write_all(&head[end..]).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+    Ok(())
+}
