@@ -172,6 +172,8 @@ impl Authenticator {
             tracing::info!(session = %tag, "unknown session id (not one this service mints)");
             Box::new(session_gone(id.clone(), "no such session"))
         };
+        // Before `owner()` marks the session used (see `recent_params`).
+        let recent_params = session_id.and_then(|id| self.sessions.recent_params(id));
         let known = session_id.and_then(|id| self.sessions.owner(id));
         let state = match (session_id, &known) {
             (None, _) => SessionState::None,
@@ -189,7 +191,7 @@ impl Authenticator {
                 return Err(unknown());
             }
             if let Some(session_id) = session_id.filter(|_| self.shared) {
-                self.shared_without_token(session_id, known.is_some(), id, &tag)
+                self.shared_without_token(session_id, known.is_some(), recent_params, id, &tag)
                     .await?;
             }
             if envelope.methods().any(|m| m == "initialize") {
@@ -210,7 +212,7 @@ impl Authenticator {
         let live_session = session_id.filter(|_| self.shared || known.is_some());
         let shared_use = match envelope {
             Envelope::EndSession => SharedUse::End,
-            _ => SharedUse::Continue,
+            _ => SharedUse::Continue(recent_params),
         };
         let answer = match live_session {
             Some(session_id) => {
@@ -310,13 +312,14 @@ impl Authenticator {
         &self,
         session_id: &str,
         held_here: bool,
+        recent_params: Option<String>,
         id: Value,
         tag: &str,
     ) -> Result<(), Box<Response>> {
         let idle = self.sessions.limits().anonymous_idle;
         match self
             .broker
-            .shared_without_token(session_id, &SharedUse::Continue, idle)
+            .shared_without_token(session_id, &SharedUse::Continue(recent_params), idle)
             .await
         {
             Ok(shared) if shared.owned => {
@@ -360,9 +363,9 @@ impl Authenticator {
             )),
             Some(params) => self
                 .broker
-                .shared_without_token(session_id, &SharedUse::Open(params), idle)
+                .shared_without_token(session_id, &SharedUse::Open(params.clone()), idle)
                 .await
-                .map(|_| ()),
+                .map(|_| self.sessions.remember_params(session_id, params)),
         };
         let Err(error) = outcome else {
             return Ok(());
@@ -385,7 +388,8 @@ impl Authenticator {
         id: Value,
     ) -> Result<(), Box<Response>> {
         let tag = session_tag(session_id);
-        let open = SharedUse::Open(self.sessions.take_opened(session_id).unwrap_or_default());
+        let params = self.sessions.take_opened(session_id).unwrap_or_default();
+        let open = SharedUse::Open(params.clone());
         let answer = self
             .broker
             .session_credentials(session_id, &token.0, self.shared_use(&open))
@@ -394,6 +398,9 @@ impl Authenticator {
             Ok(issued) => {
                 let access_key_id = issued.credentials.access_key_id();
                 tracing::info!(session = %tag, session_handle = %issued.session_handle, role = %issued.role_arn, %access_key_id, "session bound to the token of its initialize");
+                if self.shared {
+                    self.sessions.remember_params(session_id, params);
+                }
                 self.claim(session_id, &issued, token, &tag)
                     .await
                     .map_err(|reason| Box::new(self.forbidden(id, reason)))

@@ -79,8 +79,9 @@ impl From<McpSession> for Shared {
 pub(crate) enum SharedUse {
     /// `initialize` just created it, with these params (JSON).
     Open(String),
-    /// Any other request inside it.
-    Continue,
+    /// Any other request inside it; with the `initialize` params (JSON) when this replica holds
+    /// the session, so that the broker can write again a record its store lost.
+    Continue(Option<String>),
     /// DELETE: ends it for every replica.
     End,
 }
@@ -89,7 +90,7 @@ impl SharedUse {
     fn message(&self, idle: Duration) -> McpSessionUse {
         let (action, params) = match self {
             SharedUse::Open(params) => (Action::Open, params.clone()),
-            SharedUse::Continue => (Action::Continue, String::new()),
+            SharedUse::Continue(params) => (Action::Continue, params.clone().unwrap_or_default()),
             SharedUse::End => (Action::End, String::new()),
         };
         McpSessionUse {

@@ -103,6 +103,9 @@ impl Default for SessionLimits {
 struct Entry {
     owner: Option<Owner>,
     last_used: Instant,
+    /// The client's `initialize` params (JSON), once shared: sent with each request so that the
+    /// broker can write again a record its store lost.
+    params: Option<String>,
 }
 
 /// The outcome of [`Sessions::claim`].
@@ -127,6 +130,7 @@ const HANDOVER_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 struct Restorable {
     params: InitializeRequestParams,
+    json: String,
     owner: Option<Owner>,
     at: Instant,
 }
@@ -191,6 +195,31 @@ impl Sessions {
         self.entries().contains_key(id)
     }
 
+    /// Keeps the `initialize` params (JSON) of a session this process holds, once shared.
+    pub(crate) fn remember_params(&self, id: &str, params: String) {
+        if let Some(entry) = self.entries().get_mut(id) {
+            entry.params = Some(params);
+        }
+    }
+
+    /// The `initialize` params (JSON) of a session this process holds, only while its shared
+    /// record must still exist: used here less than its idle timeout ago (the record's TTL,
+    /// refreshed at that use). Past that, the record may have expired on purpose, and sending
+    /// the params would bring back a session every replica must now refuse. Call before
+    /// [`Sessions::owner`], which marks the session used.
+    pub(crate) fn recent_params(&self, id: &str) -> Option<String> {
+        let entries = self.entries();
+        let entry = entries.get(id)?;
+        let ttl = if entry.owner.is_some() {
+            self.limits.idle
+        } else {
+            self.limits.anonymous_idle.min(self.limits.idle)
+        };
+        (entry.last_used.elapsed() < ttl)
+            .then(|| entry.params.clone())
+            .flatten()
+    }
+
     /// The `initialize` params (JSON) rmcp stored for a session it just opened.
     pub(crate) fn take_opened(&self, id: &str) -> Option<String> {
         self.handovers().opened.remove(id).map(|(params, _)| params)
@@ -209,6 +238,7 @@ impl Sessions {
             Arc::from(id),
             Restorable {
                 params,
+                json: initialize_params_json.to_string(),
                 owner,
                 at: Instant::now(),
             },
@@ -358,6 +388,7 @@ impl SessionManager for Sessions {
             Entry {
                 owner: None,
                 last_used: Instant::now(),
+                params: None,
             },
         );
         Ok((id, WorkerTransport::spawn(worker)))
@@ -436,6 +467,7 @@ impl SessionManager for Sessions {
             Entry {
                 owner: restorable.owner,
                 last_used: Instant::now(),
+                params: Some(restorable.json),
             },
         );
         Ok(RestoreOutcome::Restored(WorkerTransport::spawn(worker)))

@@ -12,7 +12,12 @@
 //! - read on every request that names the session, inside the `GetCredentials` call the adapter
 //!   makes anyway (no extra hop) and refreshed to the session's idle timeout (a `SET … XX`, so a
 //!   concurrent end is never undone) — idle expiry is the record's TTL, the same for every replica;
-//! - deleted by a DELETE on any replica (`END`), after the owner's token was accepted.
+//! - ended by a DELETE on any replica (`END`), after the owner's token was accepted: the record
+//!   stays as a tombstone until its idle timeout, so the session cannot be opened again;
+//! - lost only with the store (the memory store's broker restarting): a replica that still holds
+//!   the session sends its `initialize` params with `CONTINUE` and the record is written again
+//!   (set-if-absent, so never over a tombstone or a live record); its binding was lost with it and
+//!   is made again by the token, as before shared sessions.
 //!
 //! A revoked session is refused by every replica through its binding (`SessionRecord::revoked`),
 //! which token-less lookups check too.
@@ -44,6 +49,10 @@ pub struct McpRecord {
     /// The idle timeout the adapter asked for; each use extends the record by this much.
     pub idle_ms: u64,
     pub created_at_ms: i64,
+    /// Ended by a DELETE: kept (as a tombstone) until its idle timeout, so that a replica still
+    /// holding the session cannot open it again.
+    #[serde(default)]
+    pub ended: bool,
 }
 
 /// Why a shared-session request was refused. Messages name the field and the fix.
@@ -133,8 +142,21 @@ impl McpSessions {
         }
     }
 
-    /// Ends the session for every replica.
-    pub async fn end(&self, handle: &SessionHandle) -> Result<(), StoreError> {
+    /// Ends the session for every replica: the record becomes a tombstone for its idle timeout.
+    pub async fn end(&self, handle: &SessionHandle, record: &McpRecord) -> Result<(), StoreError> {
+        let tombstone = McpRecord {
+            ended: true,
+            ..record.clone()
+        };
+        if !self.put(handle, &tombstone, true).await? {
+            // Gone meanwhile (expired): nothing left to end.
+            self.forget(handle).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the record (an END that raced with expiry).
+    async fn forget(&self, handle: &SessionHandle) -> Result<(), StoreError> {
         match self.store.as_ref() {
             AnyStore::Redis(r) => r.delete_key(&key(handle)).await.map(|_| ()),
             AnyStore::Memory(_) => {
@@ -177,6 +199,7 @@ mod tests {
             owned: false,
             idle_ms,
             created_at_ms: 0,
+            ended: false,
         }
     }
 
@@ -201,11 +224,11 @@ mod tests {
         assert!(s.put(&h, &owned, true).await.unwrap());
         assert_eq!(s.get(&h).await.unwrap(), Some(owned.clone()));
         assert_eq!(s.get(&handle(2)).await.unwrap(), None, "other sessions");
-        s.end(&h).await.unwrap();
-        assert_eq!(s.get(&h).await.unwrap(), None);
+        s.end(&h, &owned).await.unwrap();
+        assert!(s.get(&h).await.unwrap().unwrap().ended, "a tombstone");
         assert!(
-            !s.put(&h, &owned, true).await.unwrap(),
-            "an ended session stays ended"
+            !s.put(&h, &owned, false).await.unwrap(),
+            "never opened again"
         );
     }
 

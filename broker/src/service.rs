@@ -368,11 +368,17 @@ impl BrokerService {
                     .get(&handle)
                     .await
                     .map_err(|e| mcp_status("GetCredentials", e.into()))?;
+                use pb::mcp_session_use::Action;
                 let prior = match (u.action, prior) {
-                    (pb::mcp_session_use::Action::Open, None) => None,
-                    (pb::mcp_session_use::Action::Open, Some(_)) => {
+                    (_, Some(p)) if p.ended => {
+                        return Err(mcp_status("GetCredentials", McpSessionError::Gone));
+                    }
+                    (Action::Open, None) => None,
+                    (Action::Open, Some(_)) => {
                         return Err(mcp_status("GetCredentials", McpSessionError::AlreadyOpen));
                     }
+                    // A replica that holds the session re-opens a record the store lost.
+                    (Action::Continue, None) if !u.initialize_params_json.is_empty() => None,
                     (_, None) => return Err(mcp_status("GetCredentials", McpSessionError::Gone)),
                     (_, Some(p)) => Some(p),
                 };
@@ -417,15 +423,31 @@ impl BrokerService {
                     owned: true,
                     idle_ms: u.idle_ms,
                     created_at_ms: crate::clock::now_ms(),
+                    ended: false,
                 };
                 if !self.mcp.put(handle, &record, false).await? {
                     return Err(McpSessionError::AlreadyOpen);
                 }
                 Ok(record)
             }
+            Action::Continue if prior.is_none() => {
+                let record = McpRecord {
+                    initialize_params_json: u.initialize_params_json,
+                    owned: true,
+                    idle_ms: u.idle_ms,
+                    created_at_ms: crate::clock::now_ms(),
+                    ended: false,
+                };
+                // Set-if-absent: a record written meanwhile (a tombstone above all) wins.
+                if !self.mcp.put(handle, &record, false).await? {
+                    return Err(McpSessionError::Gone);
+                }
+                tracing::info!(session = %handle, "MCP session record written again by a replica that holds the session");
+                Ok(record)
+            }
             Action::End => {
                 let record = prior.unwrap_or_default();
-                self.mcp.end(handle).await?;
+                self.mcp.end(handle, &record).await?;
                 if let Some(log) = crate::audit::global() {
                     let mut e = Event::new("mcp_session_ended", "ok");
                     e.method = Some("GetCredentials");
@@ -473,6 +495,7 @@ impl BrokerService {
                     owned: false,
                     idle_ms: u.idle_ms,
                     created_at_ms: crate::clock::now_ms(),
+                    ended: false,
                 };
                 if !self.mcp.put(&handle, &record, false).await.map_err(store)? {
                     return Err(mcp_status(METHOD, McpSessionError::AlreadyOpen));
@@ -480,8 +503,24 @@ impl BrokerService {
                 Ok(Response::new(mcp_answer(&record)))
             }
             Action::Continue => {
-                let Some(record) = self.mcp.get(&handle).await.map_err(store)? else {
-                    return Err(mcp_status(METHOD, McpSessionError::Gone));
+                let record = match self.mcp.get(&handle).await.map_err(store)? {
+                    Some(record) if !record.ended => record,
+                    Some(_) => return Err(mcp_status(METHOD, McpSessionError::Gone)),
+                    // A replica that holds the session re-opens a record the store lost.
+                    None if !u.initialize_params_json.is_empty() => {
+                        let record = McpRecord {
+                            initialize_params_json: u.initialize_params_json.clone(),
+                            owned: false,
+                            idle_ms: u.idle_ms,
+                            created_at_ms: crate::clock::now_ms(),
+                            ended: false,
+                        };
+                        if !self.mcp.put(&handle, &record, false).await.map_err(store)? {
+                            return Err(mcp_status(METHOD, McpSessionError::Gone));
+                        }
+                        record
+                    }
+                    None => return Err(mcp_status(METHOD, McpSessionError::Gone)),
                 };
                 // An operator may revoke a session before any token bound it.
                 let revoked = self

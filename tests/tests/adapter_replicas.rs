@@ -484,3 +484,146 @@ async fn run_node(script: &std::path::Path, input: &Value) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("no JSON ({e}): {stdout}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The broker's side of shared sessions, called directly (as anything on the network could)
+
+#[tokio::test]
+async fn the_broker_refuses_misuse_of_shared_session_records() {
+    use credbroker_proto::v1::{
+        GetCredentialsRequest, McpSessionUse, McpSessionWithoutTokenRequest,
+        mcp_session_use::Action,
+    };
+    use tonic::Code;
+    let redis = e2e::redis::RedisServer::start().await;
+    let brokers = e2e::stack::Replicas::start(&redis.url(), 1).await;
+    let mut client = brokers.brokers[0].client().await;
+    let token = brokers.rw_token("judy-replicas");
+    // CONTINUE without params: a replica that does not hold the session (with them, a holder
+    // writes again a record the store lost; see the last check).
+    let use_ = |action: Action, idle_ms: u64| McpSessionUse {
+        action: action as i32,
+        initialize_params_json: if action == Action::Continue {
+            String::new()
+        } else {
+            "{}".into()
+        },
+        idle_ms,
+    };
+    let without_token = |id: &str, u: McpSessionUse| McpSessionWithoutTokenRequest {
+        session_id: id.to_string(),
+        r#use: Some(u),
+    };
+    let with_token = |id: &str, u: McpSessionUse| GetCredentialsRequest {
+        session_id: id.to_string(),
+        token: token.clone(),
+        role_arn: String::new(),
+        mcp: Some(u),
+    };
+    let unknown = e2e::stack::new_session_id();
+
+    // An id no adapter opened: NOT_FOUND, and nothing is bound for it.
+    let refused = client
+        .get_credentials(with_token(&unknown, use_(Action::Continue, 60_000)))
+        .await;
+    e2e::rpc::expect_code(refused, Code::NotFound, "CONTINUE on an unknown id");
+    let mut admin = brokers.admin(0).await;
+    e2e::rpc::expect_code(
+        e2e::rpc::describe_by_id(&mut admin, &unknown).await,
+        Code::NotFound,
+        "no binding was made for it",
+    );
+    let refused = client
+        .mcp_session_without_token(without_token(&unknown, use_(Action::Continue, 60_000)))
+        .await;
+    e2e::rpc::expect_code(
+        refused,
+        Code::NotFound,
+        "token-less CONTINUE on an unknown id",
+    );
+
+    // Ending needs the owner's token: never without one.
+    let refused = client
+        .mcp_session_without_token(without_token(&unknown, use_(Action::End, 60_000)))
+        .await;
+    e2e::rpc::expect_code(refused, Code::InvalidArgument, "END without a token");
+
+    // Out-of-range idle timeouts are named.
+    let refused = client
+        .mcp_session_without_token(without_token(&unknown, use_(Action::Open, 0)))
+        .await;
+    let status = e2e::rpc::expect_code(refused, Code::InvalidArgument, "idle_ms 0");
+    assert!(status.message().contains("idle_ms"), "{}", status.message());
+
+    // A record is opened once: a replayed OPEN (to swap the initialize params) is refused.
+    let id = e2e::stack::new_session_id();
+    client
+        .mcp_session_without_token(without_token(&id, use_(Action::Open, 60_000)))
+        .await
+        .expect("OPEN");
+    let refused = client
+        .mcp_session_without_token(without_token(&id, use_(Action::Open, 60_000)))
+        .await;
+    e2e::rpc::expect_code(refused, Code::AlreadyExists, "a second OPEN");
+    let refused = client
+        .get_credentials(with_token(&id, use_(Action::Open, 60_000)))
+        .await;
+    e2e::rpc::expect_code(refused, Code::AlreadyExists, "OPEN with a token");
+
+    // Bound by a token: the token-less view says owned; another subject cannot end it.
+    let answer = client
+        .get_credentials(with_token(&id, use_(Action::Continue, 60_000)))
+        .await
+        .expect("CONTINUE with the token")
+        .into_inner();
+    assert!(answer.mcp_session.expect("the record").owned);
+    let seen = client
+        .mcp_session_without_token(without_token(&id, use_(Action::Continue, 60_000)))
+        .await
+        .expect("token-less CONTINUE")
+        .into_inner();
+    assert!(seen.owned);
+    let mallory = GetCredentialsRequest {
+        token: brokers.rw_token("mallory-replicas"),
+        ..with_token(&id, use_(Action::End, 60_000))
+    };
+    let refused = client.get_credentials(mallory).await;
+    e2e::rpc::expect_code(
+        refused,
+        Code::PermissionDenied,
+        "END with another user's token",
+    );
+    client
+        .get_credentials(with_token(&id, use_(Action::End, 60_000)))
+        .await
+        .expect("END by the owner");
+    let refused = client
+        .get_credentials(with_token(&id, use_(Action::Continue, 60_000)))
+        .await;
+    e2e::rpc::expect_code(refused, Code::NotFound, "CONTINUE after END");
+    // Not even from a replica that still holds it: the ended record stays a tombstone.
+    let holder = McpSessionUse {
+        initialize_params_json: "{}".into(),
+        ..use_(Action::Continue, 60_000)
+    };
+    let refused = client
+        .get_credentials(with_token(&id, holder.clone()))
+        .await;
+    e2e::rpc::expect_code(refused, Code::NotFound, "a holder's CONTINUE after END");
+    let refused = client
+        .mcp_session_without_token(without_token(&id, holder.clone()))
+        .await;
+    e2e::rpc::expect_code(
+        refused,
+        Code::NotFound,
+        "a holder's token-less CONTINUE after END",
+    );
+    // A record the store lost (no tombstone) is written again by a holder.
+    let lost = e2e::stack::new_session_id();
+    let answer = client
+        .get_credentials(with_token(&lost, holder))
+        .await
+        .expect("a holder's CONTINUE re-opens a lost record")
+        .into_inner();
+    assert!(answer.mcp_session.expect("the record").owned);
+}
