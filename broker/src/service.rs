@@ -503,6 +503,17 @@ impl BrokerService {
                 Ok(Response::new(mcp_answer(&record)))
             }
             Action::Continue => {
+                // An operator may revoke a session before any token bound it.
+                let revoked = self
+                    .broker
+                    .store()
+                    .get_session(&handle)
+                    .await
+                    .map_err(store)?
+                    .is_some_and(|(s, _)| s.revoked);
+                if revoked {
+                    return Err(mcp_status(METHOD, McpSessionError::Gone));
+                }
                 let record = match self.mcp.get(&handle).await.map_err(store)? {
                     Some(record) if !record.ended => record,
                     Some(_) => return Err(mcp_status(METHOD, McpSessionError::Gone)),
@@ -522,17 +533,6 @@ impl BrokerService {
                     }
                     None => return Err(mcp_status(METHOD, McpSessionError::Gone)),
                 };
-                // An operator may revoke a session before any token bound it.
-                let revoked = self
-                    .broker
-                    .store()
-                    .get_session(&handle)
-                    .await
-                    .map_err(store)?
-                    .is_some_and(|(s, _)| s.revoked);
-                if revoked {
-                    return Err(mcp_status(METHOD, McpSessionError::Gone));
-                }
                 if record.owned {
                     // Refused by the adapter (a token is needed): no refresh on its behalf.
                     return Ok(Response::new(mcp_answer(&record)));
