@@ -60,7 +60,7 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 
 use crate::{
-    broker::{Broker, BrokerError, Issued},
+    broker::{Broker, BrokerError, Issued, SharedUse},
     config::RequireAuth,
     jsonrpc::{Envelope, Message, code, error_response},
     sessions::{Claim, Sessions},
@@ -116,6 +116,8 @@ pub(crate) struct Authenticator {
     /// rmcp's sessions and their owners: to bind only sessions that exist, to refuse token-less
     /// requests on owned ones, and to close revoked ones.
     sessions: Arc<Sessions>,
+    /// Whether sessions are shared by the replicas through the broker (`ADAPTER_SESSION_SHARING`).
+    shared: bool,
 }
 
 impl Authenticator {
@@ -130,7 +132,20 @@ impl Authenticator {
             require,
             resource_metadata,
             sessions,
+            shared: true,
         }
+    }
+
+    /// Sessions only in this process (`ADAPTER_SESSION_SHARING=process`): no shared record, and
+    /// an id this process does not hold is unknown.
+    pub(crate) fn process_sessions_only(mut self) -> Self {
+        self.shared = false;
+        self
+    }
+
+    /// What a request does with its shared session, for the broker call (`None`: not shared).
+    fn shared_use<'a>(&self, use_: &'a SharedUse) -> Option<(&'a SharedUse, std::time::Duration)> {
+        self.shared.then(|| (use_, self.sessions.limits().idle))
     }
 
     /// Decides about one request: the [`Caller`] to hand on, or the refusal to send back.
@@ -149,6 +164,16 @@ impl Authenticator {
         let tag = session_id.map(session_tag).unwrap_or_else(|| "-".into());
         // `None`: no such session here (rmcp answers 404 after this gate); `Some(None)`: live and
         // without an owner; `Some(Some(owner))`: owned.
+        // With shared sessions, an id of a shape never minted names no session anywhere: 404
+        // (once the token question is settled) without a broker call.
+        let malformed =
+            self.shared && session_id.is_some_and(|s| !crate::sessions::well_formed_id(s));
+        let unknown = || {
+            tracing::info!(session = %tag, "unknown session id (not one this service mints)");
+            Box::new(session_gone(id.clone(), "no such session"))
+        };
+        // Before `owner()` marks the session used (see `recent_params`).
+        let recent_params = session_id.and_then(|id| self.sessions.recent_params(id));
         let known = session_id.and_then(|id| self.sessions.owner(id));
         let state = match (session_id, &known) {
             (None, _) => SessionState::None,
@@ -162,6 +187,13 @@ impl Authenticator {
                 tracing::info!(session = %tag, methods = %methods(envelope), owned = state == SessionState::Owned, "no auth header, refusing request that needs a token");
                 return Err(Box::new(self.unauthorized(id, None)));
             }
+            if malformed {
+                return Err(unknown());
+            }
+            if let Some(session_id) = session_id.filter(|_| self.shared) {
+                self.shared_without_token(session_id, known.is_some(), recent_params, id, &tag)
+                    .await?;
+            }
             if envelope.methods().any(|m| m == "initialize") {
                 tracing::info!("no auth header, allowing initialization");
             } else {
@@ -170,20 +202,38 @@ impl Authenticator {
             return Ok(Caller::Anonymous);
         };
 
-        // Bind only sessions that exist here: rmcp answers 404 for the others, and the broker
-        // should not get records for ids nobody issued.
-        let live_session = session_id.filter(|_| known.is_some());
+        // Every session id goes to the broker with the token: the shared record says whether the
+        // session is open (for any replica; NOT_FOUND before anything is bound otherwise, so the
+        // broker gets no binding for ids nobody issued), and the same call ends it on DELETE.
+        if malformed {
+            return Err(unknown());
+        }
+        // Without sharing: bind only sessions that exist here (rmcp answers 404 for the others).
+        let live_session = session_id.filter(|_| self.shared || known.is_some());
+        let shared_use = match envelope {
+            Envelope::EndSession => SharedUse::End,
+            _ => SharedUse::Continue(recent_params),
+        };
         let answer = match live_session {
-            Some(session_id) => self.broker.session_credentials(session_id, &token.0).await,
+            Some(session_id) => {
+                let shared = self.shared_use(&shared_use);
+                self.broker
+                    .session_credentials(session_id, &token.0, shared)
+                    .await
+            }
             None => self.broker.exchange_token(&token.0).await,
         };
 
         match answer {
             Ok(issued) => {
                 if let Some(session_id) = live_session {
-                    self.claim(session_id, &issued, &tag)
-                        .await
-                        .map_err(|reason| Box::new(self.forbidden(id.clone(), reason)))?;
+                    if known.is_some() {
+                        self.claim(session_id, &issued, &token, &tag)
+                            .await
+                            .map_err(|reason| Box::new(self.forbidden(id.clone(), reason)))?;
+                    } else if self.shared && !matches!(shared_use, SharedUse::End) {
+                        self.expect_restore(session_id, &issued, id.clone(), &tag)?;
+                    }
                 }
                 // The access key id is not a secret (CloudTrail shows it); it ties a tool call
                 // to the STS session that made its S3 requests.
@@ -202,12 +252,17 @@ impl Authenticator {
                 Ok(Caller::Authorized(Arc::new(issued)))
             }
             Err(error) => {
-                if !matches!(
-                    error,
-                    BrokerError::Unauthenticated(_)
-                        | BrokerError::PermissionDenied(_)
-                        | BrokerError::NotFound(_)
-                ) {
+                // A session held by another replica can only be restored here from the broker's
+                // answer: without it the request is refused (503), never served blind.
+                let held_elsewhere = self.shared && session_id.is_some() && known.is_none();
+                if !held_elsewhere
+                    && !matches!(
+                        error,
+                        BrokerError::Unauthenticated(_)
+                            | BrokerError::PermissionDenied(_)
+                            | BrokerError::NotFound(_)
+                    )
+                {
                     if envelope.is_single_tool_call() {
                         tracing::warn!(session = %tag, %error, "broker could not serve a tool call");
                         let (code, reason) = unserved(&error);
@@ -223,9 +278,109 @@ impl Authenticator {
         }
     }
 
+    /// Leaves the broker's record of a session this process does not hold, so that rmcp restores
+    /// it here for this request (see `sessions`). 503 when the answer has no usable record.
+    fn expect_restore(
+        &self,
+        session_id: &str,
+        issued: &Issued,
+        id: Value,
+        tag: &str,
+    ) -> Result<(), Box<Response>> {
+        let Some(shared) = &issued.shared else {
+            // A broker without shared sessions: the id is unknown here (rmcp answers 404).
+            return Ok(());
+        };
+        if let Err(error) = self.sessions.expect_restore(
+            session_id,
+            &shared.initialize_params_json,
+            Some(issued.owner.clone()),
+        ) {
+            tracing::warn!(session = %tag, %error, "the broker's record of a session cannot be read; refusing");
+            return Err(Box::new(broker_unavailable(
+                id,
+                "the credential broker's record of this MCP session cannot be read; retry, or start a new session",
+            )));
+        }
+        tracing::info!(session = %tag, session_handle = %issued.session_handle, "serving a session opened on another replica");
+        Ok(())
+    }
+
+    /// A request without a token naming a session (`ADAPTER_REQUIRE_AUTH=tools`): the broker says
+    /// whether the session is open anywhere and already owned (then a token is needed: 401).
+    async fn shared_without_token(
+        &self,
+        session_id: &str,
+        held_here: bool,
+        recent_params: Option<String>,
+        id: Value,
+        tag: &str,
+    ) -> Result<(), Box<Response>> {
+        let idle = self.sessions.limits().anonymous_idle;
+        match self
+            .broker
+            .shared_without_token(session_id, &SharedUse::Continue(recent_params), idle)
+            .await
+        {
+            Ok(shared) if shared.owned => {
+                tracing::info!(session = %tag, "no auth header, refusing request on a session another replica bound to a token");
+                Err(Box::new(self.unauthorized(id, None)))
+            }
+            Ok(shared) => {
+                if !held_here
+                    && self
+                        .sessions
+                        .expect_restore(session_id, &shared.initialize_params_json, None)
+                        .is_err()
+                {
+                    return Err(Box::new(broker_unavailable(
+                        id,
+                        "the credential broker's record of this MCP session cannot be read; retry, or start a new session",
+                    )));
+                }
+                Ok(())
+            }
+            Err(error) => Err(self.refusal(id, error, Some(session_id), tag).await),
+        }
+    }
+
+    /// Opens the shared record of a session rmcp just created for an `initialize` without a
+    /// token, before the client learns its id; on failure the session is closed and the answer
+    /// is 503 (a session no other replica could serve would fail on the next request).
+    pub(crate) async fn open_anonymous_session(
+        &self,
+        session_id: &str,
+        id: Value,
+    ) -> Result<(), Box<Response>> {
+        if !self.shared {
+            return Ok(());
+        }
+        let tag = session_tag(session_id);
+        let idle = self.sessions.limits().anonymous_idle;
+        let outcome = match self.sessions.take_opened(session_id) {
+            None => Err(BrokerError::InvalidArgument(
+                "no initialize params for the new session".into(),
+            )),
+            Some(params) => self
+                .broker
+                .shared_without_token(session_id, &SharedUse::Open(params.clone()), idle)
+                .await
+                .map(|_| self.sessions.remember_params(session_id, params)),
+        };
+        let Err(error) = outcome else {
+            return Ok(());
+        };
+        tracing::warn!(session = %tag, %error, "could not share a new session without a token; closing it");
+        let _ = self
+            .sessions
+            .close_session(&session_id.to_owned().into())
+            .await;
+        Err(Box::new(broker_unavailable(id, &unserved(&error).1)))
+    }
+
     /// Binds a session rmcp just opened for an `initialize` that carried a token, so the session
-    /// has its owner from its first moment (nobody else's token can bind it first). A refusal
-    /// closes the session again and is the answer to the `initialize`.
+    /// has its owner from its first moment (nobody else's token can bind it first), and opens its
+    /// shared record. A refusal closes the session again and is the answer to the `initialize`.
     pub(crate) async fn bind_new_session(
         &self,
         session_id: &str,
@@ -233,12 +388,20 @@ impl Authenticator {
         id: Value,
     ) -> Result<(), Box<Response>> {
         let tag = session_tag(session_id);
-        let answer = self.broker.session_credentials(session_id, &token.0).await;
+        let params = self.sessions.take_opened(session_id).unwrap_or_default();
+        let open = SharedUse::Open(params.clone());
+        let answer = self
+            .broker
+            .session_credentials(session_id, &token.0, self.shared_use(&open))
+            .await;
         let outcome = match answer {
             Ok(issued) => {
                 let access_key_id = issued.credentials.access_key_id();
                 tracing::info!(session = %tag, session_handle = %issued.session_handle, role = %issued.role_arn, %access_key_id, "session bound to the token of its initialize");
-                self.claim(session_id, &issued, &tag)
+                if self.shared {
+                    self.sessions.remember_params(session_id, params);
+                }
+                self.claim(session_id, &issued, token, &tag)
                     .await
                     .map_err(|reason| Box::new(self.forbidden(id, reason)))
             }
@@ -260,6 +423,7 @@ impl Authenticator {
         &self,
         session_id: &str,
         issued: &Issued,
+        token: &BearerToken,
         tag: &str,
     ) -> Result<(), &'static str> {
         match self.sessions.claim(session_id, &issued.owner) {
@@ -276,6 +440,18 @@ impl Authenticator {
                 for old in evicted {
                     tracing::info!(session = %session_tag(&old), "closing the user's least recently used session: ADAPTER_MAX_SESSIONS_PER_SUBJECT reached");
                     let _ = self.sessions.close_session(&old).await;
+                    // Ended for every replica too, with the owner's token (another replica would
+                    // otherwise restore it on its next request).
+                    let Some(end) = self.shared_use(&SharedUse::End) else {
+                        continue;
+                    };
+                    if let Err(error) = self
+                        .broker
+                        .session_credentials(&old, &token.0, Some(end))
+                        .await
+                    {
+                        tracing::warn!(session = %session_tag(&old), %error, "could not end the evicted session at the broker; it ends when idle");
+                    }
                 }
                 Ok(())
             }

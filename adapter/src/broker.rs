@@ -14,8 +14,9 @@ use std::{
 
 use aws_credential_types::Credentials;
 use credbroker_proto::v1::{
-    AwsCredentials, ExchangeTokenRequest, GetCredentialsRequest,
-    credential_broker_client::CredentialBrokerClient,
+    AwsCredentials, ExchangeTokenRequest, GetCredentialsRequest, McpSession, McpSessionUse,
+    McpSessionWithoutTokenRequest, credential_broker_client::CredentialBrokerClient,
+    mcp_session_use::Action,
 };
 use tonic::{
     Code, Status,
@@ -54,6 +55,53 @@ pub(crate) struct Issued {
     /// The token's `buckets` claim: buckets the credentials are limited to (empty: the role's
     /// own rights). `resources/list` lists these.
     pub(crate) buckets: Vec<String>,
+    /// The session's shared record, when the call named a shared MCP session.
+    pub(crate) shared: Option<Shared>,
+}
+
+/// What the broker keeps of an MCP session for every adapter replica (no secret in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shared {
+    /// The client's `initialize` params, as JSON: what a replica replays to restore the session.
+    pub(crate) initialize_params_json: String,
+    /// A token bound the session: token-less requests on it are refused.
+    pub(crate) owned: bool,
+}
+
+impl From<McpSession> for Shared {
+    fn from(s: McpSession) -> Self {
+        Self {
+            initialize_params_json: s.initialize_params_json,
+            owned: s.owned,
+        }
+    }
+}
+
+/// What a request does with its shared MCP session (see `credbroker.v1.McpSessionUse`).
+#[derive(Debug, Clone)]
+pub(crate) enum SharedUse {
+    /// `initialize` just created it, with these params (JSON).
+    Open(String),
+    /// Any other request inside it; with the `initialize` params (JSON) when this replica holds
+    /// the session, so that the broker can write again a record its store lost.
+    Continue(Option<String>),
+    /// DELETE: ends it for every replica.
+    End,
+}
+
+impl SharedUse {
+    fn message(&self, idle: Duration) -> McpSessionUse {
+        let (action, params) = match self {
+            SharedUse::Open(params) => (Action::Open, params.clone()),
+            SharedUse::Continue(params) => (Action::Continue, params.clone().unwrap_or_default()),
+            SharedUse::End => (Action::End, String::new()),
+        };
+        McpSessionUse {
+            action: action as i32,
+            initialize_params_json: params,
+            idle_ms: idle.as_millis() as u64,
+        }
+    }
 }
 
 impl fmt::Debug for Issued {
@@ -127,17 +175,24 @@ impl Broker {
     /// Credentials for an MCP session: binds an unbound session, re-binds on a new token of the
     /// same user, refuses another user's token (PERMISSION_DENIED) and a revoked session
     /// (NOT_FOUND).
+    ///
+    /// `shared`: the session is shared by the adapter replicas through the broker's store; the
+    /// same call checks it is open (NOT_FOUND otherwise), refreshes its idle deadline to `idle`,
+    /// opens or ends it, and answers its record.
     pub(crate) async fn session_credentials(
         &self,
         session_id: &str,
         token: &str,
+        shared: Option<(&SharedUse, Duration)>,
     ) -> Result<Issued, BrokerError> {
+        let mcp = shared.map(|(use_, idle)| use_.message(idle));
         let response = self
             .call("GetCredentials", |mut client, timeout| {
                 let mut request = tonic::Request::new(GetCredentialsRequest {
                     session_id: session_id.to_owned(),
                     token: token.to_owned(),
                     role_arn: String::new(),
+                    mcp: mcp.clone(),
                 });
                 request.set_timeout(timeout);
                 async move { client.get_credentials(request).await }
@@ -149,6 +204,7 @@ impl Broker {
             subject: session.subject,
         };
         let buckets = session.buckets;
+        let shared = response.mcp_session.map(Shared::from);
         self.issued(
             response.credentials,
             session.role_arn,
@@ -157,7 +213,34 @@ impl Broker {
             response.rebound,
         )
         .and_then(|issued| self.with_owner(issued, owner))
-        .map(|issued| Issued { buckets, ..issued })
+        .map(|issued| Issued {
+            buckets,
+            shared,
+            ..issued
+        })
+    }
+
+    /// For a request without a token on a shared MCP session (`ADAPTER_REQUIRE_AUTH=tools`):
+    /// opens the session's record (`Open`) or checks it and refreshes its idle deadline
+    /// (`Continue`). No credential comes back.
+    pub(crate) async fn shared_without_token(
+        &self,
+        session_id: &str,
+        use_: &SharedUse,
+        idle: Duration,
+    ) -> Result<Shared, BrokerError> {
+        let message = use_.message(idle);
+        let response = self
+            .call("McpSessionWithoutToken", |mut client, timeout| {
+                let mut request = tonic::Request::new(McpSessionWithoutTokenRequest {
+                    session_id: session_id.to_owned(),
+                    r#use: Some(message.clone()),
+                });
+                request.set_timeout(timeout);
+                async move { client.mcp_session_without_token(request).await }
+            })
+            .await?;
+        Ok(response.into())
     }
 
     /// Credentials for a request without a session (the 2026-07-28 revision).
@@ -328,6 +411,7 @@ impl Broker {
             rebound,
             owner: Owner::default(),
             buckets: Vec::new(),
+            shared: None,
         })
     }
 }
@@ -481,6 +565,12 @@ mod tests {
                 &self,
                 _: Request<GetCredentialsRequest>,
             ) -> Result<Response<GetCredentialsResponse>, Status> {
+                Err(Status::unimplemented(""))
+            }
+            async fn mcp_session_without_token(
+                &self,
+                _: Request<McpSessionWithoutTokenRequest>,
+            ) -> Result<Response<McpSession>, Status> {
                 Err(Status::unimplemented(""))
             }
         }

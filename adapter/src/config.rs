@@ -24,6 +24,17 @@ pub enum RequireAuth {
     All,
 }
 
+/// Where MCP sessions live (README, "Adapter replicas").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionSharing {
+    /// Every replica serves every session: the session's record is kept in the broker's store,
+    /// read in the broker call each request makes (the default; no load-balancer stickiness).
+    Broker,
+    /// Sessions live only in this process: one replica, or a balancer that keeps each session on
+    /// one replica. A request for a session another replica opened gets 404.
+    Process,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -113,6 +124,11 @@ pub struct Config {
     /// session has an owner).
     #[arg(long, env = "ADAPTER_REQUIRE_AUTH", value_enum, default_value_t = RequireAuth::All)]
     pub require_auth: RequireAuth,
+
+    /// Where MCP sessions live: `broker` (every replica serves every session, through the
+    /// broker's store) or `process` (only the replica that opened it).
+    #[arg(long, env = "ADAPTER_SESSION_SHARING", value_enum, default_value_t = SessionSharing::Broker)]
+    pub session_sharing: SessionSharing,
 
     /// Log format.
     #[arg(long, env = "ADAPTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -534,6 +550,7 @@ mod tests {
         assert_eq!(config.broker_timeout, Duration::from_secs(5));
         assert_eq!(config.max_body, 1024 * 1024);
         assert_eq!(config.require_auth, RequireAuth::All);
+        assert_eq!(config.session_sharing, SessionSharing::Broker);
         assert_eq!(config.anonymous_session_idle, Duration::from_secs(30));
         assert_eq!(config.max_anonymous_sessions, 256);
         assert_eq!(config.max_sessions_per_subject, 64);

@@ -37,7 +37,9 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use rmcp::model::ProtocolVersion;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::store::SessionStore,
+};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +49,7 @@ use url::Url;
 use crate::{
     auth::{Authenticator, Caller, bearer_token},
     broker::Broker,
-    config::Config,
+    config::{Config, SessionSharing},
     jsonrpc::{self, Envelope, code, error_response},
     origin::{OriginPolicy, OriginRejection},
     protocol,
@@ -70,6 +72,8 @@ struct Gate {
     in_flight: Arc<Semaphore>,
     max_in_flight: u32,
     max_anonymous: u32,
+    /// `ADAPTER_SESSION_SHARING=broker`.
+    shared: bool,
 }
 
 /// Builds the whole HTTP application. `shutdown` ends rmcp's sessions and streams.
@@ -107,6 +111,12 @@ pub fn app(
         rmcp_config.with_allowed_hosts(hosts)
     };
     let listed_buckets = Arc::new(config.listed_buckets.clone());
+    // Sessions are shared by every replica through the broker (see `sessions`): rmcp restores a
+    // session this process does not hold from the record the gate got in its broker call.
+    let shared = config.session_sharing == SessionSharing::Broker;
+    if shared {
+        rmcp_config.session_store = Some(sessions.clone() as Arc<dyn SessionStore>);
+    }
     let mcp = StreamableHttpService::new(
         move || Ok(BucketTools::new(s3.clone(), listed_buckets.clone())),
         sessions.clone(),
@@ -116,7 +126,16 @@ pub fn app(
     let origins = OriginPolicy::new(config.allowed_origins.clone());
     let gate = Arc::new(Gate {
         origins: origins.clone(),
-        auth: Authenticator::new(broker, config.require_auth, metadata_url, sessions.clone()),
+        auth: {
+            let auth =
+                Authenticator::new(broker, config.require_auth, metadata_url, sessions.clone());
+            if shared {
+                auth
+            } else {
+                auth.process_sessions_only()
+            }
+        },
+        shared,
         max_body: config.max_body,
         sessions,
         in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
@@ -264,6 +283,12 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         return error_response(StatusCode::BAD_REQUEST, Value::Null, code, message, None);
     }
     let sends_json = is_json(&parts.headers);
+    if gate.shared
+        && let Some(response) = resumption_elsewhere(&parts, &gate.sessions, &id)
+    {
+        return response;
+    }
+    let anonymous_open = opens_session && matches!(caller, Caller::Anonymous);
     parts.extensions.insert(caller);
     let is_delete = parts.method == Method::DELETE;
     let is_stream = parts.method == Method::GET;
@@ -295,6 +320,19 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             "Invalid Request: the message does not match the MCP schema for its method (check `params`)",
             None,
         );
+    }
+    if anonymous_open
+        && let Some(session_id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+        && let Err(refusal) = gate
+            .auth
+            .open_anonymous_session(&session_id, id.clone())
+            .await
+    {
+        return *refusal;
     }
     // rmcp ends a session with 202; the session is gone, nothing is pending, and clients (the
     // official Python SDK among them) expect 200 or 204 here.
@@ -465,6 +503,38 @@ async fn batch(
     Json(Value::Array(answers)).into_response()
 }
 
+/// A GET with `Last-Event-ID` for a session this replica does not hold (it was opened or last
+/// streamed on another replica): the events are not here, so the answer is an immediate **405**
+/// with a JSON-RPC error, never a stream that waits. 405 is what both official SDKs treat as "no
+/// stream to resume here": the TypeScript client stops resuming quietly, the Python client
+/// gives up after its bounded retries and fails the pending request, which its caller re-sends
+/// (on any replica). An empty 200 stream instead (rmcp's answer to an unknown event id) makes
+/// the Python client reconnect without end.
+fn resumption_elsewhere(
+    parts: &http::request::Parts,
+    sessions: &Sessions,
+    id: &Value,
+) -> Option<Response> {
+    if parts.method != Method::GET || !parts.headers.contains_key("last-event-id") {
+        return None;
+    }
+    let session_id = parts.headers.get("mcp-session-id")?.to_str().ok()?;
+    if sessions.holds(session_id) {
+        return None;
+    }
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        id.clone(),
+        code::INVALID_REQUEST,
+        "this MCP adapter replica does not hold the events of that stream (the session's streams were on another replica): resumption across replicas is not offered; re-send the request with POST",
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+    Some(response)
+}
+
 /// 503 with `Retry-After` for a request refused at one of the adapter's limits.
 fn busy(message: String) -> Response {
     let mut response = error_response(
@@ -601,7 +671,9 @@ mod tests {
             .header(header::ACCEPT, "application/json, text/event-stream")
     }
 
-    const TOOLS: &[&str] = &["--require-auth", "tools"];
+    /// Tools mode with sessions in this process: these tests have no broker (sharing through
+    /// the broker is tested end to end, tests/tests/adapter_replicas.rs).
+    const TOOLS: &[&str] = &["--require-auth", "tools", "--session-sharing", "process"];
     const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
     const TOOL_CALL: &str = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"bucket_objects_list","arguments":{"bucket":"demo-bucket"}}}"#;
 
@@ -642,6 +714,27 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert!(headers.contains_key("mcp-session-id"));
+    }
+
+    #[tokio::test]
+    async fn with_shared_sessions_a_session_the_broker_cannot_record_is_refused() {
+        // Tools mode, sessions shared through a broker that is down: the new session could not be
+        // served by any other replica, so it is closed and the initialize is 503 naming the broker.
+        let (status, headers, body) = send(
+            test_app(&["--require-auth", "tools"]),
+            post(INITIALIZE).body(Body::from(INITIALIZE)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!headers.contains_key("mcp-session-id"));
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("credential broker"),
+            "{body}"
+        );
     }
 
     #[tokio::test]
@@ -714,7 +807,14 @@ mod tests {
 
     #[tokio::test]
     async fn ownerless_sessions_past_the_limit_are_503_with_retry_after() {
-        let app = test_app(&["--require-auth", "tools", "--max-anonymous-sessions", "2"]);
+        let app = test_app(&[
+            "--require-auth",
+            "tools",
+            "--session-sharing",
+            "process",
+            "--max-anonymous-sessions",
+            "2",
+        ]);
         for _ in 0..2 {
             let (status, _, _) = send(
                 app.clone(),
@@ -780,6 +880,8 @@ mod tests {
             test_app(&[
                 "--require-auth",
                 "tools",
+                "--session-sharing",
+                "process",
                 "--allowed-origins",
                 "https://app.example.com",
             ]),
@@ -908,7 +1010,14 @@ mod tests {
             .unwrap();
         assert_eq!(
             send(
-                test_app(&["--require-auth", "tools", "--allowed-hosts", "mcp.internal"]),
+                test_app(&[
+                    "--require-auth",
+                    "tools",
+                    "--session-sharing",
+                    "process",
+                    "--allowed-hosts",
+                    "mcp.internal"
+                ]),
                 request
             )
             .await

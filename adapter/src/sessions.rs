@@ -20,7 +20,20 @@
 //!   next request and starts a new session, as the MCP transport spec says). Closing rather than
 //!   refusing keeps a user whose client forgets to DELETE its sessions working.
 //!
-//! Every rmcp operation is the local manager's own.
+//! Every rmcp operation is the local manager's own, except restoring.
+//!
+//! **Shared sessions.** Any adapter replica serves any request of a session: the session's shared
+//! record (its `initialize` params, whether a token bound it, its idle deadline, ended or not)
+//! lives in the credential broker's store, read and refreshed by the broker call the gate makes
+//! on every request (`auth`). When a request names a session this process does not hold, the
+//! gate leaves the record here ([`Sessions::expect_restore`]); rmcp then finds the session
+//! missing, asks its session store (`SessionStore::load`, implemented here from what the gate
+//! left, never from the client), calls [`SessionManager::restore_session`] (a fresh local worker
+//! under the same id, with the owner the broker named) and replays the client's `initialize` to
+//! it. After an `initialize`, rmcp hands the params to `SessionStore::store`; the gate takes them
+//! ([`Sessions::take_opened`]) to open the shared record before the client learns the id.
+//! Closing a session here (rmcp's own idle timeout, shutdown, the reaper) is local only: ending
+//! it for every replica is a DELETE, which the gate tells the broker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -30,12 +43,16 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt};
+use rmcp::model::InitializeRequestParams;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError, LocalSessionWorker, SessionConfig, SessionError,
     create_local_session,
+};
+use rmcp::transport::streamable_http_server::session::store::{
+    SessionState, SessionStore, SessionStoreError,
 };
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, SessionManager,
@@ -88,6 +105,9 @@ impl Default for SessionLimits {
 struct Entry {
     owner: Option<Owner>,
     last_used: Instant,
+    /// The client's `initialize` params (JSON), once shared: sent with each request so that the
+    /// broker can write again a record its store lost.
+    params: Option<String>,
 }
 
 /// The outcome of [`Sessions::claim`].
@@ -104,6 +124,28 @@ pub(crate) enum Claim {
     Unknown,
 }
 
+/// How long a hand-over between the gate and rmcp (see the module doc) may wait to be taken:
+/// both happen within one request, so anything older was abandoned.
+const HANDOVER_TTL: Duration = Duration::from_secs(60);
+
+/// A session to restore from its shared record, left by the gate for rmcp.
+#[derive(Debug)]
+struct Restorable {
+    params: InitializeRequestParams,
+    json: String,
+    owner: Option<Owner>,
+    at: Instant,
+}
+
+/// Hand-overs between the gate and rmcp within one request.
+#[derive(Debug, Default)]
+struct Handovers {
+    /// `initialize` params of sessions rmcp just opened (JSON), for the gate to share.
+    opened: HashMap<SessionId, (String, Instant)>,
+    /// Shared records of sessions this process does not hold, for rmcp to restore.
+    restorable: HashMap<SessionId, Restorable>,
+}
+
 /// rmcp's in-process session manager, minting 256-bit session ids and keeping owners.
 #[derive(Debug)]
 pub(crate) struct Sessions {
@@ -112,6 +154,7 @@ pub(crate) struct Sessions {
     entries: Mutex<HashMap<SessionId, Entry>>,
     /// Event ids, priming and the resumption buffer of every session (`events`).
     pub(crate) streams: Streams,
+    handovers: Mutex<Handovers>,
 }
 
 impl Default for Sessions {
@@ -133,7 +176,81 @@ impl Sessions {
             limits,
             entries: Mutex::new(HashMap::new()),
             streams: Streams::new(crate::events::EventLimits::default()),
+            handovers: Mutex::new(Handovers::default()),
         }
+    }
+
+    /// The limits these sessions were made with (the gate tells the broker the idle timeouts).
+    pub(crate) fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    fn handovers(&self) -> std::sync::MutexGuard<'_, Handovers> {
+        let mut handovers = self.handovers.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        handovers
+            .opened
+            .retain(|_, (_, at)| now.duration_since(*at) < HANDOVER_TTL);
+        handovers
+            .restorable
+            .retain(|_, r| now.duration_since(r.at) < HANDOVER_TTL);
+        handovers
+    }
+
+    /// Whether this process holds the session (without marking it used).
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.entries().contains_key(id)
+    }
+
+    /// Keeps the `initialize` params (JSON) of a session this process holds, once shared.
+    pub(crate) fn remember_params(&self, id: &str, params: String) {
+        if let Some(entry) = self.entries().get_mut(id) {
+            entry.params = Some(params);
+        }
+    }
+
+    /// The `initialize` params (JSON) of a session this process holds, only while its shared
+    /// record must still exist: used here less than its idle timeout ago (the record's TTL,
+    /// refreshed at that use). Past that, the record may have expired on purpose, and sending
+    /// the params would bring back a session every replica must now refuse. Call before
+    /// [`Sessions::owner`], which marks the session used.
+    pub(crate) fn recent_params(&self, id: &str) -> Option<String> {
+        let entries = self.entries();
+        let entry = entries.get(id)?;
+        let ttl = if entry.owner.is_some() {
+            self.limits.idle
+        } else {
+            self.limits.anonymous_idle.min(self.limits.idle)
+        };
+        (entry.last_used.elapsed() < ttl)
+            .then(|| entry.params.clone())
+            .flatten()
+    }
+
+    /// The `initialize` params (JSON) rmcp stored for a session it just opened.
+    pub(crate) fn take_opened(&self, id: &str) -> Option<String> {
+        self.handovers().opened.remove(id).map(|(params, _)| params)
+    }
+
+    /// Leaves a session's shared record for rmcp to restore it here during this request.
+    /// `Err`: the record's `initialize` params cannot be read (a broker or store fault).
+    pub(crate) fn expect_restore(
+        &self,
+        id: &str,
+        initialize_params_json: &str,
+        owner: Option<Owner>,
+    ) -> Result<(), serde_json::Error> {
+        let params: InitializeRequestParams = serde_json::from_str(initialize_params_json)?;
+        self.handovers().restorable.insert(
+            Arc::from(id),
+            Restorable {
+                params,
+                json: initialize_params_json.to_string(),
+                owner,
+                at: Instant::now(),
+            },
+        );
+        Ok(())
     }
 
     fn config(&self) -> SessionConfig {
@@ -264,6 +381,17 @@ pub(crate) fn new_session_id() -> SessionId {
     Arc::from(id)
 }
 
+/// Whether `id` has the shape of the ids minted here: anything else names no session of any
+/// replica, and is answered 404 without asking the broker.
+pub(crate) fn well_formed_id(id: &str) -> bool {
+    id.strip_prefix(SESSION_ID_PREFIX).is_some_and(|random| {
+        random.len() == SESSION_ID_RANDOM_CHARS
+            && random
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 impl SessionManager for Sessions {
     type Error = LocalSessionManagerError;
     type Transport = WorkerTransport<LocalSessionWorker>;
@@ -277,6 +405,7 @@ impl SessionManager for Sessions {
             Entry {
                 owner: None,
                 last_used: Instant::now(),
+                params: None,
             },
         );
         Ok((id, WorkerTransport::spawn(worker)))
@@ -299,6 +428,11 @@ impl SessionManager for Sessions {
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
         self.entries().remove(id);
         self.streams.forget(id);
+        {
+            let mut handovers = self.handovers();
+            handovers.opened.remove(id);
+            handovers.restorable.remove(id);
+        }
         self.inner.close_session(id).await
     }
 
@@ -348,17 +482,63 @@ impl SessionManager for Sessions {
         })
     }
 
-    /// Never restores: ids are only ever minted here, so an id this process does not hold is
-    /// unknown (404), never re-created from what the client sent.
+    /// Restores only a session the gate found open at the broker during this request (see the
+    /// module doc): a fresh local worker under the same id, owned by whom the broker named. An id
+    /// the broker did not vouch for is unknown (404), never re-created from what the client sent.
     async fn restore_session(
         &self,
-        _id: SessionId,
+        id: SessionId,
     ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
-        Ok(RestoreOutcome::NotSupported)
+        let Some(restorable) = self.handovers().restorable.remove(&id) else {
+            return Ok(RestoreOutcome::NotSupported);
+        };
+        if self.inner.sessions.read().await.contains_key(&id) {
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
+        let (handle, worker) = create_local_session(id.clone(), self.config());
+        self.inner.sessions.write().await.insert(id.clone(), handle);
+        self.entries().insert(
+            id,
+            Entry {
+                owner: restorable.owner,
+                last_used: Instant::now(),
+                params: Some(restorable.json),
+            },
+        );
+        Ok(RestoreOutcome::Restored(WorkerTransport::spawn(worker)))
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         None
+    }
+}
+
+/// rmcp's external session store, backed by the hand-overs above: the shared record itself is
+/// in the broker, read by the gate in the call it makes anyway (no second round trip).
+#[async_trait::async_trait]
+impl SessionStore for Sessions {
+    /// The record the gate left for this request; `None` (rmcp answers 404) for any other id.
+    async fn load(&self, id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        Ok(self
+            .handovers()
+            .restorable
+            .get(id)
+            .map(|r| SessionState::new(r.params.clone())))
+    }
+
+    /// Called by rmcp after a successful `initialize`: the gate shares the params.
+    async fn store(&self, id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        let json = serde_json::to_string(&state.initialize_params)?;
+        self.handovers()
+            .opened
+            .insert(Arc::from(id), (json, Instant::now()));
+        Ok(())
+    }
+
+    /// Called by rmcp after a DELETE; the gate already ended the session at the broker (with the
+    /// owner's token, which this call does not have).
+    async fn delete(&self, _id: &str) -> Result<(), SessionStoreError> {
+        Ok(())
     }
 }
 
@@ -379,6 +559,22 @@ mod tests {
             "{id}"
         );
         assert_eq!(URL_SAFE_NO_PAD.decode(random).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn only_minted_shapes_are_well_formed() {
+        assert!(well_formed_id(&new_session_id()));
+        for bad in [
+            "",
+            "mcps_",
+            "2f0c7a6e-58f7-4c84-a1c5-3c2f0f3e5d11",
+            &format!("mcps_{}", "a".repeat(42)),
+            &format!("mcps_{}", "a".repeat(44)),
+            &format!("mcps_{}!", "a".repeat(42)),
+            &format!("xxxx_{}", "a".repeat(43)),
+        ] {
+            assert!(!well_formed_id(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -488,6 +684,52 @@ mod tests {
             sessions.has_session(&b).await.unwrap(),
             "owned sessions stay"
         );
+    }
+
+    const PARAMS: &str = r#"{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}"#;
+
+    #[tokio::test]
+    async fn only_a_session_the_gate_vouched_for_is_restored_with_the_brokers_owner() {
+        let sessions = Sessions::default();
+        let id: SessionId = new_session_id();
+        // Nothing left by the gate: unknown (rmcp answers 404), never created from the id alone.
+        assert!(sessions.load(&id).await.unwrap().is_none());
+        assert!(matches!(
+            sessions.restore_session(id.clone()).await.unwrap(),
+            RestoreOutcome::NotSupported
+        ));
+        assert!(!sessions.holds(&id));
+
+        sessions.expect_restore(&id, PARAMS, Some(alice())).unwrap();
+        let state = sessions.load(&id).await.unwrap().expect("the record");
+        assert_eq!(state.initialize_params.client_info.name, "t");
+        assert!(matches!(
+            sessions.restore_session(id.clone()).await.unwrap(),
+            RestoreOutcome::Restored(_)
+        ));
+        assert!(sessions.holds(&id));
+        assert!(sessions.has_session(&id).await.unwrap());
+        assert_eq!(sessions.owner(&id), Some(Some(alice())));
+        // The hand-over is used once.
+        assert!(sessions.load(&id).await.unwrap().is_none());
+        assert!(sessions.expect_restore(&id, "not json", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn initialize_params_rmcp_stores_are_handed_to_the_gate_once() {
+        let sessions = Sessions::default();
+        let (id, _transport) = sessions.create_session().await.unwrap();
+        let params: InitializeRequestParams = serde_json::from_str(PARAMS).unwrap();
+        sessions
+            .store(&id, &SessionState::new(params))
+            .await
+            .unwrap();
+        let json = sessions.take_opened(&id).expect("the params");
+        assert!(json.contains("2025-11-25"), "{json}");
+        assert_eq!(sessions.take_opened(&id), None);
+        // Deleting from rmcp's store is the gate's business (it has the owner's token).
+        sessions.delete(&id).await.unwrap();
+        assert!(sessions.holds(&id));
     }
 
     #[tokio::test]

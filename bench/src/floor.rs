@@ -57,6 +57,15 @@ impl CredentialBroker for Floor {
             "the floor only answers GetCredentials",
         ))
     }
+
+    async fn mcp_session_without_token(
+        &self,
+        _request: Request<credbroker_proto::v1::McpSessionWithoutTokenRequest>,
+    ) -> Result<Response<credbroker_proto::v1::McpSession>, Status> {
+        Err(Status::unimplemented(
+            "the floor only answers GetCredentials",
+        ))
+    }
 }
 
 /// A response shaped like the broker's (STS-sized secret and session token, a full
@@ -88,6 +97,7 @@ pub fn synthetic_response() -> GetCredentialsResponse {
             rebind_count: 0,
         }),
         rebound: false,
+        mcp_session: None,
     }
 }
 

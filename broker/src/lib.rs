@@ -16,6 +16,7 @@ pub mod cooldown;
 pub mod credentials;
 pub mod hashing;
 pub mod issuer;
+pub mod mcp_sessions;
 pub mod metrics;
 pub mod mint;
 pub mod operator;

@@ -7,10 +7,11 @@ use crate::clock::timestamp;
 use crate::credentials::{CredentialRecord, EngineError};
 use crate::hashing::SessionHandle;
 use crate::issuer::IssueError;
+use crate::mcp_sessions::{McpRecord, McpSessionError, McpSessions, check_use};
 use crate::role::RoleError;
 use crate::secret::Secret;
 use crate::sessions::SessionRecord;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use credbroker_proto::v1::{self as pb, credential_broker_server::CredentialBroker};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
@@ -21,12 +22,69 @@ const MAX_ROLE_ARN: usize = 2048;
 /// gRPC face of the broker.
 pub struct BrokerService {
     broker: Arc<Broker>,
+    /// MCP adapter sessions shared by adapter replicas, in the same store as the bindings.
+    mcp: McpSessions,
 }
 
 impl BrokerService {
     pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+        let mcp = McpSessions::new(Arc::clone(broker.store()));
+        Self { broker, mcp }
     }
+}
+
+/// Maps a shared-session refusal to its status (store failures as for credentials).
+fn mcp_status(method: &'static str, e: McpSessionError) -> Status {
+    let s = match &e {
+        McpSessionError::Gone => Status::not_found(e.to_string()),
+        McpSessionError::AlreadyOpen => Status::already_exists(e.to_string()),
+        McpSessionError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
+        McpSessionError::Store(err) => {
+            return fail(method, BrokerError::Engine(EngineError::Store(err.clone())));
+        }
+        McpSessionError::Audit(reason) => {
+            tracing::warn!(method, error = %reason, "MCP session request failed: audit log");
+            return Status::unavailable(reason.clone());
+        }
+    };
+    tracing::info!(method, code = ?s.code(), error = %e, "MCP session request refused");
+    s
+}
+
+/// The adapter's view of a shared record.
+fn mcp_answer(r: &McpRecord) -> pb::McpSession {
+    pb::McpSession {
+        initialize_params_json: r.initialize_params_json.clone(),
+        owned: r.owned,
+        idle_expires_at: Some(timestamp(
+            crate::clock::now_ms().saturating_add(r.idle_ms as i64),
+        )),
+    }
+}
+
+/// A checked `McpSessionUse`.
+struct McpUse {
+    action: pb::mcp_session_use::Action,
+    initialize_params_json: String,
+    idle_ms: u64,
+}
+
+fn mcp_use(u: pb::McpSessionUse) -> Result<McpUse, McpSessionError> {
+    use pb::mcp_session_use::Action;
+    let action = match Action::try_from(u.action) {
+        Ok(a @ (Action::Continue | Action::Open | Action::End)) => a,
+        _ => {
+            return Err(McpSessionError::InvalidArgument(
+                "action must be CONTINUE, OPEN or END".into(),
+            ));
+        }
+    };
+    check_use(u.idle_ms, &u.initialize_params_json)?;
+    Ok(McpUse {
+        action,
+        initialize_params_json: u.initialize_params_json,
+        idle_ms: u.idle_ms,
+    })
 }
 
 /// Maps an error to its status. Messages name the failed check or component and never hold a
@@ -125,6 +183,7 @@ fn answer(a: &SessionAnswer) -> pb::GetCredentialsResponse {
         credentials: Some(credentials(&a.credentials)),
         session: Some(session_info(&a.handle, &a.record, Some(&a.credentials))),
         rebound: a.rebound,
+        mcp_session: None,
     }
 }
 
@@ -294,11 +353,39 @@ impl BrokerService {
         crate::audit::ready().map_err(audit_status)?;
         let r = req.into_inner();
         let (id, token) = (Secret::new(r.session_id), Secret::new(r.token));
-        let a = match self
-            .broker
-            .session_credentials(&id, &token, role_arg(&r.role_arn)?)
-            .await
-        {
+        let role = role_arg(&r.role_arn)?;
+        // A shared MCP session must be open (or, for OPEN, not yet) before anything is bound.
+        let mcp = match r.mcp {
+            None => None,
+            Some(u) => {
+                let u = mcp_use(u).map_err(|e| mcp_status("GetCredentials", e))?;
+                let handle = self
+                    .broker
+                    .handle_of(&Selector::Id(id.clone()))
+                    .map_err(|e| fail("GetCredentials", e))?;
+                let prior = self
+                    .mcp
+                    .get(&handle)
+                    .await
+                    .map_err(|e| mcp_status("GetCredentials", e.into()))?;
+                use pb::mcp_session_use::Action;
+                let prior = match (u.action, prior) {
+                    (_, Some(p)) if p.ended => {
+                        return Err(mcp_status("GetCredentials", McpSessionError::Gone));
+                    }
+                    (Action::Open, None) => None,
+                    (Action::Open, Some(_)) => {
+                        return Err(mcp_status("GetCredentials", McpSessionError::AlreadyOpen));
+                    }
+                    // A replica that holds the session re-opens a record the store lost.
+                    (Action::Continue, None) if !u.initialize_params_json.is_empty() => None,
+                    (_, None) => return Err(mcp_status("GetCredentials", McpSessionError::Gone)),
+                    (_, Some(p)) => Some(p),
+                };
+                Some((u, handle, prior))
+            }
+        };
+        let a = match self.broker.session_credentials(&id, &token, role).await {
             Ok(a) => a,
             Err(e) => {
                 let handle = self.session_handle(&id);
@@ -307,7 +394,165 @@ impl BrokerService {
             }
         };
         audit_session("GetCredentials", &a, &peer)?;
-        Ok(Response::new(answer(&a)))
+        let mut response = answer(&a);
+        if let Some((u, handle, prior)) = mcp {
+            let record = self
+                .mcp_after_token(u, &handle, prior, &a, &peer)
+                .await
+                .map_err(|e| mcp_status("GetCredentials", e))?;
+            response.mcp_session = Some(mcp_answer(&record));
+        }
+        Ok(Response::new(response))
+    }
+
+    /// The shared record's change once the token was accepted: written (OPEN), refreshed and
+    /// marked owned (CONTINUE), or deleted (END, audited).
+    async fn mcp_after_token(
+        &self,
+        u: McpUse,
+        handle: &SessionHandle,
+        prior: Option<McpRecord>,
+        a: &SessionAnswer,
+        peer: &str,
+    ) -> Result<McpRecord, McpSessionError> {
+        use pb::mcp_session_use::Action;
+        match u.action {
+            Action::Open => {
+                let record = McpRecord {
+                    initialize_params_json: u.initialize_params_json,
+                    owned: true,
+                    idle_ms: u.idle_ms,
+                    created_at_ms: crate::clock::now_ms(),
+                    ended: false,
+                };
+                if !self.mcp.put(handle, &record, false).await? {
+                    return Err(McpSessionError::AlreadyOpen);
+                }
+                Ok(record)
+            }
+            Action::Continue if prior.is_none() => {
+                let record = McpRecord {
+                    initialize_params_json: u.initialize_params_json,
+                    owned: true,
+                    idle_ms: u.idle_ms,
+                    created_at_ms: crate::clock::now_ms(),
+                    ended: false,
+                };
+                // Set-if-absent: a record written meanwhile (a tombstone above all) wins.
+                if !self.mcp.put(handle, &record, false).await? {
+                    return Err(McpSessionError::Gone);
+                }
+                tracing::info!(session = %handle, "MCP session record written again by a replica that holds the session");
+                Ok(record)
+            }
+            Action::End => {
+                let record = prior.unwrap_or_default();
+                self.mcp.end(handle, &record).await?;
+                if let Some(log) = crate::audit::global() {
+                    let mut e = Event::new("mcp_session_ended", "ok");
+                    e.method = Some("GetCredentials");
+                    e.subject = Some(a.record.subject.clone());
+                    e.issuer = Some(a.record.issuer.clone());
+                    e.session = Some(handle.to_string());
+                    e.peer = Some(peer.to_string());
+                    log.record(&e)
+                        .map_err(|err| McpSessionError::Audit(err.to_string()))?;
+                }
+                Ok(record)
+            }
+            _ => {
+                let record = McpRecord {
+                    owned: true,
+                    idle_ms: u.idle_ms,
+                    ..prior.unwrap_or_default()
+                };
+                if !self.mcp.put(handle, &record, true).await? {
+                    return Err(McpSessionError::Gone);
+                }
+                Ok(record)
+            }
+        }
+    }
+
+    async fn mcp_session_without_token_inner(
+        &self,
+        req: Request<pb::McpSessionWithoutTokenRequest>,
+    ) -> Result<Response<pb::McpSession>, Status> {
+        const METHOD: &str = "McpSessionWithoutToken";
+        use pb::mcp_session_use::Action;
+        let r = req.into_inner();
+        let id = Secret::new(r.session_id);
+        let u = mcp_use(r.r#use.unwrap_or_default()).map_err(|e| mcp_status(METHOD, e))?;
+        let handle = self
+            .broker
+            .handle_of(&Selector::Id(id))
+            .map_err(|e| fail(METHOD, e))?;
+        let store = |e: StoreError| mcp_status(METHOD, e.into());
+        match u.action {
+            Action::Open => {
+                let record = McpRecord {
+                    initialize_params_json: u.initialize_params_json,
+                    owned: false,
+                    idle_ms: u.idle_ms,
+                    created_at_ms: crate::clock::now_ms(),
+                    ended: false,
+                };
+                if !self.mcp.put(&handle, &record, false).await.map_err(store)? {
+                    return Err(mcp_status(METHOD, McpSessionError::AlreadyOpen));
+                }
+                Ok(Response::new(mcp_answer(&record)))
+            }
+            Action::Continue => {
+                // An operator may revoke a session before any token bound it.
+                let revoked = self
+                    .broker
+                    .store()
+                    .get_session(&handle)
+                    .await
+                    .map_err(store)?
+                    .is_some_and(|(s, _)| s.revoked);
+                if revoked {
+                    return Err(mcp_status(METHOD, McpSessionError::Gone));
+                }
+                let record = match self.mcp.get(&handle).await.map_err(store)? {
+                    Some(record) if !record.ended => record,
+                    Some(_) => return Err(mcp_status(METHOD, McpSessionError::Gone)),
+                    // A replica that holds the session re-opens a record the store lost.
+                    None if !u.initialize_params_json.is_empty() => {
+                        let record = McpRecord {
+                            initialize_params_json: u.initialize_params_json.clone(),
+                            owned: false,
+                            idle_ms: u.idle_ms,
+                            created_at_ms: crate::clock::now_ms(),
+                            ended: false,
+                        };
+                        if !self.mcp.put(&handle, &record, false).await.map_err(store)? {
+                            return Err(mcp_status(METHOD, McpSessionError::Gone));
+                        }
+                        record
+                    }
+                    None => return Err(mcp_status(METHOD, McpSessionError::Gone)),
+                };
+                if record.owned {
+                    // Refused by the adapter (a token is needed): no refresh on its behalf.
+                    return Ok(Response::new(mcp_answer(&record)));
+                }
+                let record = McpRecord {
+                    idle_ms: u.idle_ms,
+                    ..record
+                };
+                if !self.mcp.put(&handle, &record, true).await.map_err(store)? {
+                    return Err(mcp_status(METHOD, McpSessionError::Gone));
+                }
+                Ok(Response::new(mcp_answer(&record)))
+            }
+            _ => Err(mcp_status(
+                METHOD,
+                McpSessionError::InvalidArgument(
+                    "use.action must be OPEN or CONTINUE without a token (END needs the owner's token, in GetCredentials)".into(),
+                ),
+            )),
+        }
     }
 
     async fn exchange_token_inner(
@@ -374,6 +619,18 @@ impl CredentialBroker for BrokerService {
             "ExchangeToken",
             started,
             self.exchange_token_inner(req).await,
+        )
+    }
+
+    async fn mcp_session_without_token(
+        &self,
+        req: Request<pb::McpSessionWithoutTokenRequest>,
+    ) -> Result<Response<pb::McpSession>, Status> {
+        let started = std::time::Instant::now();
+        observe(
+            "McpSessionWithoutToken",
+            started,
+            self.mcp_session_without_token_inner(req).await,
         )
     }
 }

@@ -17,6 +17,7 @@
 //! - [`tokens`]: JWTs (HS256, RS256, ES256) and JWKS;
 //! - [`broker`]: the broker process and its gRPC clients;
 //! - [`stack`]: moto + proxy + broker in one call;
+//! - [`fleet`]: Redis, two brokers, several adapters behind a round-robin balancer;
 //! - [`rpc`]: one-line calls of the broker's RPCs and status checks;
 //! - [`http_doc`]: a one-document HTTP server (a JWKS URL);
 //! - [`adapter`]: the MCP adapter process;
@@ -25,7 +26,8 @@
 //! - [`leaks`]: assertions that no secret appears in a text;
 //! - [`load`]: workers that keep calling tools or `GetCredentials` and record every answer;
 //! - [`hostile`]: a corpus of hostile JWTs with the answers they must get;
-//! - [`mcp`]: a plain-HTTP MCP client for the adapter (sessions, forged headers, raw bodies).
+//! - [`mcp`]: a plain-HTTP MCP client for the adapter (sessions, forged headers, raw bodies);
+//! - [`round_robin`]: a load balancer without stickiness in front of several adapters.
 //!
 //! Everything a test starts listens on 127.0.0.1 only and is stopped when its handle drops.
 //! Run the suite with `scripts/test`, which installs the tools and builds the binaries first.
@@ -34,6 +36,7 @@ pub mod adapter;
 pub mod auth_proxy;
 pub mod aws;
 pub mod broker;
+pub mod fleet;
 pub mod grpcurl;
 pub mod held_proxy;
 pub mod hostile;
@@ -45,6 +48,7 @@ pub mod moto;
 pub mod ports;
 pub mod process;
 pub mod redis;
+pub mod round_robin;
 pub mod rpc;
 pub mod stack;
 pub mod sts_expiry;

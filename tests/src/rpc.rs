@@ -77,6 +77,7 @@ pub async fn get_credentials(
         session_id: session_id.into(),
         token: token.into(),
         role_arn: role_arn.into(),
+        mcp: None,
     })
     .await
     .map(tonic::Response::into_inner)

@@ -37,7 +37,10 @@ async fn adapter_without_broker(
     configure(
         AdapterBuilder::new(&dead_broker)
             .env("ADAPTER_BROKER_TIMEOUT", "500ms")
-            .env("ADAPTER_REQUIRE_AUTH", "tools"),
+            .env("ADAPTER_REQUIRE_AUTH", "tools")
+            // Without a broker, sessions can only live in this process (shared sessions need
+            // the broker's store: tests/tests/adapter_replicas.rs).
+            .env("ADAPTER_SESSION_SHARING", "process"),
     )
     .start()
     .await

@@ -656,13 +656,16 @@ async fn ambient_aws_credentials_are_never_used() {
         .env("ADAPTER_REQUIRE_AUTH", "tools")
         .start()
         .await;
-    // A second adapter with the same ambient identity whose broker is unreachable.
+    // A second adapter with the same ambient identity whose broker is unreachable. Its sessions
+    // live in this process (with shared sessions a dead broker refuses even `initialize`, 503):
+    // so the tool calls reach the tool handlers, the last place a fallback could hide.
     let dead_broker = format!("http://127.0.0.1:{}", e2e::ports::free_port());
     let orphan = AdapterBuilder::new(&dead_broker)
         .name("mcp-adapter-no-broker")
         .s3_endpoint(&stack.aws_endpoint())
         .ambient_credentials(&ambient.access_key_id, &ambient.secret_access_key)
         .env("ADAPTER_REQUIRE_AUTH", "tools")
+        .env("ADAPTER_SESSION_SHARING", "process")
         .env("ADAPTER_BROKER_TIMEOUT", "1s")
         .start()
         .await;

@@ -117,6 +117,7 @@ async fn mtls_refuses_a_client_without_a_certificate_and_serves_one_with() {
             session_id: new_session_id(),
             token,
             role_arn: String::new(),
+            mcp: None,
         })
         .await
         .expect("GetCredentials over mTLS");
@@ -131,6 +132,7 @@ async fn mtls_refuses_a_client_without_a_certificate_and_serves_one_with() {
                 session_id: new_session_id(),
                 token: minter.for_role("alice", &rw),
                 role_arn: String::new(),
+                mcp: None,
             })
             .await
             .is_err(),
@@ -267,6 +269,7 @@ async fn metrics_count_requests_sts_calls_and_cache_hits() {
             session_id: new_session_id(),
             token: token.clone(),
             role_arn: String::new(),
+            mcp: None,
         })
         .await
         .unwrap();
@@ -276,6 +279,7 @@ async fn metrics_count_requests_sts_calls_and_cache_hits() {
             session_id: new_session_id(),
             token: "not-a-token".into(),
             role_arn: String::new(),
+            mcp: None,
         })
         .await;
     let body = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
@@ -321,6 +325,7 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero() {
                     session_id: new_session_id(),
                     token,
                     role_arn: String::new(),
+                    mcp: None,
                 })
                 .await
             })

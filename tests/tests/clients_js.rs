@@ -455,13 +455,64 @@ async fn browser_frontend_broken_client_gets_401_and_fixed_client_lists_and_writ
         }
     };
     let fx = Fixture::start_with(|b| b.env("ADAPTER_ALLOWED_ORIGINS", &page_origin)).await;
-    let bucket = fx.bucket();
-    let key = "from-js/browser.txt";
     let token = fx.stack.rw_token("dana-browser");
+    browser_frontend(
+        &build,
+        &fx.adapter.mcp_url(),
+        &fx.challenge(),
+        &fx.bucket(),
+        &token,
+        (page_port, foreign_port),
+    )
+    .await;
+}
+
+/// The same page through a round-robin balancer over three adapters (no stickiness): every
+/// request of the browser's session may land on another adapter (issue 19).
+#[tokio::test]
+async fn browser_frontend_through_a_balancer_over_three_adapters() {
+    let build = Build::new("browser-replicas");
+    let page_port = free_port();
+    let page_origin = format!("http://127.0.0.1:{page_port}");
+    let foreign_port = loop {
+        let port = free_port();
+        if port != page_port {
+            break port;
+        }
+    };
+    let fleet =
+        e2e::fleet::Fleet::start(3, |b| b.env("ADAPTER_ALLOWED_ORIGINS", &page_origin)).await;
+    let token = fleet.rw_token("dana-browser-replicas");
+    browser_frontend(
+        &build,
+        &fleet.balancer.mcp_url(),
+        &fleet.challenge(),
+        &fleet.bucket(),
+        &token,
+        (page_port, foreign_port),
+    )
+    .await;
+    let hits = fleet.balancer.hits();
+    println!("requests per adapter: {hits:?}");
+    assert!(hits.iter().all(|&h| h > 0), "{hits:?}");
+}
+
+/// Runs the browser driver against `mcp_url` (whose adapters allow the page's origin) and checks
+/// everything the page and Chromium saw.
+async fn browser_frontend(
+    build: &Build,
+    mcp_url: &str,
+    challenge: &str,
+    bucket: &str,
+    token: &str,
+    (page_port, foreign_port): (u16, u16),
+) {
+    let page_origin = format!("http://127.0.0.1:{page_port}");
+    let key = "from-js/browser.txt";
     let out = run_script(
         &build.file("browser_driver.mjs"),
         &json!({
-            "mcp_url": fx.adapter.mcp_url(),
+            "mcp_url": mcp_url,
             "bucket": bucket,
             "key": key,
             "token": token,
@@ -523,7 +574,7 @@ async fn browser_frontend_broken_client_gets_401_and_fixed_client_lists_and_writ
         "bucket_objects_list refused: HTTP 401",
         "bucket_objects_put refused: HTTP 401",
         "Authorization: Bearer <JWT>",
-        &format!("WWW-Authenticate: {}", fx.challenge()),
+        &format!("WWW-Authenticate: {challenge}"),
     ] {
         assert!(
             text.contains(expected),

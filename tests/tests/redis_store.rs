@@ -59,6 +59,7 @@ async fn get_credentials(
             session_id: session_id.to_string(),
             token: token.to_string(),
             role_arn: String::new(),
+            mcp: None,
         })
         .await
         .map(tonic::Response::into_inner)

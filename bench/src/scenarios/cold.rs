@@ -51,6 +51,7 @@ async fn burst(
                 session_id: setup::session_id(),
                 token: token.clone(),
                 role_arn: String::new(),
+                mcp: None,
             };
             tokio::spawn(async move {
                 let _ = go.wait_for(|g| *g).await;

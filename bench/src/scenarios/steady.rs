@@ -99,6 +99,7 @@ pub async fn run(cfg: &SteadyConfig, report: &mut Report) -> anyhow::Result<()> 
                     session_id: setup::session_id(),
                     token: token.clone(),
                     role_arn: String::new(),
+                    mcp: None,
                 },
             ));
         }

@@ -50,6 +50,7 @@ impl GetCredentials {
                 session_id: session_id.to_string(),
                 token: token.to_string(),
                 role_arn: String::new(),
+                mcp: None,
             },
         }
     }
@@ -131,6 +132,7 @@ pub async fn run(cfg: &WarmConfig, report: &mut Report) -> anyhow::Result<()> {
                         session_id: sid.clone(),
                         token: token.clone(),
                         role_arn: String::new(),
+                        mcp: None,
                     })
                     .await?
                     .into_inner();

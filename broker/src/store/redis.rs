@@ -786,6 +786,49 @@ impl Store for RedisStore {
     }
 }
 
+/// Raw sealed records for modules that keep their own record types in this store (the shared MCP
+/// sessions of `crate::mcp_sessions`): one key, one sealed value, one TTL.
+impl RedisStore {
+    /// The record under `key`, opened; `None` when absent or expired.
+    pub(crate) async fn get_sealed<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let bytes: Option<Vec<u8>> = self.query("GET record", redis::cmd("GET").arg(key)).await?;
+        bytes.map(|b| self.sealer.open(key, &b)).transpose()
+    }
+
+    /// Writes `value` under `key` for `ttl`, only if the key does not exist (`must_exist`
+    /// false: `SET NX`) or only if it does (`SET XX`). Returns whether it was written.
+    pub(crate) async fn put_sealed<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+        must_exist: bool,
+    ) -> Result<bool, StoreError> {
+        let sealed = self.sealer.seal(key, value)?;
+        let reply: Value = self
+            .query(
+                "SET record",
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(sealed)
+                    .arg(if must_exist { "XX" } else { "NX" })
+                    .arg("PX")
+                    .arg(ttl_ms(ttl)),
+            )
+            .await?;
+        Ok(reply != Value::Nil)
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub(crate) async fn delete_key(&self, key: &str) -> Result<bool, StoreError> {
+        let removed: i64 = self.query("DEL record", redis::cmd("DEL").arg(key)).await?;
+        Ok(removed > 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

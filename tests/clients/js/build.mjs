@@ -22,7 +22,11 @@ await mkdir(outdir, { recursive: true });
 const common = { bundle: true, sourcemap: "inline", logLevel: "warning", target: "es2022" };
 await build({
   ...common,
-  entryPoints: [join(here, "src/sdk_client.ts"), join(here, "src/browser_driver.ts")],
+  entryPoints: [
+    join(here, "src/sdk_client.ts"),
+    join(here, "src/sdk_calls.ts"),
+    join(here, "src/browser_driver.ts"),
+  ],
   outdir,
   outExtension: { ".js": ".mjs" },
   platform: "node",
