@@ -184,10 +184,10 @@ impl Broker {
             let existing = self.store.get_session(&handle).await?;
             let current = existing.as_ref().map(|(r, _)| r);
             let fingerprint = self.hasher.token_fingerprint(token.expose());
-            match classify_token(current, &fingerprint, role) {
-                Some(Binding::Revoked) => return Err(BrokerError::SessionGone),
-                Some(Binding::SameToken) => {
-                    let record = current.cloned().expect("classified from a record");
+            match (classify_token(current, &fingerprint, role), current) {
+                (Some(Binding::Revoked), _) => return Err(BrokerError::SessionGone),
+                (Some(Binding::SameToken), Some(record)) => {
+                    let record = record.clone();
                     return self.serve(&handle, record, Some(token), false).await;
                 }
                 _ => {}

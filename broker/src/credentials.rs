@@ -272,7 +272,12 @@ impl CredentialEngine {
         if self.cooldowns.paused(id, now_ms()).is_some() {
             return;
         }
-        if self.flights.lock().expect("lock").contains_key(id) {
+        if self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(id)
+        {
             return;
         }
         let flight = self.flight(id, scope, token);
@@ -297,7 +302,10 @@ impl CredentialEngine {
     /// Joins the flight for `id`, starting it if there is none. The flight runs in its own task,
     /// so a caller that goes away (deadline, disconnect) does not cancel it for the others.
     fn flight(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) -> Flight {
-        let mut flights = self.flights.lock().expect("lock");
+        let mut flights = self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(f) = flights.get(id) {
             return f.clone();
         }
@@ -320,7 +328,10 @@ impl CredentialEngine {
                 }
                 Err(_) => {}
             }
-            this.flights.lock().expect("lock").remove(&id_owned);
+            this.flights
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id_owned);
             result.map(Arc::new)
         });
         let flight = async move {

@@ -25,6 +25,10 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Reflection services (v1 and v1alpha) describing the broker and health APIs.
+#[allow(
+    clippy::expect_used,
+    reason = "the descriptor sets are compiled in; a broken one fails every test at start"
+)]
 pub fn reflection() -> (
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
@@ -105,7 +109,10 @@ impl Health {
     /// Records whether `input` holds and publishes readiness when it changes.
     pub async fn set_input(&self, input: ReadinessInput, holds: bool) {
         let ready = {
-            let mut state = self.state.lock().expect("health state");
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let before = state.0;
             if holds {
                 state.0 &= !input.bit();
@@ -131,7 +138,10 @@ impl Health {
 
     /// Shutting down: every name NOT_SERVING from now on.
     pub async fn stopping(&self) {
-        self.state.lock().expect("health state").1 = true;
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1 = true;
         for name in ["", SERVICE_NAME, ADMIN_SERVICE_NAME] {
             self.reporter
                 .set_service_status(name, ServingStatus::NotServing)

@@ -27,6 +27,10 @@ use std::time::Duration;
 
 /// The key for session handles, credential ids and token fingerprints. Derived from the cache key
 /// when there is one, so every replica computes the same handles; otherwise made at start.
+#[allow(
+    clippy::expect_used,
+    reason = "config validation decoded both keys before the server starts"
+)]
 fn hasher(config: &Config) -> KeyedHasher {
     use base64::Engine;
     if let Some(key) = &config.handle_key {

@@ -36,13 +36,16 @@ impl MemoryStore {
         let now = Instant::now();
         self.credentials
             .write()
-            .expect("lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|_, e| e.deadline > now);
         self.locks
             .write()
-            .expect("lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|_, (_, d)| *d > now);
-        let mut s = self.sessions.write().expect("lock");
+        let mut s = self
+            .sessions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.retain(|_, e| e.deadline > now);
         s.len()
     }
@@ -62,7 +65,10 @@ fn deadline_at(unix_ms: i64) -> Instant {
 
 impl Store for MemoryStore {
     async fn get_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
-        let map = self.credentials.read().expect("lock");
+        let map = self
+            .credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(map
             .get(id)
             .filter(|e| e.deadline > Instant::now())
@@ -77,13 +83,16 @@ impl Store for MemoryStore {
         };
         self.credentials
             .write()
-            .expect("lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_string(), entry);
         Ok(())
     }
 
     async fn try_lock(&self, id: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
-        let mut locks = self.locks.write().expect("lock");
+        let mut locks = self
+            .locks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         if locks.get(id).is_some_and(|(_, d)| *d > now) {
             return Ok(None);
@@ -94,7 +103,10 @@ impl Store for MemoryStore {
     }
 
     async fn unlock(&self, id: &str, token: &LockToken) -> Result<(), StoreError> {
-        let mut locks = self.locks.write().expect("lock");
+        let mut locks = self
+            .locks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if locks.get(id).is_some_and(|(t, _)| t == token) {
             locks.remove(id);
         }
@@ -105,7 +117,10 @@ impl Store for MemoryStore {
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<(SessionRecord, Version)>, StoreError> {
-        let map = self.sessions.read().expect("lock");
+        let map = self
+            .sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(map
             .get(handle)
             .filter(|e| e.deadline > Instant::now())
@@ -120,7 +135,10 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let version = self.version();
-        let mut map = self.sessions.write().expect("lock");
+        let mut map = self
+            .sessions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         let current = map
             .get(handle)
@@ -146,7 +164,10 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<(SessionHandle, SessionRecord)>, StoreError> {
         use std::ops::Bound;
-        let map = self.sessions.read().expect("lock");
+        let map = self
+            .sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         let lower = match after {
             Some(h) => Bound::Excluded(h.clone()),

@@ -290,11 +290,6 @@ impl RedisStore {
         } else {
             format!("redis {}", target.display)
         };
-        if target.node_urls[0].expose().starts_with("rediss://") {
-            // The crate builds its TLS config from rustls' process-wide provider and panics
-            // without one; `main` installs aws-lc-rs, this covers library use (a no-op otherwise).
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        }
         let scrub = |e: &redis::RedisError| scrub(&e.to_string(), target.password.as_ref());
         let conn = if target.cluster {
             let nodes: Vec<&str> = target.node_urls.iter().map(Secret::expose).collect();
