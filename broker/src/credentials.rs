@@ -18,7 +18,7 @@
 //!   caller's token itself, so the scope is bound to the token's fingerprint
 //!   ([`CredentialEngine::keys_by_token`]): another token never receives this token's credential.
 
-use crate::clock::{now_ms, to_ms};
+use crate::clock::{Clock, to_ms};
 use crate::cooldown::Cooldowns;
 use crate::hashing::KeyedHasher;
 use crate::issuer::{IssueError, IssueRequest, Issuer};
@@ -101,6 +101,9 @@ pub struct EngineSettings {
     pub sts_cooldown_max: Duration,
     /// Pause after STS denied the role for a credential id.
     pub sts_denied_pause: Duration,
+    /// Where "now" comes from for expiry, refresh and pauses (the system clock; a manual one in
+    /// tests). The sessions layer reads the same clock through [`CredentialEngine::clock`].
+    pub clock: Clock,
 }
 
 impl Default for EngineSettings {
@@ -113,6 +116,7 @@ impl Default for EngineSettings {
             sts_cooldown: Duration::from_secs(1),
             sts_cooldown_max: Duration::from_secs(4),
             sts_denied_pause: Duration::from_secs(30),
+            clock: Clock::system(),
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct CredentialEngine {
     near: Option<NearCache>,
     /// Credential ids whose last STS call failed, and until when none is tried again.
     cooldowns: Cooldowns,
+    /// Background refreshes, so a test (or a shutdown) can wait for the ones running.
+    background: tokio_util::task::TaskTracker,
     stats: Stats,
 }
 
@@ -167,13 +173,30 @@ impl CredentialEngine {
             settings,
             flights: Mutex::new(HashMap::new()),
             cooldowns,
+            background: tokio_util::task::TaskTracker::new(),
             stats: Stats::default(),
         })
     }
 
     /// Forgets STS pauses that ended long ago (called with the store's sweep).
     pub fn sweep(&self) {
-        self.cooldowns.sweep(now_ms());
+        self.cooldowns.sweep(self.now_ms());
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.settings.clock
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.settings.clock.now_ms()
+    }
+
+    /// Resolves once every background refresh started so far has finished (counters updated).
+    pub async fn background_settled(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.background.reopen();
     }
 
     pub fn stats(&self) -> &Stats {
@@ -222,7 +245,7 @@ impl CredentialEngine {
         scope: &Scope,
         token: Option<&Secret>,
     ) -> Result<(Arc<CredentialRecord>, Lookup), EngineError> {
-        let now = now_ms();
+        let now = self.now_ms();
         if let Some(rec) = self.near.as_ref().and_then(|near| near.get(id, now)) {
             self.hit();
             return Ok((rec, Lookup::Hit));
@@ -257,7 +280,7 @@ impl CredentialEngine {
         }
         let rec = self.flight(id, scope, token).await?;
         if let Some(near) = &self.near {
-            near.put(id, &rec, now_ms());
+            near.put(id, &rec, self.now_ms());
         }
         Ok((rec, Lookup::Miss))
     }
@@ -269,7 +292,7 @@ impl CredentialEngine {
 
     /// Starts a refresh unless one is running or the last one failed recently.
     fn refresh_in_background(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) {
-        if self.cooldowns.paused(id, now_ms()).is_some() {
+        if self.cooldowns.paused(id, self.now_ms()).is_some() {
             return;
         }
         if self
@@ -283,7 +306,7 @@ impl CredentialEngine {
         let flight = self.flight(id, scope, token);
         let this = Arc::clone(self);
         let id = id.to_string();
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             match flight.await {
                 Ok(_) => {
                     bump(&this.stats.refreshes);
@@ -318,12 +341,13 @@ impl CredentialEngine {
             match &result {
                 Ok(_) => this.cooldowns.succeeded(&id_owned),
                 Err(EngineError::Issue(IssueError::Retryable(cause))) => {
-                    let pause = this.cooldowns.failed(&id_owned, cause, now_ms());
+                    let pause = this.cooldowns.failed(&id_owned, cause, this.now_ms());
                     tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS failed; this credential pauses before its next STS call");
                 }
                 Err(EngineError::Issue(IssueError::Denied(cause))) => {
                     let pause = this.settings.sts_denied_pause;
-                    this.cooldowns.denied(&id_owned, cause, now_ms(), pause);
+                    this.cooldowns
+                        .denied(&id_owned, cause, this.now_ms(), pause);
                     tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS denied the role; this credential is answered PERMISSION_DENIED without STS for the pause");
                 }
                 Err(_) => {}
@@ -358,14 +382,14 @@ impl CredentialEngine {
         let deadline = tokio::time::Instant::now() + self.settings.lock_ttl * 2;
         loop {
             if let Some(rec) = self.store.get_credential(id).await?
-                && rec.fresh(now_ms())
+                && rec.fresh(self.now_ms())
             {
                 return Ok(rec);
             }
             if let Some(lock) = self.store.try_lock(id, self.settings.lock_ttl).await? {
                 let result = async {
                     if let Some(rec) = self.store.get_credential(id).await?
-                        && rec.fresh(now_ms())
+                        && rec.fresh(self.now_ms())
                     {
                         return Ok(rec);
                     }
@@ -409,7 +433,7 @@ impl CredentialEngine {
             bump(&self.stats.sts_failures);
             tracing::warn!(role = %scope.role, subject = %scope.subject, error = %e, "STS call failed");
         })?;
-        let issued_at = now_ms();
+        let issued_at = self.now_ms();
         let expires = to_ms(issued.expiration);
         let margin = self.settings.refresh_margin.as_millis() as i64;
         let jitter = rand::random_range(0..=margin / 5);
@@ -455,15 +479,21 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     fn engine(fake: Arc<FakeIssuer>, margin: Duration) -> Arc<CredentialEngine> {
+        engine_on(fake, margin, Clock::system())
+    }
+
+    /// An engine whose expiry, refresh and pause decisions read `clock`.
+    fn engine_on(fake: Arc<FakeIssuer>, margin: Duration, clock: Clock) -> Arc<CredentialEngine> {
         CredentialEngine::new(
             Arc::new(AnyStore::Memory(MemoryStore::new())),
             Issuer::Fake(fake),
             KeyedHasher::new(b"k"),
             EngineSettings {
                 refresh_margin: margin,
-                // Pauses of 100–200 ms after an STS failure, so tests can wait them out.
+                // Pauses of 100–200 ms after an STS failure, which tests pass on the clock.
                 sts_cooldown: Duration::from_millis(200),
                 sts_cooldown_max: Duration::from_millis(200),
+                clock,
                 ..EngineSettings::default()
             },
         )
@@ -477,7 +507,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Paused time: the fake STS call's 100 ms pass only once every task is waiting, so all 200
+    // callers arrive while the one call is in flight.
+    #[tokio::test(start_paused = true)]
     async fn concurrent_misses_make_one_sts_call() {
         let fake = Arc::new(FakeIssuer {
             delay_ms: 100,
@@ -530,6 +562,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_sts_call_pauses_the_credential_then_it_is_tried_again() {
+        let (clock, manual) = Clock::manual();
         let fake = Arc::new(FakeIssuer::default());
         fake.fail.store(true, Ordering::SeqCst);
         let e = CredentialEngine::new(
@@ -539,6 +572,7 @@ mod tests {
             EngineSettings {
                 sts_cooldown: Duration::from_millis(200),
                 sts_cooldown_max: Duration::from_millis(200),
+                clock,
                 ..EngineSettings::default()
             },
         );
@@ -557,7 +591,7 @@ mod tests {
         e.credentials(&scope("bob"), None).await.unwrap_err();
         assert_eq!(fake.calls(), 2);
         // After the pause STS is asked again, and a success clears the pause.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        manual.advance(Duration::from_millis(250));
         fake.fail.store(false, Ordering::SeqCst);
         e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(fake.calls(), 3);
@@ -565,6 +599,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_denied_role_pauses_and_is_answered_permission_denied_without_sts() {
+        let (clock, manual) = Clock::manual();
         let fake = Arc::new(FakeIssuer::default());
         fake.deny.store(true, Ordering::SeqCst);
         let e = CredentialEngine::new(
@@ -573,6 +608,7 @@ mod tests {
             KeyedHasher::new(b"k"),
             EngineSettings {
                 sts_denied_pause: Duration::from_millis(300),
+                clock,
                 ..EngineSettings::default()
             },
         );
@@ -586,7 +622,7 @@ mod tests {
             assert!(message.contains("BROKER_STS_DENIED_PAUSE"), "{message}");
         }
         assert_eq!(fake.calls(), 1, "STS is not asked again during the pause");
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        manual.advance(Duration::from_millis(350));
         fake.deny.store(false, Ordering::SeqCst);
         e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(fake.calls(), 2, "asked again once the pause ended");
@@ -599,12 +635,13 @@ mod tests {
             lifetime_secs: 900,
             ..FakeIssuer::default()
         });
-        let e = engine(fake.clone(), Duration::from_secs(600));
+        let (clock, manual) = Clock::manual();
+        let e = engine_on(fake.clone(), Duration::from_secs(600), clock.clone());
         let (first, _) = e.credentials(&scope("alice"), None).await.unwrap();
         // Force the record to be due for refresh now.
         let id = e.credential_id(&scope("alice"));
         let mut rec = (*first).clone();
-        rec.refresh_at_ms = now_ms() - 1;
+        rec.refresh_at_ms = clock.now_ms() - 1;
         e.store.put_credential(&id, &rec).await.unwrap();
         fake.fail.store(true, Ordering::SeqCst);
         let (served, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
@@ -613,20 +650,20 @@ mod tests {
             served.access_key_id, first.access_key_id,
             "last good credential served"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        e.background_settled().await;
         assert_eq!(e.stats().refresh_failures.load(Ordering::SeqCst), 1);
         // Backoff: the next request does not call STS again at once.
         let _ = e.credentials(&scope("alice"), None).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        e.background_settled().await;
         assert_eq!(fake.calls(), 2);
         // A credential within MIN_REMAINING of expiry is never served: the request fails closed.
-        rec.expires_at_ms = now_ms() + 30_000;
+        rec.expires_at_ms = clock.now_ms() + 30_000;
         e.store.put_credential(&id, &rec).await.unwrap();
         assert!(e.credentials(&scope("alice"), None).await.is_err());
         // When STS recovers (and the pause after the failure has ended), a fresh credential
         // replaces it.
         fake.fail.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        manual.advance(Duration::from_millis(250));
         let (fresh, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(lookup, Lookup::Miss);
         assert_ne!(fresh.access_key_id, first.access_key_id);

@@ -9,6 +9,7 @@
 
 use crate::admin::AdminService;
 use crate::broker::{Broker, BrokerSettings};
+use crate::clock::Clock;
 use crate::config::{CacheConfig, Config, StsMode};
 use crate::credentials::{CredentialEngine, EngineSettings};
 use crate::hashing::KeyedHasher;
@@ -63,9 +64,9 @@ fn hasher(config: &Config) -> KeyedHasher {
 }
 
 /// Opens the configured store, waiting for Redis as long as `BROKER_STORE_STARTUP_TIMEOUT` says.
-async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
+async fn open_store(config: &Config, clock: &Clock) -> anyhow::Result<AnyStore> {
     match &config.cache {
-        CacheConfig::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
+        CacheConfig::Memory => Ok(AnyStore::Memory(MemoryStore::with_clock(clock.clone()))),
         CacheConfig::Redis(url) => {
             let options = ConnectOptions {
                 startup_timeout: config.store_startup_timeout,
@@ -130,6 +131,8 @@ fn accept(
 /// Runs the broker until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // One clock for the engine, sessions, pauses and the store.
+    let clock = Clock::system();
     // The audit log first: a path that cannot be opened stops the broker before anything is served.
     let audit = match &config.audit {
         Some(target) => Some(crate::audit::install(
@@ -163,7 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }),
     );
     let opened = tokio::select! {
-        opened = open_store(&config) => opened,
+        opened = open_store(&config, &clock) => opened,
         () = &mut signal => {
             health.stopping().await;
             let _ = early_stop.send(());
@@ -217,6 +220,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             sts_cooldown: config.sts_cooldown,
             sts_cooldown_max: config.sts_cooldown_max,
             sts_denied_pause: config.sts_denied_pause,
+            clock,
             ..EngineSettings::default()
         },
     );

@@ -732,9 +732,12 @@ mod tests {
             .await
             .unwrap();
         std::fs::write(&path, serde_json::json!({"keys":[jwk2]}).to_string()).unwrap();
-        tokio::time::sleep(DEFAULT_REFRESH + Duration::from_secs(1)).await;
-        // Let the timer task run its (file) fetch.
-        for _ in 0..10 {
+        tokio::time::advance(DEFAULT_REFRESH + Duration::from_secs(1)).await;
+        // The timer task runs its (file) fetch on this thread: yield until it has run.
+        for _ in 0..1000 {
+            if jwks.inner.lookup(Some("k2"), Algorithm::ES256).is_ok() {
+                break;
+            }
             tokio::task::yield_now().await;
         }
         assert!(matches!(
