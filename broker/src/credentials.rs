@@ -20,51 +20,18 @@
 
 use crate::clock::{Clock, to_ms};
 use crate::cooldown::Cooldowns;
-use crate::hashing::KeyedHasher;
+use crate::hashing::{CredentialId, KeyedHasher};
 use crate::issuer::{IssueError, IssueRequest, Issuer};
 use crate::scope::{Scope, role_session_name};
 use crate::secret::Secret;
 use crate::store::{AnyStore, NearCache, Store, StoreError};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A credential is never handed out with less than this left: the caller needs time to use it.
-pub const MIN_REMAINING: Duration = Duration::from_secs(60);
-
-/// A stored STS credential.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CredentialRecord {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-    pub session_token: Secret,
-    pub expires_at_ms: i64,
-    pub issued_at_ms: i64,
-    /// When a refresh should start (expiry minus the jittered margin); the same on every replica.
-    pub refresh_at_ms: i64,
-    pub assumed_role_arn: String,
-    pub role_session_name: String,
-}
-
-impl CredentialRecord {
-    fn remaining_ms(&self, now: i64) -> i64 {
-        self.expires_at_ms - now
-    }
-
-    /// Usable for a caller: more than [`MIN_REMAINING`] left. The one rule every cache layer
-    /// (store, near cache) applies before serving.
-    pub(crate) fn servable(&self, now: i64) -> bool {
-        self.remaining_ms(now) > MIN_REMAINING.as_millis() as i64
-    }
-
-    /// Good enough that no STS call is needed: not yet due for refresh.
-    fn fresh(&self, now: i64) -> bool {
-        now < self.refresh_at_ms && self.servable(now)
-    }
-}
+pub use crate::store::records::{CredentialRecord, MIN_REMAINING};
 
 /// Was the answer served from the store or issued for this request?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +54,6 @@ pub enum EngineError {
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
-    /// Requested credential lifetime (clamped to 900 s minimum by configuration).
-    pub duration_secs: i32,
     /// Refresh this long before expiry (plus up to 20 % jitter).
     pub refresh_margin: Duration,
     /// How long a replica may hold the issuing lock; bounds how long others wait on a dead holder.
@@ -109,7 +74,6 @@ pub struct EngineSettings {
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
-            duration_secs: 3600,
             refresh_margin: Duration::from_secs(300),
             lock_ttl: Duration::from_secs(20),
             poll_interval: Duration::from_millis(25),
@@ -129,7 +93,7 @@ pub struct CredentialEngine {
     issuer: Issuer,
     hasher: KeyedHasher,
     settings: EngineSettings,
-    flights: Mutex<HashMap<String, Flight>>,
+    flights: Mutex<HashMap<CredentialId, Flight>>,
     /// Credentials read from a remote store, until their refresh time; `None` for the memory store.
     near: Option<NearCache>,
     /// Credential ids whose last STS call failed, and until when none is tried again.
@@ -217,12 +181,12 @@ impl CredentialEngine {
     }
 
     /// The store id of a scope's credential.
-    pub fn credential_id(&self, scope: &Scope) -> String {
+    pub fn credential_id(&self, scope: &Scope) -> CredentialId {
         self.hasher.credential_id(&scope.canonical())
     }
 
     /// The stored credential for `id`, without issuing (for operator answers).
-    pub async fn peek(&self, id: &str) -> Result<Option<CredentialRecord>, EngineError> {
+    pub async fn peek(&self, id: &CredentialId) -> Result<Option<CredentialRecord>, EngineError> {
         Ok(self.store.get_credential(id).await?)
     }
 
@@ -241,7 +205,7 @@ impl CredentialEngine {
     /// session record stores it), saving the canonical encoding and one HMAC per request.
     pub async fn credentials_by_id(
         self: &Arc<Self>,
-        id: &str,
+        id: &CredentialId,
         scope: &Scope,
         token: Option<&Secret>,
     ) -> Result<(Arc<CredentialRecord>, Lookup), EngineError> {
@@ -291,7 +255,12 @@ impl CredentialEngine {
     }
 
     /// Starts a refresh unless one is running or the last one failed recently.
-    fn refresh_in_background(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) {
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        id: &CredentialId,
+        scope: &Scope,
+        token: Option<&Secret>,
+    ) {
         if self.cooldowns.paused(id, self.now_ms()).is_some() {
             return;
         }
@@ -305,18 +274,18 @@ impl CredentialEngine {
         }
         let flight = self.flight(id, scope, token);
         let this = Arc::clone(self);
-        let id = id.to_string();
+        let id = id.clone();
         self.background.spawn(async move {
             match flight.await {
                 Ok(_) => {
                     bump(&this.stats.refreshes);
                     crate::metrics::refresh(true);
-                    tracing::info!(credential = %&id[..12], "credential refreshed ahead of expiry");
+                    tracing::info!(credential = %id.short(), "credential refreshed ahead of expiry");
                 }
                 Err(e) => {
                     bump(&this.stats.refresh_failures);
                     crate::metrics::refresh(false);
-                    tracing::warn!(credential = %&id[..12], error = %e, "credential refresh failed; serving the last good credential until its margin");
+                    tracing::warn!(credential = %id.short(), error = %e, "credential refresh failed; serving the last good credential until its margin");
                 }
             }
         });
@@ -324,7 +293,12 @@ impl CredentialEngine {
 
     /// Joins the flight for `id`, starting it if there is none. The flight runs in its own task,
     /// so a caller that goes away (deadline, disconnect) does not cancel it for the others.
-    fn flight(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) -> Flight {
+    fn flight(
+        self: &Arc<Self>,
+        id: &CredentialId,
+        scope: &Scope,
+        token: Option<&Secret>,
+    ) -> Flight {
         let mut flights = self
             .flights
             .lock()
@@ -333,7 +307,7 @@ impl CredentialEngine {
             return f.clone();
         }
         let this = Arc::clone(self);
-        let (id_owned, scope, token) = (id.to_string(), scope.clone(), token.cloned());
+        let (id_owned, scope, token) = (id.clone(), scope.clone(), token.cloned());
         let task = tokio::spawn(async move {
             let result = this
                 .issue_coordinated(&id_owned, &scope, token.as_ref())
@@ -342,13 +316,13 @@ impl CredentialEngine {
                 Ok(_) => this.cooldowns.succeeded(&id_owned),
                 Err(EngineError::Issue(IssueError::Retryable(cause))) => {
                     let pause = this.cooldowns.failed(&id_owned, cause, this.now_ms());
-                    tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS failed; this credential pauses before its next STS call");
+                    tracing::info!(credential = %id_owned.short(), pause_ms = pause.as_millis() as u64, "STS failed; this credential pauses before its next STS call");
                 }
                 Err(EngineError::Issue(IssueError::Denied(cause))) => {
                     let pause = this.settings.sts_denied_pause;
                     this.cooldowns
                         .denied(&id_owned, cause, this.now_ms(), pause);
-                    tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS denied the role; this credential is answered PERMISSION_DENIED without STS for the pause");
+                    tracing::info!(credential = %id_owned.short(), pause_ms = pause.as_millis() as u64, "STS denied the role; this credential is answered PERMISSION_DENIED without STS for the pause");
                 }
                 Err(_) => {}
             }
@@ -367,7 +341,7 @@ impl CredentialEngine {
         }
         .boxed()
         .shared();
-        flights.insert(id.to_string(), flight.clone());
+        flights.insert(id.clone(), flight.clone());
         flight
     }
 
@@ -375,7 +349,7 @@ impl CredentialEngine {
     /// bounded by the lock's expiry, after which a new holder is elected.
     async fn issue_coordinated(
         &self,
-        id: &str,
+        id: &CredentialId,
         scope: &Scope,
         token: Option<&Secret>,
     ) -> Result<CredentialRecord, EngineError> {
@@ -422,7 +396,7 @@ impl CredentialEngine {
             source_identity: scope.source_identity.clone(),
             tags: scope.tags.clone(),
             policy: scope.policy.clone(),
-            duration_secs: self.settings.duration_secs,
+            duration_secs: scope.duration_secs,
             web_identity_token: token.cloned(),
         };
         bump(&self.stats.sts_calls);

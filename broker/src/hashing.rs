@@ -51,6 +51,49 @@ impl fmt::Display for SessionHandle {
     }
 }
 
+/// Hex-encoded keyed hash naming a credential in the store (160 bits). Safe to log; logs use
+/// [`CredentialId::short`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct CredentialId(String);
+
+impl CredentialId {
+    /// Its first 12 characters, enough to tell credentials apart in a log line (the whole id when
+    /// a stored one is shorter: never a panic).
+    pub fn short(&self) -> &str {
+        self.0.get(..12).unwrap_or(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for CredentialId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for CredentialId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for CredentialId {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl KeyedHasher {
     /// A hasher from key material (any length; 32 random bytes in practice).
     pub fn new(key_material: &[u8]) -> Self {
@@ -80,8 +123,8 @@ impl KeyedHasher {
     }
 
     /// The store name of a credential key (its canonical encoding).
-    pub fn credential_id(&self, canonical_key: &[u8]) -> String {
-        self.tag(b"credbroker/credential-id/v1", canonical_key, 20)
+    pub fn credential_id(&self, canonical_key: &[u8]) -> CredentialId {
+        CredentialId(self.tag(b"credbroker/credential-id/v1", canonical_key, 20))
     }
 
     /// A fingerprint of a token; equal fingerprints mean the same token.
@@ -93,6 +136,15 @@ impl KeyedHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_id_is_logged_by_its_prefix_and_a_short_stored_one_does_not_panic() {
+        let id = KeyedHasher::new(b"k").credential_id(b"scope");
+        assert_eq!(id.len(), 40);
+        assert_eq!(id.short(), &id.as_str()[..12]);
+        assert_eq!(CredentialId::from("abc").short(), "abc");
+        assert_eq!(CredentialId::from("").short(), "");
+    }
 
     #[test]
     fn same_key_same_handle_other_key_other_handle() {

@@ -2,13 +2,19 @@
 //! reflection in v1 and v1alpha (grpcurl 1.8 only speaks v1alpha), logging, the shutdown signal,
 //! and the `healthcheck` subcommand that ECS container health checks run (liveness by default).
 
-use crate::config::LogFormat;
 use crate::store::{AnyStore, Store};
 use credbroker_proto::{ADMIN_SERVICE_NAME, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+/// Log line format (`BROKER_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the tracing subscriber. `RUST_LOG` filters (default `info`).
 pub fn init_logging(format: LogFormat) {

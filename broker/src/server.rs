@@ -215,7 +215,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         issuer,
         hasher.clone(),
         EngineSettings {
-            duration_secs,
             refresh_margin: config.refresh_margin,
             sts_cooldown: config.sts_cooldown,
             sts_cooldown_max: config.sts_cooldown_max,

@@ -9,7 +9,7 @@ use crate::hashing::SessionHandle;
 use crate::issuer::IssueError;
 use crate::role::RoleError;
 use crate::secret::Secret;
-use crate::sessions::SessionRecord;
+use crate::store::SessionRecord;
 use crate::store::StoreError;
 use credbroker_proto::v1::{self as pb, credential_broker_server::CredentialBroker};
 use std::sync::Arc;

@@ -4,11 +4,11 @@
 //! periodically so that abandoned sessions do not accumulate. Deadlines are read on the
 //! injected [`Clock`], so tests move time instead of waiting for it.
 
+use super::records::CredentialRecord;
+use super::records::SessionRecord;
 use super::{LockToken, Store, StoreError, Version};
 use crate::clock::Clock;
-use crate::credentials::CredentialRecord;
 use crate::hashing::SessionHandle;
-use crate::sessions::SessionRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;

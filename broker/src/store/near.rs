@@ -13,7 +13,7 @@
 //! (a later read fills it again from the store). A hand-rolled map rather than a cache crate: the
 //! only policy needed is "valid until a time the record carries".
 
-use crate::credentials::CredentialRecord;
+use super::records::CredentialRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

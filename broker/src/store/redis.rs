@@ -27,13 +27,13 @@
 //! There is deliberately no in-process cache of sessions: every call reads the session from Redis,
 //! so a revocation on one replica is seen by all at their next call.
 
+use super::records::CredentialRecord;
+use super::records::SessionRecord;
 use super::seal::Sealer;
 use super::{LockToken, Store, StoreError, Version};
 use crate::clock::now_ms;
-use crate::credentials::CredentialRecord;
 use crate::hashing::SessionHandle;
 use crate::secret::Secret;
-use crate::sessions::SessionRecord;
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
