@@ -60,7 +60,7 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 
 use crate::{
-    broker::{Broker, BrokerError, Issued},
+    broker::{BrokerClient, BrokerClientError, Issued},
     config::RequireAuth,
     jsonrpc::{Envelope, Message, code, error_response},
     sessions::{Claim, Sessions},
@@ -109,7 +109,7 @@ pub(crate) enum MalformedAuthorization {
 
 /// The authentication step of the `/mcp` gate.
 pub(crate) struct Authenticator {
-    broker: Broker,
+    broker: BrokerClient,
     require: RequireAuth,
     /// `<base>/.well-known/oauth-protected-resource/<path>` (RFC 9728), for `WWW-Authenticate`.
     resource_metadata: String,
@@ -120,7 +120,7 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     pub(crate) fn new(
-        broker: Broker,
+        broker: BrokerClient,
         require: RequireAuth,
         resource_metadata: String,
         sessions: Arc<Sessions>,
@@ -204,9 +204,9 @@ impl Authenticator {
             Err(error) => {
                 if !matches!(
                     error,
-                    BrokerError::Unauthenticated(_)
-                        | BrokerError::PermissionDenied(_)
-                        | BrokerError::NotFound(_)
+                    BrokerClientError::Unauthenticated(_)
+                        | BrokerClientError::PermissionDenied(_)
+                        | BrokerClientError::NotFound(_)
                 ) {
                     if envelope.is_single_tool_call() {
                         tracing::warn!(session = %tag, %error, "broker could not serve a tool call");
@@ -286,20 +286,20 @@ impl Authenticator {
     async fn refusal(
         &self,
         id: Value,
-        error: BrokerError,
+        error: BrokerClientError,
         live_session: Option<&str>,
         tag: &str,
     ) -> Box<Response> {
         Box::new(match error {
-            BrokerError::Unauthenticated(reason) => {
+            BrokerClientError::Unauthenticated(reason) => {
                 tracing::info!(session = %tag, %reason, "token refused by the broker");
                 self.unauthorized(id, Some(&reason))
             }
-            BrokerError::PermissionDenied(reason) => {
+            BrokerClientError::PermissionDenied(reason) => {
                 tracing::warn!(session = %tag, %reason, "token not permitted by the broker");
                 self.forbidden(id, &reason)
             }
-            BrokerError::NotFound(reason) => {
+            BrokerClientError::NotFound(reason) => {
                 tracing::warn!(session = %tag, %reason, "session revoked or unknown at the broker; closing it");
                 if let Some(session_id) = live_session {
                     let _ = self
@@ -309,7 +309,7 @@ impl Authenticator {
                 }
                 session_gone(id, &reason)
             }
-            BrokerError::InvalidArgument(_) => {
+            BrokerClientError::InvalidArgument(_) => {
                 tracing::warn!(session = %tag, %error, "broker could not serve a request that needs a token");
                 error_response(
                     StatusCode::BAD_REQUEST,
@@ -451,9 +451,9 @@ pub(crate) fn anonymous_allowed(
 }
 
 /// The tool error code and reason for a broker that could not serve a call.
-fn unserved(error: &BrokerError) -> (&'static str, String) {
+fn unserved(error: &BrokerClientError) -> (&'static str, String) {
     match error {
-        BrokerError::InvalidArgument(_) => (
+        BrokerClientError::InvalidArgument(_) => (
             "CredentialBrokerRejected",
             format!("{error}; no other credentials are used"),
         ),
@@ -743,7 +743,7 @@ mod tests {
     }
 
     fn authenticator(require: RequireAuth) -> Authenticator {
-        let broker = Broker::connect_lazy(
+        let broker = BrokerClient::connect_lazy(
             &url::Url::parse("http://127.0.0.1:1").unwrap(),
             Duration::from_millis(200),
             Default::default(),
