@@ -60,7 +60,7 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 
 use crate::{
-    broker::{Broker, BrokerError, Issued, SharedUse},
+    broker::{BrokerClient, BrokerClientError, Issued, SharedUse},
     config::RequireAuth,
     jsonrpc::{Envelope, Message, code, error_response},
     sessions::{Claim, Sessions},
@@ -109,7 +109,7 @@ pub(crate) enum MalformedAuthorization {
 
 /// The authentication step of the `/mcp` gate.
 pub(crate) struct Authenticator {
-    broker: Broker,
+    broker: BrokerClient,
     require: RequireAuth,
     /// `<base>/.well-known/oauth-protected-resource/<path>` (RFC 9728), for `WWW-Authenticate`.
     resource_metadata: String,
@@ -122,7 +122,7 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     pub(crate) fn new(
-        broker: Broker,
+        broker: BrokerClient,
         require: RequireAuth,
         resource_metadata: String,
         sessions: Arc<Sessions>,
@@ -258,9 +258,9 @@ impl Authenticator {
                 if !held_elsewhere
                     && !matches!(
                         error,
-                        BrokerError::Unauthenticated(_)
-                            | BrokerError::PermissionDenied(_)
-                            | BrokerError::NotFound(_)
+                        BrokerClientError::Unauthenticated(_)
+                            | BrokerClientError::PermissionDenied(_)
+                            | BrokerClientError::NotFound(_)
                     )
                 {
                     if envelope.is_single_tool_call() {
@@ -358,7 +358,7 @@ impl Authenticator {
         let tag = session_tag(session_id);
         let idle = self.sessions.limits().anonymous_idle;
         let outcome = match self.sessions.take_opened(session_id) {
-            None => Err(BrokerError::InvalidArgument(
+            None => Err(BrokerClientError::InvalidArgument(
                 "no initialize params for the new session".into(),
             )),
             Some(params) => self
@@ -462,20 +462,20 @@ impl Authenticator {
     async fn refusal(
         &self,
         id: Value,
-        error: BrokerError,
+        error: BrokerClientError,
         live_session: Option<&str>,
         tag: &str,
     ) -> Box<Response> {
         Box::new(match error {
-            BrokerError::Unauthenticated(reason) => {
+            BrokerClientError::Unauthenticated(reason) => {
                 tracing::info!(session = %tag, %reason, "token refused by the broker");
                 self.unauthorized(id, Some(&reason))
             }
-            BrokerError::PermissionDenied(reason) => {
+            BrokerClientError::PermissionDenied(reason) => {
                 tracing::warn!(session = %tag, %reason, "token not permitted by the broker");
                 self.forbidden(id, &reason)
             }
-            BrokerError::NotFound(reason) => {
+            BrokerClientError::NotFound(reason) => {
                 tracing::warn!(session = %tag, %reason, "session revoked or unknown at the broker; closing it");
                 if let Some(session_id) = live_session {
                     let _ = self
@@ -485,7 +485,7 @@ impl Authenticator {
                 }
                 session_gone(id, &reason)
             }
-            BrokerError::InvalidArgument(_) => {
+            BrokerClientError::InvalidArgument(_) => {
                 tracing::warn!(session = %tag, %error, "broker could not serve a request that needs a token");
                 error_response(
                     StatusCode::BAD_REQUEST,
@@ -627,9 +627,9 @@ pub(crate) fn anonymous_allowed(
 }
 
 /// The tool error code and reason for a broker that could not serve a call.
-fn unserved(error: &BrokerError) -> (&'static str, String) {
+fn unserved(error: &BrokerClientError) -> (&'static str, String) {
     match error {
-        BrokerError::InvalidArgument(_) => (
+        BrokerClientError::InvalidArgument(_) => (
             "CredentialBrokerRejected",
             format!("{error}; no other credentials are used"),
         ),
@@ -919,7 +919,7 @@ mod tests {
     }
 
     fn authenticator(require: RequireAuth) -> Authenticator {
-        let broker = Broker::connect_lazy(
+        let broker = BrokerClient::connect_lazy(
             &url::Url::parse("http://127.0.0.1:1").unwrap(),
             Duration::from_millis(200),
             Default::default(),

@@ -31,7 +31,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Client of the `credbroker.v1.CredentialBroker` service.
 #[derive(Clone)]
-pub(crate) struct Broker {
+pub(crate) struct BrokerClient {
     client: CredentialBrokerClient<Channel>,
     deadline: Duration,
     /// For error messages: where the broker was expected (no secrets in a gRPC URL).
@@ -121,7 +121,7 @@ impl fmt::Debug for Issued {
 /// The broker's refusal or failure, by gRPC code. Messages come from the broker, which puts no
 /// secret in them, or from the adapter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum BrokerError {
+pub(crate) enum BrokerClientError {
     #[error("token refused by the credential broker: {0}")]
     Unauthenticated(String),
     #[error("not permitted by the credential broker: {0}")]
@@ -136,7 +136,7 @@ pub(crate) enum BrokerError {
     Failed { address: String, reason: String },
 }
 
-impl Broker {
+impl BrokerClient {
     /// Builds the client; no connection is made until the first call.
     pub(crate) fn connect_lazy(
         url: &Url,
@@ -184,7 +184,7 @@ impl Broker {
         session_id: &str,
         token: &str,
         shared: Option<(&SharedUse, Duration)>,
-    ) -> Result<Issued, BrokerError> {
+    ) -> Result<Issued, BrokerClientError> {
         let mcp = shared.map(|(use_, idle)| use_.message(idle));
         let response = self
             .call("GetCredentials", |mut client, timeout| {
@@ -228,7 +228,7 @@ impl Broker {
         session_id: &str,
         use_: &SharedUse,
         idle: Duration,
-    ) -> Result<Shared, BrokerError> {
+    ) -> Result<Shared, BrokerClientError> {
         let message = use_.message(idle);
         let response = self
             .call("McpSessionWithoutToken", |mut client, timeout| {
@@ -244,7 +244,7 @@ impl Broker {
     }
 
     /// Credentials for a request without a session (the 2026-07-28 revision).
-    pub(crate) async fn exchange_token(&self, token: &str) -> Result<Issued, BrokerError> {
+    pub(crate) async fn exchange_token(&self, token: &str) -> Result<Issued, BrokerClientError> {
         let response = self
             .call("ExchangeToken", |mut client, timeout| {
                 let mut request = tonic::Request::new(ExchangeTokenRequest {
@@ -274,9 +274,9 @@ impl Broker {
 
     /// Adds who the token belongs to; an answer that does not say is a broker failure (a session
     /// could not be given an owner).
-    fn with_owner(&self, mut issued: Issued, owner: Owner) -> Result<Issued, BrokerError> {
+    fn with_owner(&self, mut issued: Issued, owner: Owner) -> Result<Issued, BrokerClientError> {
         if owner.subject.is_empty() {
-            return Err(BrokerError::Failed {
+            return Err(BrokerClientError::Failed {
                 address: self.address.clone(),
                 reason: "answer without the token's subject".into(),
             });
@@ -287,7 +287,7 @@ impl Broker {
 
     /// Runs one RPC under the deadline, retrying once on UNAVAILABLE while time remains.
     /// Records the call's latency and failure code (`method` is the RPC name).
-    async fn call<T, F, Fut>(&self, method: &'static str, rpc: F) -> Result<T, BrokerError>
+    async fn call<T, F, Fut>(&self, method: &'static str, rpc: F) -> Result<T, BrokerClientError>
     where
         F: Fn(CredentialBrokerClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -336,13 +336,13 @@ impl Broker {
     }
 
     /// The one place gRPC codes become adapter errors.
-    fn classify(&self, status: &Status) -> BrokerError {
+    fn classify(&self, status: &Status) -> BrokerClientError {
         let message = status.message().to_string();
         match status.code() {
-            Code::Unauthenticated => BrokerError::Unauthenticated(message),
-            Code::PermissionDenied => BrokerError::PermissionDenied(message),
-            Code::NotFound => BrokerError::NotFound(message),
-            Code::InvalidArgument => BrokerError::InvalidArgument(message),
+            Code::Unauthenticated => BrokerClientError::Unauthenticated(message),
+            Code::PermissionDenied => BrokerClientError::PermissionDenied(message),
+            Code::NotFound => BrokerClientError::NotFound(message),
+            Code::InvalidArgument => BrokerClientError::InvalidArgument(message),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 let reason = if status.code() == Code::DeadlineExceeded {
                     format!(
@@ -354,15 +354,15 @@ impl Broker {
                 };
                 self.unavailable(reason)
             }
-            code => BrokerError::Failed {
+            code => BrokerClientError::Failed {
                 address: self.address.clone(),
                 reason: format!("{code:?}: {message}"),
             },
         }
     }
 
-    fn unavailable(&self, reason: String) -> BrokerError {
-        BrokerError::Unavailable {
+    fn unavailable(&self, reason: String) -> BrokerClientError {
+        BrokerClientError::Unavailable {
             address: self.address.clone(),
             reason,
         }
@@ -377,8 +377,8 @@ impl Broker {
         assumed_role_arn: String,
         session_handle: String,
         rebound: bool,
-    ) -> Result<Issued, BrokerError> {
-        let failed = |reason: &str| BrokerError::Failed {
+    ) -> Result<Issued, BrokerClientError> {
+        let failed = |reason: &str| BrokerClientError::Failed {
             address: self.address.clone(),
             reason: reason.to_string(),
         };
@@ -420,8 +420,8 @@ impl Broker {
 mod tests {
     use super::*;
 
-    fn broker() -> Broker {
-        Broker::connect_lazy(
+    fn broker() -> BrokerClient {
+        BrokerClient::connect_lazy(
             &Url::parse("http://127.0.0.1:1").unwrap(),
             Duration::from_millis(300),
             Default::default(),
@@ -434,27 +434,27 @@ mod tests {
         let broker = broker();
         assert!(matches!(
             broker.classify(&Status::unauthenticated("expired")),
-            BrokerError::Unauthenticated(_)
+            BrokerClientError::Unauthenticated(_)
         ));
         assert!(matches!(
             broker.classify(&Status::permission_denied("other subject")),
-            BrokerError::PermissionDenied(_)
+            BrokerClientError::PermissionDenied(_)
         ));
         assert!(matches!(
             broker.classify(&Status::not_found("revoked")),
-            BrokerError::NotFound(_)
+            BrokerClientError::NotFound(_)
         ));
         assert!(matches!(
             broker.classify(&Status::invalid_argument("role")),
-            BrokerError::InvalidArgument(_)
+            BrokerClientError::InvalidArgument(_)
         ));
         assert!(matches!(
             broker.classify(&Status::deadline_exceeded("")),
-            BrokerError::Unavailable { .. }
+            BrokerClientError::Unavailable { .. }
         ));
         assert!(matches!(
             broker.classify(&Status::internal("x")),
-            BrokerError::Failed { .. }
+            BrokerClientError::Failed { .. }
         ));
     }
 
@@ -588,12 +588,12 @@ mod tests {
         }
     }
 
-    async fn fake_broker(failures: Vec<Status>) -> (Broker, fake::Scripted) {
+    async fn fake_broker(failures: Vec<Status>) -> (BrokerClient, fake::Scripted) {
         let scripted = fake::Scripted::default();
         *scripted.failures.lock().unwrap() = failures;
         let url = fake::serve(scripted.clone()).await;
         let broker =
-            Broker::connect_lazy(&url, Duration::from_secs(2), Default::default()).unwrap();
+            BrokerClient::connect_lazy(&url, Duration::from_secs(2), Default::default()).unwrap();
         (broker, scripted)
     }
 
@@ -618,7 +618,7 @@ mod tests {
         .await;
         assert!(matches!(
             broker.exchange_token("t").await,
-            Err(BrokerError::Unavailable { .. })
+            Err(BrokerClientError::Unavailable { .. })
         ));
         assert_eq!(calls(&scripted), 2, "exactly one retry");
     }
@@ -642,7 +642,7 @@ mod tests {
         let started = Instant::now();
         let error = broker.exchange_token("t").await.unwrap_err();
         assert!(
-            matches!(error, BrokerError::Unavailable { .. }),
+            matches!(error, BrokerClientError::Unavailable { .. }),
             "{error:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(2));

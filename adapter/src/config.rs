@@ -344,6 +344,10 @@ impl Config {
     }
 
     /// The RFC 9728 `resource` identifier: the configured URL, or `http://<listen>/mcp`.
+    #[allow(
+        clippy::expect_used,
+        reason = "`http://` + a formatted socket address + `/mcp` is always a valid URL"
+    )]
     pub fn resource(&self) -> Url {
         match &self.resource_url {
             Some(url) => url.clone(),

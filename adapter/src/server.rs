@@ -48,7 +48,7 @@ use url::Url;
 
 use crate::{
     auth::{Authenticator, Caller, bearer_token},
-    broker::Broker,
+    broker::BrokerClient,
     config::{Config, SessionSharing},
     jsonrpc::{self, Envelope, code, error_response},
     origin::{OriginPolicy, OriginRejection},
@@ -82,7 +82,7 @@ pub fn app(
     broker_tls: crate::config::BrokerTls,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Router> {
-    let broker = Broker::connect_lazy(&config.broker_url, config.broker_timeout, broker_tls)?;
+    let broker = BrokerClient::connect_lazy(&config.broker_url, config.broker_timeout, broker_tls)?;
     let s3 = Arc::new(S3Clients::new(&config.region, config.s3_endpoint.as_ref()));
     let resource = config.resource();
     let metadata_url = resource_metadata_url(&resource);

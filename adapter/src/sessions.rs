@@ -370,6 +370,10 @@ impl Sessions {
 ///
 /// Panics only if the operating system cannot supply randomness, in which case no id would be
 /// safe to hand out (fail closed).
+#[allow(
+    clippy::expect_used,
+    reason = "no randomness means no safe session id: fail closed"
+)]
 pub(crate) fn new_session_id() -> SessionId {
     let mut bytes = [0u8; SESSION_ID_BYTES];
     SystemRandom::new()

@@ -133,6 +133,10 @@ impl Inner {
     }
 
     /// Chains `event` after the last line and queues it.
+    #[allow(
+        clippy::expect_used,
+        reason = "a struct of strings and numbers always serialises to JSON"
+    )]
     fn push(&mut self, event: &Event) {
         let body = serde_json::to_string(&Line {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
@@ -185,8 +189,7 @@ pub fn global() -> Option<&'static AuditLog> {
 
 /// Installs the process's audit log (once, at start).
 pub fn install(log: AuditLog) -> &'static AuditLog {
-    let _ = GLOBAL.set(log);
-    GLOBAL.get().expect("just set")
+    GLOBAL.get_or_init(|| log)
 }
 
 /// Records `event` in the process's audit log, if any.

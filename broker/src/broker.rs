@@ -1,7 +1,6 @@
 //! The broker's operations — where token, role, scope, credentials and sessions meet. The gRPC
 //! layer (`service`) only translates messages; everything it answers is decided here.
 
-use crate::clock::now_ms;
 use crate::credentials::{CredentialEngine, CredentialRecord, EngineError, Lookup};
 use crate::hashing::{KeyedHasher, SessionHandle};
 use crate::role::{RoleError, RolePolicy};
@@ -184,10 +183,10 @@ impl Broker {
             let existing = self.store.get_session(&handle).await?;
             let current = existing.as_ref().map(|(r, _)| r);
             let fingerprint = self.hasher.token_fingerprint(token.expose());
-            match classify_token(current, &fingerprint, role) {
-                Some(Binding::Revoked) => return Err(BrokerError::SessionGone),
-                Some(Binding::SameToken) => {
-                    let record = current.cloned().expect("classified from a record");
+            match (classify_token(current, &fingerprint, role), current) {
+                (Some(Binding::Revoked), _) => return Err(BrokerError::SessionGone),
+                (Some(Binding::SameToken), Some(record)) => {
+                    let record = record.clone();
                     return self.serve(&handle, record, Some(token), false).await;
                 }
                 _ => {}
@@ -206,7 +205,7 @@ impl Broker {
                 tracing::info!(session = %handle, subject = %auth.claims.subject, "new token detected, re-authenticating");
             }
             let (creds, lookup) = self.engine.credentials(&auth.scope, Some(token)).await?;
-            let now = now_ms();
+            let now = self.now_ms();
             let record = SessionRecord {
                 subject: auth.claims.subject.clone(),
                 issuer: auth.claims.issuer.clone(),
@@ -242,6 +241,11 @@ impl Broker {
         Err(BrokerError::Contention)
     }
 
+    /// Now, on the engine's clock (the one credential expiry and pauses are judged by).
+    fn now_ms(&self) -> i64 {
+        self.engine.clock().now_ms()
+    }
+
     /// Serves a bound session's credentials, never past its token's `exp`.
     async fn serve(
         &self,
@@ -250,7 +254,7 @@ impl Broker {
         token: Option<&Secret>,
         rebound: bool,
     ) -> Result<SessionAnswer, BrokerError> {
-        if record.token_expires_at * 1000 <= now_ms() {
+        if record.token_expires_at * 1000 <= self.now_ms() {
             return Err(BrokerError::TokenExpired);
         }
         // The record names its credential (the keyed hash of its scope, written when it was
@@ -376,7 +380,7 @@ impl Broker {
                 ),
             };
             record.revoked = true;
-            record.updated_at_ms = now_ms();
+            record.updated_at_ms = self.now_ms();
             let version = existing.as_ref().map(|(_, v)| v);
             if self
                 .store
@@ -394,6 +398,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock, now_ms};
     use crate::credentials::EngineSettings;
     use crate::issuer::{Issuer, fake::FakeIssuer};
     use crate::role::ArnGlob;
@@ -415,14 +420,22 @@ mod tests {
     }
 
     fn broker_with(leeway_secs: u64, fake: FakeIssuer) -> (Broker, Arc<FakeIssuer>) {
+        broker_on(leeway_secs, fake, Clock::system())
+    }
+
+    /// A broker whose sessions, credentials and store read `clock`.
+    fn broker_on(leeway_secs: u64, fake: FakeIssuer, clock: Clock) -> (Broker, Arc<FakeIssuer>) {
         let fake = Arc::new(fake);
-        let store = Arc::new(AnyStore::Memory(MemoryStore::new()));
+        let store = Arc::new(AnyStore::Memory(MemoryStore::with_clock(clock.clone())));
         let hasher = KeyedHasher::new(b"test");
         let engine = CredentialEngine::new(
             store.clone(),
             Issuer::Fake(fake.clone()),
             hasher.clone(),
-            EngineSettings::default(),
+            EngineSettings {
+                clock,
+                ..EngineSettings::default()
+            },
         );
         let validator = TokenValidator::new(
             ValidatorConfig {
@@ -624,10 +637,11 @@ mod tests {
 
     #[tokio::test]
     async fn expired_session_token_is_never_served() {
-        let (b, _) = broker();
+        let (clock, manual) = Clock::manual();
+        let (b, _) = broker_on(0, FakeIssuer::default(), clock);
         let t = token("alice", 2, json!({}));
         b.session_credentials(&sid(), &t, None).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        manual.advance(Duration::from_millis(2100));
         // The same token takes the fast path (no validation again); its exp is still checked.
         assert_eq!(
             b.session_credentials(&sid(), &t, None).await.unwrap_err(),

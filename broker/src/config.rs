@@ -39,12 +39,7 @@ pub enum Command {
     Audit(crate::audit::AuditArgs),
 }
 
-/// Token log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::ops::LogFormat;
 
 /// How credentials are obtained from STS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

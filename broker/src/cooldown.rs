@@ -59,7 +59,10 @@ impl Cooldowns {
 
     /// The pause `id` is in at `now_ms`, if any.
     pub fn paused(&self, id: &str, now_ms: i64) -> Option<Paused> {
-        let pauses = self.pauses.lock().expect("cooldown lock");
+        let pauses = self
+            .pauses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pause = pauses.get(id)?;
         (now_ms < pause.until_ms).then(|| Paused {
             cause: pause.cause.clone(),
@@ -70,7 +73,10 @@ impl Cooldowns {
 
     /// Records a failed STS call for `id` at `now_ms`; returns the pause it starts.
     pub fn failed(&self, id: &str, cause: &str, now_ms: i64) -> Duration {
-        let mut pauses = self.pauses.lock().expect("cooldown lock");
+        let mut pauses = self
+            .pauses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let failures = pauses.get(id).map_or(0, |p| p.failures).saturating_add(1);
         let pause = self.pause_for(failures);
         pauses.insert(
@@ -87,20 +93,26 @@ impl Cooldowns {
 
     /// Records that STS refused `id` at `now_ms`: no STS call for it during `pause`.
     pub fn denied(&self, id: &str, cause: &str, now_ms: i64, pause: Duration) {
-        self.pauses.lock().expect("cooldown lock").insert(
-            id.to_string(),
-            Pause {
-                failures: 0,
-                until_ms: now_ms.saturating_add(pause.as_millis() as i64),
-                cause: cause.to_string(),
-                denied: true,
-            },
-        );
+        self.pauses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                id.to_string(),
+                Pause {
+                    failures: 0,
+                    until_ms: now_ms.saturating_add(pause.as_millis() as i64),
+                    cause: cause.to_string(),
+                    denied: true,
+                },
+            );
     }
 
     /// Records a successful STS call for `id`: no pause.
     pub fn succeeded(&self, id: &str) {
-        self.pauses.lock().expect("cooldown lock").remove(id);
+        self.pauses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
     }
 
     /// Drops pauses that ended before `now_ms` (their failure counts restart from zero).
@@ -110,7 +122,7 @@ impl Cooldowns {
         let keep = self.max.as_millis() as i64;
         self.pauses
             .lock()
-            .expect("cooldown lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|_, p| now_ms < p.until_ms + keep);
     }
 

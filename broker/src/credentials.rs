@@ -18,53 +18,20 @@
 //!   caller's token itself, so the scope is bound to the token's fingerprint
 //!   ([`CredentialEngine::keys_by_token`]): another token never receives this token's credential.
 
-use crate::clock::{now_ms, to_ms};
+use crate::clock::{Clock, to_ms};
 use crate::cooldown::Cooldowns;
-use crate::hashing::KeyedHasher;
+use crate::hashing::{CredentialId, KeyedHasher};
 use crate::issuer::{IssueError, IssueRequest, Issuer};
 use crate::scope::{Scope, role_session_name};
 use crate::secret::Secret;
 use crate::store::{AnyStore, NearCache, Store, StoreError};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A credential is never handed out with less than this left: the caller needs time to use it.
-pub const MIN_REMAINING: Duration = Duration::from_secs(60);
-
-/// A stored STS credential.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CredentialRecord {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-    pub session_token: Secret,
-    pub expires_at_ms: i64,
-    pub issued_at_ms: i64,
-    /// When a refresh should start (expiry minus the jittered margin); the same on every replica.
-    pub refresh_at_ms: i64,
-    pub assumed_role_arn: String,
-    pub role_session_name: String,
-}
-
-impl CredentialRecord {
-    fn remaining_ms(&self, now: i64) -> i64 {
-        self.expires_at_ms - now
-    }
-
-    /// Usable for a caller: more than [`MIN_REMAINING`] left. The one rule every cache layer
-    /// (store, near cache) applies before serving.
-    pub(crate) fn servable(&self, now: i64) -> bool {
-        self.remaining_ms(now) > MIN_REMAINING.as_millis() as i64
-    }
-
-    /// Good enough that no STS call is needed: not yet due for refresh.
-    fn fresh(&self, now: i64) -> bool {
-        now < self.refresh_at_ms && self.servable(now)
-    }
-}
+pub use crate::store::records::{CredentialRecord, MIN_REMAINING};
 
 /// Was the answer served from the store or issued for this request?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +54,6 @@ pub enum EngineError {
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
-    /// Requested credential lifetime (clamped to 900 s minimum by configuration).
-    pub duration_secs: i32,
     /// Refresh this long before expiry (plus up to 20 % jitter).
     pub refresh_margin: Duration,
     /// How long a replica may hold the issuing lock; bounds how long others wait on a dead holder.
@@ -101,18 +66,21 @@ pub struct EngineSettings {
     pub sts_cooldown_max: Duration,
     /// Pause after STS denied the role for a credential id.
     pub sts_denied_pause: Duration,
+    /// Where "now" comes from for expiry, refresh and pauses (the system clock; a manual one in
+    /// tests). The sessions layer reads the same clock through [`CredentialEngine::clock`].
+    pub clock: Clock,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
-            duration_secs: 3600,
             refresh_margin: Duration::from_secs(300),
             lock_ttl: Duration::from_secs(20),
             poll_interval: Duration::from_millis(25),
             sts_cooldown: Duration::from_secs(1),
             sts_cooldown_max: Duration::from_secs(4),
             sts_denied_pause: Duration::from_secs(30),
+            clock: Clock::system(),
         }
     }
 }
@@ -125,11 +93,13 @@ pub struct CredentialEngine {
     issuer: Issuer,
     hasher: KeyedHasher,
     settings: EngineSettings,
-    flights: Mutex<HashMap<String, Flight>>,
+    flights: Mutex<HashMap<CredentialId, Flight>>,
     /// Credentials read from a remote store, until their refresh time; `None` for the memory store.
     near: Option<NearCache>,
     /// Credential ids whose last STS call failed, and until when none is tried again.
     cooldowns: Cooldowns,
+    /// Background refreshes, so a test (or a shutdown) can wait for the ones running.
+    background: tokio_util::task::TaskTracker,
     stats: Stats,
 }
 
@@ -167,13 +137,30 @@ impl CredentialEngine {
             settings,
             flights: Mutex::new(HashMap::new()),
             cooldowns,
+            background: tokio_util::task::TaskTracker::new(),
             stats: Stats::default(),
         })
     }
 
     /// Forgets STS pauses that ended long ago (called with the store's sweep).
     pub fn sweep(&self) {
-        self.cooldowns.sweep(now_ms());
+        self.cooldowns.sweep(self.now_ms());
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.settings.clock
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.settings.clock.now_ms()
+    }
+
+    /// Resolves once every background refresh started so far has finished (counters updated).
+    pub async fn background_settled(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.background.reopen();
     }
 
     pub fn stats(&self) -> &Stats {
@@ -194,12 +181,12 @@ impl CredentialEngine {
     }
 
     /// The store id of a scope's credential.
-    pub fn credential_id(&self, scope: &Scope) -> String {
+    pub fn credential_id(&self, scope: &Scope) -> CredentialId {
         self.hasher.credential_id(&scope.canonical())
     }
 
     /// The stored credential for `id`, without issuing (for operator answers).
-    pub async fn peek(&self, id: &str) -> Result<Option<CredentialRecord>, EngineError> {
+    pub async fn peek(&self, id: &CredentialId) -> Result<Option<CredentialRecord>, EngineError> {
         Ok(self.store.get_credential(id).await?)
     }
 
@@ -218,11 +205,11 @@ impl CredentialEngine {
     /// session record stores it), saving the canonical encoding and one HMAC per request.
     pub async fn credentials_by_id(
         self: &Arc<Self>,
-        id: &str,
+        id: &CredentialId,
         scope: &Scope,
         token: Option<&Secret>,
     ) -> Result<(Arc<CredentialRecord>, Lookup), EngineError> {
-        let now = now_ms();
+        let now = self.now_ms();
         if let Some(rec) = self.near.as_ref().and_then(|near| near.get(id, now)) {
             self.hit();
             return Ok((rec, Lookup::Hit));
@@ -257,7 +244,7 @@ impl CredentialEngine {
         }
         let rec = self.flight(id, scope, token).await?;
         if let Some(near) = &self.near {
-            near.put(id, &rec, now_ms());
+            near.put(id, &rec, self.now_ms());
         }
         Ok((rec, Lookup::Miss))
     }
@@ -268,27 +255,37 @@ impl CredentialEngine {
     }
 
     /// Starts a refresh unless one is running or the last one failed recently.
-    fn refresh_in_background(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) {
-        if self.cooldowns.paused(id, now_ms()).is_some() {
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        id: &CredentialId,
+        scope: &Scope,
+        token: Option<&Secret>,
+    ) {
+        if self.cooldowns.paused(id, self.now_ms()).is_some() {
             return;
         }
-        if self.flights.lock().expect("lock").contains_key(id) {
+        if self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(id)
+        {
             return;
         }
         let flight = self.flight(id, scope, token);
         let this = Arc::clone(self);
-        let id = id.to_string();
-        tokio::spawn(async move {
+        let id = id.clone();
+        self.background.spawn(async move {
             match flight.await {
                 Ok(_) => {
                     bump(&this.stats.refreshes);
                     crate::metrics::refresh(true);
-                    tracing::info!(credential = %&id[..12], "credential refreshed ahead of expiry");
+                    tracing::info!(credential = %id.short(), "credential refreshed ahead of expiry");
                 }
                 Err(e) => {
                     bump(&this.stats.refresh_failures);
                     crate::metrics::refresh(false);
-                    tracing::warn!(credential = %&id[..12], error = %e, "credential refresh failed; serving the last good credential until its margin");
+                    tracing::warn!(credential = %id.short(), error = %e, "credential refresh failed; serving the last good credential until its margin");
                 }
             }
         });
@@ -296,13 +293,21 @@ impl CredentialEngine {
 
     /// Joins the flight for `id`, starting it if there is none. The flight runs in its own task,
     /// so a caller that goes away (deadline, disconnect) does not cancel it for the others.
-    fn flight(self: &Arc<Self>, id: &str, scope: &Scope, token: Option<&Secret>) -> Flight {
-        let mut flights = self.flights.lock().expect("lock");
+    fn flight(
+        self: &Arc<Self>,
+        id: &CredentialId,
+        scope: &Scope,
+        token: Option<&Secret>,
+    ) -> Flight {
+        let mut flights = self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(f) = flights.get(id) {
             return f.clone();
         }
         let this = Arc::clone(self);
-        let (id_owned, scope, token) = (id.to_string(), scope.clone(), token.cloned());
+        let (id_owned, scope, token) = (id.clone(), scope.clone(), token.cloned());
         let task = tokio::spawn(async move {
             let result = this
                 .issue_coordinated(&id_owned, &scope, token.as_ref())
@@ -310,17 +315,21 @@ impl CredentialEngine {
             match &result {
                 Ok(_) => this.cooldowns.succeeded(&id_owned),
                 Err(EngineError::Issue(IssueError::Retryable(cause))) => {
-                    let pause = this.cooldowns.failed(&id_owned, cause, now_ms());
-                    tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS failed; this credential pauses before its next STS call");
+                    let pause = this.cooldowns.failed(&id_owned, cause, this.now_ms());
+                    tracing::info!(credential = %id_owned.short(), pause_ms = pause.as_millis() as u64, "STS failed; this credential pauses before its next STS call");
                 }
                 Err(EngineError::Issue(IssueError::Denied(cause))) => {
                     let pause = this.settings.sts_denied_pause;
-                    this.cooldowns.denied(&id_owned, cause, now_ms(), pause);
-                    tracing::info!(credential = %&id_owned[..12], pause_ms = pause.as_millis() as u64, "STS denied the role; this credential is answered PERMISSION_DENIED without STS for the pause");
+                    this.cooldowns
+                        .denied(&id_owned, cause, this.now_ms(), pause);
+                    tracing::info!(credential = %id_owned.short(), pause_ms = pause.as_millis() as u64, "STS denied the role; this credential is answered PERMISSION_DENIED without STS for the pause");
                 }
                 Err(_) => {}
             }
-            this.flights.lock().expect("lock").remove(&id_owned);
+            this.flights
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id_owned);
             result.map(Arc::new)
         });
         let flight = async move {
@@ -332,7 +341,7 @@ impl CredentialEngine {
         }
         .boxed()
         .shared();
-        flights.insert(id.to_string(), flight.clone());
+        flights.insert(id.clone(), flight.clone());
         flight
     }
 
@@ -340,21 +349,21 @@ impl CredentialEngine {
     /// bounded by the lock's expiry, after which a new holder is elected.
     async fn issue_coordinated(
         &self,
-        id: &str,
+        id: &CredentialId,
         scope: &Scope,
         token: Option<&Secret>,
     ) -> Result<CredentialRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + self.settings.lock_ttl * 2;
         loop {
             if let Some(rec) = self.store.get_credential(id).await?
-                && rec.fresh(now_ms())
+                && rec.fresh(self.now_ms())
             {
                 return Ok(rec);
             }
             if let Some(lock) = self.store.try_lock(id, self.settings.lock_ttl).await? {
                 let result = async {
                     if let Some(rec) = self.store.get_credential(id).await?
-                        && rec.fresh(now_ms())
+                        && rec.fresh(self.now_ms())
                     {
                         return Ok(rec);
                     }
@@ -387,7 +396,7 @@ impl CredentialEngine {
             source_identity: scope.source_identity.clone(),
             tags: scope.tags.clone(),
             policy: scope.policy.clone(),
-            duration_secs: self.settings.duration_secs,
+            duration_secs: scope.duration_secs,
             web_identity_token: token.cloned(),
         };
         bump(&self.stats.sts_calls);
@@ -398,7 +407,7 @@ impl CredentialEngine {
             bump(&self.stats.sts_failures);
             tracing::warn!(role = %scope.role, subject = %scope.subject, error = %e, "STS call failed");
         })?;
-        let issued_at = now_ms();
+        let issued_at = self.now_ms();
         let expires = to_ms(issued.expiration);
         let margin = self.settings.refresh_margin.as_millis() as i64;
         let jitter = rand::random_range(0..=margin / 5);
@@ -444,15 +453,21 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     fn engine(fake: Arc<FakeIssuer>, margin: Duration) -> Arc<CredentialEngine> {
+        engine_on(fake, margin, Clock::system())
+    }
+
+    /// An engine whose expiry, refresh and pause decisions read `clock`.
+    fn engine_on(fake: Arc<FakeIssuer>, margin: Duration, clock: Clock) -> Arc<CredentialEngine> {
         CredentialEngine::new(
             Arc::new(AnyStore::Memory(MemoryStore::new())),
             Issuer::Fake(fake),
             KeyedHasher::new(b"k"),
             EngineSettings {
                 refresh_margin: margin,
-                // Pauses of 100–200 ms after an STS failure, so tests can wait them out.
+                // Pauses of 100–200 ms after an STS failure, which tests pass on the clock.
                 sts_cooldown: Duration::from_millis(200),
                 sts_cooldown_max: Duration::from_millis(200),
+                clock,
                 ..EngineSettings::default()
             },
         )
@@ -466,7 +481,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Paused time: the fake STS call's 100 ms pass only once every task is waiting, so all 200
+    // callers arrive while the one call is in flight.
+    #[tokio::test(start_paused = true)]
     async fn concurrent_misses_make_one_sts_call() {
         let fake = Arc::new(FakeIssuer {
             delay_ms: 100,
@@ -519,6 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_sts_call_pauses_the_credential_then_it_is_tried_again() {
+        let (clock, manual) = Clock::manual();
         let fake = Arc::new(FakeIssuer::default());
         fake.fail.store(true, Ordering::SeqCst);
         let e = CredentialEngine::new(
@@ -528,6 +546,7 @@ mod tests {
             EngineSettings {
                 sts_cooldown: Duration::from_millis(200),
                 sts_cooldown_max: Duration::from_millis(200),
+                clock,
                 ..EngineSettings::default()
             },
         );
@@ -546,7 +565,7 @@ mod tests {
         e.credentials(&scope("bob"), None).await.unwrap_err();
         assert_eq!(fake.calls(), 2);
         // After the pause STS is asked again, and a success clears the pause.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        manual.advance(Duration::from_millis(250));
         fake.fail.store(false, Ordering::SeqCst);
         e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(fake.calls(), 3);
@@ -554,6 +573,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_denied_role_pauses_and_is_answered_permission_denied_without_sts() {
+        let (clock, manual) = Clock::manual();
         let fake = Arc::new(FakeIssuer::default());
         fake.deny.store(true, Ordering::SeqCst);
         let e = CredentialEngine::new(
@@ -562,6 +582,7 @@ mod tests {
             KeyedHasher::new(b"k"),
             EngineSettings {
                 sts_denied_pause: Duration::from_millis(300),
+                clock,
                 ..EngineSettings::default()
             },
         );
@@ -575,7 +596,7 @@ mod tests {
             assert!(message.contains("BROKER_STS_DENIED_PAUSE"), "{message}");
         }
         assert_eq!(fake.calls(), 1, "STS is not asked again during the pause");
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        manual.advance(Duration::from_millis(350));
         fake.deny.store(false, Ordering::SeqCst);
         e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(fake.calls(), 2, "asked again once the pause ended");
@@ -588,12 +609,13 @@ mod tests {
             lifetime_secs: 900,
             ..FakeIssuer::default()
         });
-        let e = engine(fake.clone(), Duration::from_secs(600));
+        let (clock, manual) = Clock::manual();
+        let e = engine_on(fake.clone(), Duration::from_secs(600), clock.clone());
         let (first, _) = e.credentials(&scope("alice"), None).await.unwrap();
         // Force the record to be due for refresh now.
         let id = e.credential_id(&scope("alice"));
         let mut rec = (*first).clone();
-        rec.refresh_at_ms = now_ms() - 1;
+        rec.refresh_at_ms = clock.now_ms() - 1;
         e.store.put_credential(&id, &rec).await.unwrap();
         fake.fail.store(true, Ordering::SeqCst);
         let (served, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
@@ -602,20 +624,20 @@ mod tests {
             served.access_key_id, first.access_key_id,
             "last good credential served"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        e.background_settled().await;
         assert_eq!(e.stats().refresh_failures.load(Ordering::SeqCst), 1);
         // Backoff: the next request does not call STS again at once.
         let _ = e.credentials(&scope("alice"), None).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        e.background_settled().await;
         assert_eq!(fake.calls(), 2);
         // A credential within MIN_REMAINING of expiry is never served: the request fails closed.
-        rec.expires_at_ms = now_ms() + 30_000;
+        rec.expires_at_ms = clock.now_ms() + 30_000;
         e.store.put_credential(&id, &rec).await.unwrap();
         assert!(e.credentials(&scope("alice"), None).await.is_err());
         // When STS recovers (and the pause after the failure has ended), a fresh credential
         // replaces it.
         fake.fail.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        manual.advance(Duration::from_millis(250));
         let (fresh, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(lookup, Lookup::Miss);
         assert_ne!(fresh.access_key_id, first.access_key_id);

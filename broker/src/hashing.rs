@@ -51,12 +51,95 @@ impl fmt::Display for SessionHandle {
     }
 }
 
+/// Hex-encoded keyed hash naming a credential in the store (160 bits). Safe to log; logs use
+/// [`CredentialId::short`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct CredentialId(String);
+
+impl CredentialId {
+    /// Its first 12 characters, enough to tell credentials apart in a log line (the whole id when
+    /// a stored one is shorter: never a panic).
+    pub fn short(&self) -> &str {
+        self.0.get(..12).unwrap_or(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for CredentialId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for CredentialId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for CredentialId {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl KeyedHasher {
     /// A hasher from key material (any length; 32 random bytes in practice).
     pub fn new(key_material: &[u8]) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, key_material),
         }
+    }
+
+    /// The hasher of a running broker. Keyed by `handle_key` (BROKER_HANDLE_KEY) when set, else
+    /// derived from the current `cache_key`, so every replica sharing a store computes the same
+    /// handles; a shared store without either uses a fixed (insecure, logged) key; the memory
+    /// store a key made at start. Keys are base64 as configuration validated them.
+    pub fn for_store(
+        handle_key: Option<&crate::secret::Secret>,
+        cache_key: Option<&crate::secret::Secret>,
+        shared_store: bool,
+    ) -> Result<Self, String> {
+        use base64::Engine;
+        let decode = |var: &str, key: &crate::secret::Secret| {
+            base64::engine::general_purpose::STANDARD
+                .decode(key.expose())
+                .map(zeroize::Zeroizing::new)
+                .map_err(|_| format!("{var}: is not valid base64"))
+        };
+        if let Some(key) = handle_key {
+            return Ok(Self::new(&decode("BROKER_HANDLE_KEY", key)?));
+        }
+        if shared_store && cache_key.is_some() {
+            tracing::warn!(
+                "BROKER_HANDLE_KEY is not set: handles derive from BROKER_CACHE_KEY, so rotating the cache key forgets every session and revocation; set BROKER_HANDLE_KEY"
+            );
+        }
+        Ok(match cache_key {
+            Some(key) => {
+                let bytes = decode("BROKER_CACHE_KEY", key)?;
+                let k = hmac::Key::new(hmac::HMAC_SHA256, &bytes);
+                Self::new(hmac::sign(&k, b"credbroker/hash-key/v1").as_ref())
+            }
+            None if shared_store => {
+                tracing::warn!(
+                    "insecure plaintext cache: session handles use a fixed key; anyone with the store can link handles to session ids they know"
+                );
+                Self::new(b"credbroker/insecure-plaintext-cache")
+            }
+            None => Self::random(),
+        })
     }
 
     /// A hasher with a key made at start: handles are stable only within this process.
@@ -80,8 +163,8 @@ impl KeyedHasher {
     }
 
     /// The store name of a credential key (its canonical encoding).
-    pub fn credential_id(&self, canonical_key: &[u8]) -> String {
-        self.tag(b"credbroker/credential-id/v1", canonical_key, 20)
+    pub fn credential_id(&self, canonical_key: &[u8]) -> CredentialId {
+        CredentialId(self.tag(b"credbroker/credential-id/v1", canonical_key, 20))
     }
 
     /// A fingerprint of a token; equal fingerprints mean the same token.
@@ -93,6 +176,31 @@ impl KeyedHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_derive_one_key_and_the_handle_key_wins() {
+        use crate::secret::Secret;
+        let cache = Secret::new("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+        let handle = Secret::new("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=");
+        let a = KeyedHasher::for_store(None, Some(&cache), true).unwrap();
+        let b = KeyedHasher::for_store(None, Some(&cache), true).unwrap();
+        assert_eq!(a.session_handle("sid-1"), b.session_handle("sid-1"));
+        let h = KeyedHasher::for_store(Some(&handle), Some(&cache), true).unwrap();
+        assert_ne!(h.session_handle("sid-1"), a.session_handle("sid-1"));
+        let m1 = KeyedHasher::for_store(None, None, false).unwrap();
+        let m2 = KeyedHasher::for_store(None, None, false).unwrap();
+        assert_ne!(m1.session_handle("sid-1"), m2.session_handle("sid-1"));
+        assert!(KeyedHasher::for_store(Some(&Secret::new("%%")), None, true).is_err());
+    }
+
+    #[test]
+    fn a_credential_id_is_logged_by_its_prefix_and_a_short_stored_one_does_not_panic() {
+        let id = KeyedHasher::new(b"k").credential_id(b"scope");
+        assert_eq!(id.len(), 40);
+        assert_eq!(id.short(), &id.as_str()[..12]);
+        assert_eq!(CredentialId::from("abc").short(), "abc");
+        assert_eq!(CredentialId::from("").short(), "");
+    }
 
     #[test]
     fn same_key_same_handle_other_key_other_handle() {

@@ -7,10 +7,16 @@ use credential_broker::{mint, ops, server};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("credential-broker: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
     let code = match cli.command {
         Some(Command::MintToken(args)) => match mint::mint(&args, mint::secret_from_env().as_ref())
         {
@@ -39,7 +45,6 @@ async fn serve(args: credential_broker::config::ServeArgs) -> i32 {
             return 2;
         }
     };
-    let _ = rustls_provider();
     ops::init_logging(config.log_format);
     match server::run(config).await {
         Ok(()) => 0,
@@ -49,14 +54,4 @@ async fn serve(args: credential_broker::config::ServeArgs) -> i32 {
             1
         }
     }
-}
-
-/// rustls needs one process-wide crypto provider when several are compiled in (the dependency
-/// graph enables both ring and aws-lc-rs); the redis crate's `rediss://` connections build their
-/// TLS config from that default and would panic without one. aws-lc-rs is the one the AWS SDK
-/// already uses. `Err` means a provider was already installed, which is harmless.
-fn rustls_provider() -> Result<(), ()> {
-    rustls::crypto::aws_lc_rs::default_provider()
-        .install_default()
-        .map_err(|_| ())
 }

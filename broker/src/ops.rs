@@ -2,13 +2,19 @@
 //! reflection in v1 and v1alpha (grpcurl 1.8 only speaks v1alpha), logging, the shutdown signal,
 //! and the `healthcheck` subcommand that ECS container health checks run (liveness by default).
 
-use crate::config::LogFormat;
 use crate::store::{AnyStore, Store};
 use credbroker_proto::{ADMIN_SERVICE_NAME, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+/// Log line format (`BROKER_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the tracing subscriber. `RUST_LOG` filters (default `info`).
 pub fn init_logging(format: LogFormat) {
@@ -25,6 +31,10 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Reflection services (v1 and v1alpha) describing the broker and health APIs.
+#[allow(
+    clippy::expect_used,
+    reason = "the descriptor sets are compiled in; a broken one fails every test at start"
+)]
 pub fn reflection() -> (
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
@@ -105,7 +115,10 @@ impl Health {
     /// Records whether `input` holds and publishes readiness when it changes.
     pub async fn set_input(&self, input: ReadinessInput, holds: bool) {
         let ready = {
-            let mut state = self.state.lock().expect("health state");
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let before = state.0;
             if holds {
                 state.0 &= !input.bit();
@@ -131,7 +144,10 @@ impl Health {
 
     /// Shutting down: every name NOT_SERVING from now on.
     pub async fn stopping(&self) {
-        self.state.lock().expect("health state").1 = true;
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1 = true;
         for name in ["", SERVICE_NAME, ADMIN_SERVICE_NAME] {
             self.reporter
                 .set_service_status(name, ServingStatus::NotServing)

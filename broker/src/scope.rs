@@ -101,6 +101,10 @@ impl Scope {
     }
 
     /// Canonical bytes of every scoping input, the input of the credential id.
+    #[allow(
+        clippy::expect_used,
+        reason = "a struct of strings, lists and maps with string keys always serialises"
+    )]
     pub fn canonical(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("scope serializes")
     }

@@ -9,6 +9,7 @@
 
 use crate::admin::AdminService;
 use crate::broker::{Broker, BrokerSettings};
+use crate::clock::Clock;
 use crate::config::{CacheConfig, Config, StsMode};
 use crate::credentials::{CredentialEngine, EngineSettings};
 use crate::hashing::KeyedHasher;
@@ -25,43 +26,10 @@ use credbroker_proto::v1::session_admin_server::SessionAdminServer;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The key for session handles, credential ids and token fingerprints. Derived from the cache key
-/// when there is one, so every replica computes the same handles; otherwise made at start.
-fn hasher(config: &Config) -> KeyedHasher {
-    use base64::Engine;
-    if let Some(key) = &config.handle_key {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(key.expose())
-            .expect("validated at start");
-        return KeyedHasher::new(&bytes);
-    }
-    if matches!(config.cache, CacheConfig::Redis(_)) && !config.cache_keys.is_empty() {
-        tracing::warn!(
-            "BROKER_HANDLE_KEY is not set: handles derive from BROKER_CACHE_KEY, so rotating the cache key forgets every session and revocation; set BROKER_HANDLE_KEY"
-        );
-    }
-    match config.cache_keys.first() {
-        Some(key) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(key.expose())
-                .expect("validated at start");
-            let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes);
-            KeyedHasher::new(aws_lc_rs::hmac::sign(&k, b"credbroker/hash-key/v1").as_ref())
-        }
-        None if matches!(config.cache, CacheConfig::Redis(_)) => {
-            tracing::warn!(
-                "insecure plaintext cache: session handles use a fixed key; anyone with the store can link handles to session ids they know"
-            );
-            KeyedHasher::new(b"credbroker/insecure-plaintext-cache")
-        }
-        None => KeyedHasher::random(),
-    }
-}
-
 /// Opens the configured store, waiting for Redis as long as `BROKER_STORE_STARTUP_TIMEOUT` says.
-async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
+async fn open_store(config: &Config, clock: &Clock) -> anyhow::Result<AnyStore> {
     match &config.cache {
-        CacheConfig::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
+        CacheConfig::Memory => Ok(AnyStore::Memory(MemoryStore::with_clock(clock.clone()))),
         CacheConfig::Redis(url) => {
             let options = ConnectOptions {
                 startup_timeout: config.store_startup_timeout,
@@ -126,6 +94,8 @@ fn accept(
 /// Runs the broker until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // One clock for the engine, sessions, pauses and the store.
+    let clock = Clock::system();
     // The audit log first: a path that cannot be opened stops the broker before anything is served.
     let audit = match &config.audit {
         Some(target) => Some(crate::audit::install(
@@ -159,7 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }),
     );
     let opened = tokio::select! {
-        opened = open_store(&config) => opened,
+        opened = open_store(&config, &clock) => opened,
         () = &mut signal => {
             health.stopping().await;
             let _ = early_stop.send(());
@@ -170,7 +140,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let _ = early_stop.send(());
     let store = Arc::new(opened?);
-    let hasher = hasher(&config);
+    let hasher = KeyedHasher::for_store(
+        config.handle_key.as_ref(),
+        config.cache_keys.first(),
+        matches!(config.cache, CacheConfig::Redis(_)),
+    )
+    .map_err(anyhow::Error::msg)?;
 
     let jwks = match &config.jwks {
         Some(source) => Some(
@@ -208,11 +183,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         issuer,
         hasher.clone(),
         EngineSettings {
-            duration_secs,
             refresh_margin: config.refresh_margin,
             sts_cooldown: config.sts_cooldown,
             sts_cooldown_max: config.sts_cooldown_max,
             sts_denied_pause: config.sts_denied_pause,
+            clock,
             ..EngineSettings::default()
         },
     );

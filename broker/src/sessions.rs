@@ -10,26 +10,9 @@
 //! A session id is a bearer secret: it is never stored or logged, only its keyed hash, the
 //! [`SessionHandle`].
 
-use crate::scope::Scope;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// What the store keeps for a session. Holds no secret: the token is kept as a keyed
-/// fingerprint and the credentials by their id.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SessionRecord {
-    pub subject: String,
-    pub issuer: String,
-    pub scope: Scope,
-    pub credential_id: String,
-    pub token_fingerprint: String,
-    /// The bound token's `exp`, seconds since the epoch.
-    pub token_expires_at: i64,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    pub revoked: bool,
-    pub rebind_count: u32,
-}
+pub use crate::store::records::SessionRecord;
 
 /// What a call with a token means for a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +75,7 @@ pub fn valid_session_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scope::Scope;
 
     fn record(sub: &str, fp: &str) -> SessionRecord {
         SessionRecord {

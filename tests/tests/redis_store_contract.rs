@@ -43,7 +43,7 @@ fn session(subject: &str) -> SessionRecord {
     SessionRecord {
         subject: subject.into(),
         issuer: "https://auth.e2e.test/".into(),
-        credential_id: random_string(40).to_lowercase(),
+        credential_id: random_string(40).to_lowercase().into(),
         token_fingerprint: random_string(40).to_lowercase(),
         token_expires_at: now_ms() / 1000 + 3600,
         created_at_ms: now_ms(),

@@ -1,48 +1,70 @@
 //! The embedded store: one process, no network, no sealing (nothing leaves the process).
 //!
 //! Expired records are dropped when read and by [`MemoryStore::sweep`], which the broker runs
-//! periodically so that abandoned sessions do not accumulate.
+//! periodically so that abandoned sessions do not accumulate. Deadlines are read on the
+//! injected [`Clock`], so tests move time instead of waiting for it.
 
+use super::records::CredentialRecord;
+use super::records::SessionRecord;
 use super::{LockToken, Store, StoreError, Version};
-use crate::credentials::CredentialRecord;
+use crate::clock::Clock;
 use crate::hashing::SessionHandle;
-use crate::sessions::SessionRecord;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
 
 struct Entry<T> {
     value: T,
     version: u64,
-    deadline: Instant,
+    /// Unix milliseconds after which the entry is gone.
+    deadline: i64,
 }
 
-/// In-process maps behind read-write locks; critical sections are map operations only.
+/// `now` plus `ttl`, in unix milliseconds.
+fn after(now: i64, ttl: Duration) -> i64 {
+    now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// In-process maps behind read-write locks; critical sections are map operations only (so a
+/// poisoned lock holds consistent maps and is used as is).
 #[derive(Default)]
 pub struct MemoryStore {
+    clock: Clock,
     credentials: RwLock<HashMap<String, Entry<CredentialRecord>>>,
     sessions: RwLock<BTreeMap<SessionHandle, Entry<SessionRecord>>>,
-    locks: RwLock<HashMap<String, (LockToken, Instant)>>,
+    locks: RwLock<HashMap<String, (LockToken, i64)>>,
     next_version: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStore {
+    /// A store on the system clock.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A store whose expiries follow `clock`.
+    pub fn with_clock(clock: Clock) -> Self {
+        Self {
+            clock,
+            ..Self::default()
+        }
+    }
+
     /// Drops expired records and locks; returns how many sessions remain.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         self.credentials
             .write()
-            .expect("lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, e| e.deadline > now);
         self.locks
             .write()
-            .expect("lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, (_, d)| *d > now);
-        let mut s = self.sessions.write().expect("lock");
+        let mut s = self
+            .sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         s.retain(|_, e| e.deadline > now);
         s.len()
     }
@@ -54,18 +76,15 @@ impl MemoryStore {
     }
 }
 
-/// Time left until a unix-milliseconds instant, as an `Instant` deadline.
-fn deadline_at(unix_ms: i64) -> Instant {
-    let now_ms = crate::clock::now_ms();
-    Instant::now() + Duration::from_millis(unix_ms.saturating_sub(now_ms).max(0) as u64)
-}
-
 impl Store for MemoryStore {
     async fn get_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
-        let map = self.credentials.read().expect("lock");
+        let map = self
+            .credentials
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(map
             .get(id)
-            .filter(|e| e.deadline > Instant::now())
+            .filter(|e| e.deadline > self.clock.now_ms())
             .map(|e| e.value.clone()))
     }
 
@@ -73,28 +92,28 @@ impl Store for MemoryStore {
         let entry = Entry {
             value: record.clone(),
             version: 0,
-            deadline: deadline_at(record.expires_at_ms),
+            deadline: record.expires_at_ms,
         };
         self.credentials
             .write()
-            .expect("lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(id.to_string(), entry);
         Ok(())
     }
 
     async fn try_lock(&self, id: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
-        let mut locks = self.locks.write().expect("lock");
-        let now = Instant::now();
+        let mut locks = self.locks.write().unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now_ms();
         if locks.get(id).is_some_and(|(_, d)| *d > now) {
             return Ok(None);
         }
         let token = LockToken::random();
-        locks.insert(id.to_string(), (token.clone(), now + ttl));
+        locks.insert(id.to_string(), (token.clone(), after(now, ttl)));
         Ok(Some(token))
     }
 
     async fn unlock(&self, id: &str, token: &LockToken) -> Result<(), StoreError> {
-        let mut locks = self.locks.write().expect("lock");
+        let mut locks = self.locks.write().unwrap_or_else(PoisonError::into_inner);
         if locks.get(id).is_some_and(|(t, _)| t == token) {
             locks.remove(id);
         }
@@ -105,10 +124,10 @@ impl Store for MemoryStore {
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<(SessionRecord, Version)>, StoreError> {
-        let map = self.sessions.read().expect("lock");
+        let map = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
         Ok(map
             .get(handle)
-            .filter(|e| e.deadline > Instant::now())
+            .filter(|e| e.deadline > self.clock.now_ms())
             .map(|e| (e.value.clone(), Version(e.version.to_be_bytes().to_vec()))))
     }
 
@@ -120,8 +139,11 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let version = self.version();
-        let mut map = self.sessions.write().expect("lock");
-        let now = Instant::now();
+        let mut map = self
+            .sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now_ms();
         let current = map
             .get(handle)
             .filter(|e| e.deadline > now)
@@ -134,7 +156,7 @@ impl Store for MemoryStore {
             Entry {
                 value: record.clone(),
                 version,
-                deadline: now + ttl,
+                deadline: after(now, ttl),
             },
         );
         Ok(true)
@@ -146,8 +168,8 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<(SessionHandle, SessionRecord)>, StoreError> {
         use std::ops::Bound;
-        let map = self.sessions.read().expect("lock");
-        let now = Instant::now();
+        let map = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now_ms();
         let lower = match after {
             Some(h) => Bound::Excluded(h.clone()),
             None => Bound::Unbounded,

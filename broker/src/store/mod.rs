@@ -11,17 +11,17 @@
 
 pub mod memory;
 pub mod near;
+pub mod records;
 pub mod redis;
 mod seal;
 
-use crate::credentials::CredentialRecord;
 use crate::hashing::SessionHandle;
-use crate::sessions::SessionRecord;
 use std::future::Future;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
 pub use near::NearCache;
+pub use records::{CredentialRecord, SessionRecord};
 pub use redis::RedisStore;
 
 /// Why the store could not answer. Both fail the request closed.

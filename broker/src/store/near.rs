@@ -13,7 +13,7 @@
 //! (a later read fills it again from the store). A hand-rolled map rather than a cache crate: the
 //! only policy needed is "valid until a time the record carries".
 
-use crate::credentials::CredentialRecord;
+use super::records::CredentialRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -45,7 +45,10 @@ impl NearCache {
     /// The record for `id`, if held and not yet due for refresh at `now_ms`. A stale entry is
     /// removed, so the caller reads the store (and starts the refresh) as without a cache.
     pub fn get(&self, id: &str, now_ms: i64) -> Option<Arc<CredentialRecord>> {
-        let mut entries = self.entries.lock().expect("near cache lock");
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match entries.get(id) {
             Some(record) if usable(record, now_ms) => Some(Arc::clone(record)),
             Some(_) => {
@@ -61,7 +64,10 @@ impl NearCache {
         if !usable(record, now_ms) {
             return;
         }
-        let mut entries = self.entries.lock().expect("near cache lock");
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.len() >= self.capacity && !entries.contains_key(id) {
             entries.retain(|_, r| usable(r, now_ms));
             if entries.len() >= self.capacity {
@@ -73,7 +79,10 @@ impl NearCache {
 
     /// Entries held (fresh or not yet swept).
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("near cache lock").len()
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -27,13 +27,13 @@
 //! There is deliberately no in-process cache of sessions: every call reads the session from Redis,
 //! so a revocation on one replica is seen by all at their next call.
 
+use super::records::CredentialRecord;
+use super::records::SessionRecord;
 use super::seal::Sealer;
 use super::{LockToken, Store, StoreError, Version};
 use crate::clock::now_ms;
-use crate::credentials::CredentialRecord;
 use crate::hashing::SessionHandle;
 use crate::secret::Secret;
-use crate::sessions::SessionRecord;
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -290,11 +290,6 @@ impl RedisStore {
         } else {
             format!("redis {}", target.display)
         };
-        if target.node_urls[0].expose().starts_with("rediss://") {
-            // The crate builds its TLS config from rustls' process-wide provider and panics
-            // without one; `main` installs aws-lc-rs, this covers library use (a no-op otherwise).
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        }
         let scrub = |e: &redis::RedisError| scrub(&e.to_string(), target.password.as_ref());
         let conn = if target.cluster {
             let nodes: Vec<&str> = target.node_urls.iter().map(Secret::expose).collect();

@@ -142,11 +142,24 @@ pub(crate) fn refresh_after(cache_control: Option<&str>) -> Duration {
     }
 }
 
+/// TLS for key-set fetches: rustls with the process's one crypto provider (aws-lc-rs, the only
+/// one compiled in, so `builder()` selects it without a global install) and the Mozilla roots,
+/// the roots reqwest's `rustls-tls` feature used before.
+fn tls_config() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 impl Jwks {
     /// Loads the key set once (a broker that cannot read its keys does not start) and starts the
     /// refresh timer, which ends when the `Jwks` is dropped.
     pub async fn load(source: JwksSource, min_refetch: Duration) -> Result<Self, JwksError> {
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config())
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -211,11 +224,18 @@ async fn timer(inner: Weak<Inner>) {
 impl Inner {
     /// When the timer refreshes next.
     fn next_due(&self) -> Instant {
-        *self.next_refresh.lock().expect("jwks timer lock")
+        *self
+            .next_refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<DecodingKey>, TokenError> {
-        let set = self.keys.read().expect("jwks lock poisoned").clone();
+        let set = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let entry = match kid {
             Some(kid) => set.by_kid.get(kid).cloned().ok_or(TokenError::UnknownKey)?,
             None => {
@@ -270,7 +290,10 @@ impl Inner {
                     next_refresh_s = refresh.as_secs(),
                     "JWKS refetched"
                 );
-                *self.keys.write().expect("jwks lock poisoned") = Arc::new(keys);
+                *self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
                 refresh
             }
             Err(e) => {
@@ -278,7 +301,10 @@ impl Inner {
                 RETRY_AFTER_FAILURE
             }
         };
-        let mut due = self.next_refresh.lock().expect("jwks timer lock");
+        let mut due = self
+            .next_refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *due = now + next;
     }
 }
@@ -706,9 +732,12 @@ mod tests {
             .await
             .unwrap();
         std::fs::write(&path, serde_json::json!({"keys":[jwk2]}).to_string()).unwrap();
-        tokio::time::sleep(DEFAULT_REFRESH + Duration::from_secs(1)).await;
-        // Let the timer task run its (file) fetch.
-        for _ in 0..10 {
+        tokio::time::advance(DEFAULT_REFRESH + Duration::from_secs(1)).await;
+        // The timer task runs its (file) fetch on this thread: yield until it has run.
+        for _ in 0..1000 {
+            if jwks.inner.lookup(Some("k2"), Algorithm::ES256).is_ok() {
+                break;
+            }
             tokio::task::yield_now().await;
         }
         assert!(matches!(
