@@ -175,6 +175,11 @@ pub struct ServeArgs {
     /// Accept a Redis whose maxmemory-policy evicts keys (revocations may be dropped).
     #[arg(long, env = "BROKER_REDIS_ALLOW_EVICTION")]
     pub redis_allow_eviction: bool,
+    /// Serve `McpSessionWithoutToken`, which records MCP sessions opened without a token, for
+    /// adapters run with ADAPTER_REQUIRE_AUTH=tools behind a load balancer. Off by default: the
+    /// call needs no token, so anyone who can reach the broker could fill the store with records.
+    #[arg(long, env = "BROKER_MCP_TOKENLESS_SESSIONS")]
+    pub mcp_tokenless_sessions: bool,
     /// How long a session outlives its token's `exp`, waiting for a refreshed token.
     #[arg(long, env = "BROKER_SESSION_GRACE", default_value = "5m")]
     pub session_grace: String,
@@ -350,6 +355,8 @@ pub struct Config {
     pub store_startup_timeout: Option<Duration>,
     /// BROKER_REDIS_ALLOW_EVICTION: an evicting Redis is accepted (and the risk logged).
     pub redis_allow_eviction: bool,
+    /// BROKER_MCP_TOKENLESS_SESSIONS: `McpSessionWithoutToken` is served (it is refused otherwise).
+    pub mcp_tokenless_sessions: bool,
     pub session_grace: Duration,
     pub revoked_retention: Duration,
     pub shutdown_timeout: Duration,
@@ -720,6 +727,7 @@ impl ServeArgs {
                 t => Some(duration("BROKER_STORE_STARTUP_TIMEOUT", t)?),
             },
             redis_allow_eviction: self.redis_allow_eviction,
+            mcp_tokenless_sessions: self.mcp_tokenless_sessions,
             session_grace: duration("BROKER_SESSION_GRACE", &self.session_grace)?,
             revoked_retention: duration("BROKER_REVOKED_RETENTION", &self.revoked_retention)?,
             shutdown_timeout: duration("BROKER_SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?,

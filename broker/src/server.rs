@@ -272,9 +272,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .add_service(health_service)
             .add_service(v1)
             .add_service(v1alpha)
-            .add_service(CredentialBrokerServer::new(BrokerService::new(Arc::clone(
-                &broker,
-            ))))
+            .add_service(CredentialBrokerServer::new(
+                BrokerService::new(Arc::clone(&broker))
+                    .with_tokenless_sessions(config.mcp_tokenless_sessions),
+            ))
             .add_service(SessionAdminServer::new(AdminService::new(
                 broker,
                 config.operators.clone(),

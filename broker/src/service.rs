@@ -23,12 +23,25 @@ pub struct BrokerService {
     broker: Arc<Broker>,
     /// MCP adapter sessions shared by adapter replicas, in the same store as the bindings.
     mcp: McpSessions,
+    /// `McpSessionWithoutToken` is served (BROKER_MCP_TOKENLESS_SESSIONS); refused otherwise,
+    /// because it needs no token and would let anyone who reaches the broker write records.
+    tokenless_sessions: bool,
 }
 
 impl BrokerService {
     pub fn new(broker: Arc<Broker>) -> Self {
         let mcp = McpSessions::new(Arc::clone(broker.store()));
-        Self { broker, mcp }
+        Self {
+            broker,
+            mcp,
+            tokenless_sessions: false,
+        }
+    }
+
+    /// Serves `McpSessionWithoutToken` too (BROKER_MCP_TOKENLESS_SESSIONS=true).
+    pub fn with_tokenless_sessions(mut self, on: bool) -> Self {
+        self.tokenless_sessions = on;
+        self
     }
 }
 
@@ -479,6 +492,11 @@ impl BrokerService {
     ) -> Result<Response<pb::McpSession>, Status> {
         const METHOD: &str = "McpSessionWithoutToken";
         use pb::mcp_session_use::Action;
+        if !self.tokenless_sessions {
+            return Err(Status::failed_precondition(
+                "McpSessionWithoutToken is off: this broker records MCP sessions opened without a token only with BROKER_MCP_TOKENLESS_SESSIONS=true (for adapters run with ADAPTER_REQUIRE_AUTH=tools); otherwise send the token with initialize",
+            ));
+        }
         let r = req.into_inner();
         let id = Secret::new(r.session_id);
         let u = mcp_use(r.r#use.unwrap_or_default()).map_err(|e| mcp_status(METHOD, e))?;

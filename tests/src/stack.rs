@@ -89,8 +89,13 @@ impl BrokerStack {
 }
 
 /// The standard broker configuration against `seed`, with STS at `sts_endpoint`.
+///
+/// It serves `McpSessionWithoutToken` (BROKER_MCP_TOKENLESS_SESSIONS=true, off by default) because
+/// the stacks serve adapters in both `ADAPTER_REQUIRE_AUTH` modes; the default's refusal is tested
+/// in `adapter_replicas::a_default_broker_records_no_session_without_a_token`.
 pub fn standard_broker(seed: &MotoSeed, sts_endpoint: &str, secret: &str) -> BrokerBuilder {
     BrokerBuilder::new()
+        .env("BROKER_MCP_TOKENLESS_SESSIONS", "true")
         .hs256_secret(secret)
         .env("BROKER_JWT_ISSUER", ISSUER)
         .env("BROKER_JWT_AUDIENCE", AUDIENCE)

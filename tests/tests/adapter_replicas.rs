@@ -488,6 +488,71 @@ async fn run_node(script: &std::path::Path, input: &Value) -> Value {
 // ---------------------------------------------------------------------------------------------
 // The broker's side of shared sessions, called directly (as anything on the network could)
 
+/// `McpSessionWithoutToken` needs no token, so a broker serves it only when told to
+/// (BROKER_MCP_TOKENLESS_SESSIONS=true, for adapters in `ADAPTER_REQUIRE_AUTH=tools`): by default
+/// whoever reaches the broker cannot write session records, and an adapter in `tools` mode in
+/// front of such a broker refuses a token-less initialize rather than open a session no replica
+/// could see. A token-bearing session works as always.
+#[tokio::test]
+async fn a_default_broker_records_no_session_without_a_token() {
+    use credbroker_proto::v1::{
+        McpSessionUse, McpSessionWithoutTokenRequest, mcp_session_use::Action,
+    };
+    use tonic::Code;
+    let stack =
+        e2e::stack::BrokerStack::start_with(|b| b.without_env("BROKER_MCP_TOKENLESS_SESSIONS"))
+            .await;
+    let mut client = stack.broker.client().await;
+    let refused = client
+        .mcp_session_without_token(McpSessionWithoutTokenRequest {
+            session_id: e2e::stack::new_session_id(),
+            r#use: Some(McpSessionUse {
+                action: Action::Open as i32,
+                initialize_params_json: "{}".into(),
+                idle_ms: 60_000,
+            }),
+        })
+        .await;
+    let status = e2e::rpc::expect_code(refused, Code::FailedPrecondition, "token-less OPEN");
+    assert!(
+        status.message().contains("BROKER_MCP_TOKENLESS_SESSIONS"),
+        "the refusal names the setting: {}",
+        status.message()
+    );
+
+    let adapter = e2e::adapter::AdapterBuilder::new(&stack.broker.endpoint())
+        .s3_endpoint(&stack.aws_endpoint())
+        .env("ADAPTER_REQUIRE_AUTH", "tools")
+        .start()
+        .await;
+    let mcp = McpHttp::new(&adapter.mcp_url());
+    let init = json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {
+            "protocolVersion": SESSION_VERSION,
+            "capabilities": {},
+            "clientInfo": { "name": "e2e-default-broker", "version": "1" }
+        }
+    });
+    let anonymous = mcp
+        .post(&init, &Call::default())
+        .await
+        .expect("initialize reaches the adapter");
+    assert_eq!(
+        anonymous.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a token-less initialize the broker cannot record is refused: {}",
+        anonymous.text
+    );
+    assert!(
+        anonymous.header("mcp-session-id").is_none(),
+        "no session id is handed out: {anonymous:?}"
+    );
+    let token = stack.rw_token("kim-default-broker");
+    let session = mcp.open_session(Some(&token)).await;
+    assert!(!session.is_empty());
+}
+
 #[tokio::test]
 async fn the_broker_refuses_misuse_of_shared_session_records() {
     use credbroker_proto::v1::{
