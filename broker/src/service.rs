@@ -551,8 +551,13 @@ impl BrokerService {
                     None => return Err(mcp_status(METHOD, McpSessionError::Gone)),
                 };
                 if record.owned {
-                    // Refused by the adapter (a token is needed): no refresh on its behalf.
-                    return Ok(Response::new(mcp_answer(&record)));
+                    // Refused by the adapter (a token is needed): no refresh on its behalf, and
+                    // nothing of the owner's session (its initialize params) for a caller who
+                    // proved nothing but the session id.
+                    return Ok(Response::new(pb::McpSession {
+                        initialize_params_json: String::new(),
+                        ..mcp_answer(&record)
+                    }));
                 }
                 let record = McpRecord {
                     idle_ms: u.idle_ms,

@@ -648,6 +648,11 @@ async fn the_broker_refuses_misuse_of_shared_session_records() {
         .expect("token-less CONTINUE")
         .into_inner();
     assert!(seen.owned);
+    assert!(
+        seen.initialize_params_json.is_empty(),
+        "a token-less caller learns nothing of an owned session's initialize: {:?}",
+        seen.initialize_params_json
+    );
     let mallory = GetCredentialsRequest {
         token: brokers.rw_token("mallory-replicas"),
         ..with_token(&id, use_(Action::End, 60_000))
