@@ -142,6 +142,21 @@ impl McpSessions {
         }
     }
 
+    /// Writes again a record the store lost, for a replica that still holds the session: the
+    /// written record, or the live one a concurrent request of the same session wrote first (two
+    /// requests of one session after a Redis restart race here; the loser must not be told the
+    /// session is gone). `None` when a tombstone is there: the session ended meanwhile.
+    pub async fn reopen(
+        &self,
+        handle: &SessionHandle,
+        record: &McpRecord,
+    ) -> Result<Option<McpRecord>, StoreError> {
+        if self.put(handle, record, false).await? {
+            return Ok(Some(record.clone()));
+        }
+        Ok(self.get(handle).await?.filter(|r| !r.ended))
+    }
+
     /// Ends the session for every replica: the record becomes a tombstone for its idle timeout.
     pub async fn end(&self, handle: &SessionHandle, record: &McpRecord) -> Result<(), StoreError> {
         let tombstone = McpRecord {
@@ -229,6 +244,29 @@ mod tests {
         assert!(
             !s.put(&h, &owned, false).await.unwrap(),
             "never opened again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_record_reopened_twice_is_live_for_both_but_never_over_a_tombstone() {
+        let s = McpSessions::new(Arc::new(AnyStore::Memory(MemoryStore::new())));
+        let h = handle(4);
+        let first = McpRecord {
+            created_at_ms: 1,
+            ..record(60_000)
+        };
+        let second = McpRecord {
+            created_at_ms: 2,
+            ..record(60_000)
+        };
+        assert_eq!(s.reopen(&h, &first).await.unwrap(), Some(first.clone()));
+        // The second request of the same session finds the first one's record, not "gone".
+        assert_eq!(s.reopen(&h, &second).await.unwrap(), Some(first.clone()));
+        s.end(&h, &first).await.unwrap();
+        assert_eq!(
+            s.reopen(&h, &second).await.unwrap(),
+            None,
+            "ended stays ended"
         );
     }
 

@@ -450,11 +450,23 @@ impl BrokerService {
                     created_at_ms: crate::clock::now_ms(),
                     ended: false,
                 };
-                // Set-if-absent: a record written meanwhile (a tombstone above all) wins.
-                if !self.mcp.put(handle, &record, false).await? {
+                // Set-if-absent: a record written meanwhile wins; a tombstone ends the session, a
+                // live one (a concurrent request of this session wrote it) is refreshed as owned.
+                let Some(written) = self.mcp.reopen(handle, &record).await? else {
+                    return Err(McpSessionError::Gone);
+                };
+                if written == record {
+                    tracing::info!(session = %handle, "MCP session record written again by a replica that holds the session");
+                    return Ok(record);
+                }
+                let record = McpRecord {
+                    owned: true,
+                    idle_ms: u.idle_ms,
+                    ..written
+                };
+                if !self.mcp.put(handle, &record, true).await? {
                     return Err(McpSessionError::Gone);
                 }
-                tracing::info!(session = %handle, "MCP session record written again by a replica that holds the session");
                 Ok(record)
             }
             Action::End => {
@@ -543,10 +555,11 @@ impl BrokerService {
                             created_at_ms: crate::clock::now_ms(),
                             ended: false,
                         };
-                        if !self.mcp.put(&handle, &record, false).await.map_err(store)? {
-                            return Err(mcp_status(METHOD, McpSessionError::Gone));
+                        // A concurrent request of this session may have written it first.
+                        match self.mcp.reopen(&handle, &record).await.map_err(store)? {
+                            Some(record) => record,
+                            None => return Err(mcp_status(METHOD, McpSessionError::Gone)),
                         }
-                        record
                     }
                     None => return Err(mcp_status(METHOD, McpSessionError::Gone)),
                 };

@@ -696,4 +696,36 @@ async fn the_broker_refuses_misuse_of_shared_session_records() {
         .expect("a holder's CONTINUE re-opens a lost record")
         .into_inner();
     assert!(answer.mcp_session.expect("the record").owned);
+
+    // Two requests of one session reach the broker together after the store lost its record
+    // (Redis restarted empty): one writes it again, the other must find it written, not be told
+    // the session is gone (which makes the adapter end a live session). Many rounds, so that the
+    // two really race.
+    for round in 0..20 {
+        let lost = e2e::stack::new_session_id();
+        let holder = McpSessionUse {
+            initialize_params_json: "{}".into(),
+            ..use_(Action::Continue, 60_000)
+        };
+        let (mut a, mut b) = (client.clone(), client.clone());
+        let (first, second) = tokio::join!(
+            a.get_credentials(with_token(&lost, holder.clone())),
+            b.get_credentials(with_token(&lost, holder.clone())),
+        );
+        for (which, answer) in [("first", first), ("second", second)] {
+            let answer = answer
+                .unwrap_or_else(|e| panic!("round {round}: the {which} of two concurrent holders' CONTINUE on a lost record: {e:?}"))
+                .into_inner();
+            assert!(answer.mcp_session.expect("the record").owned);
+        }
+        // The same race without a token (an `ADAPTER_REQUIRE_AUTH=tools` session not yet bound).
+        let lost = e2e::stack::new_session_id();
+        let (first, second) = tokio::join!(
+            a.mcp_session_without_token(without_token(&lost, holder.clone())),
+            b.mcp_session_without_token(without_token(&lost, holder.clone())),
+        );
+        for (which, answer) in [("first", first), ("second", second)] {
+            answer.unwrap_or_else(|e| panic!("round {round}: the {which} of two concurrent token-less CONTINUE on a lost record: {e:?}"));
+        }
+    }
 }
