@@ -11,6 +11,9 @@ exposing the same ``bucket_objects_list`` tool as ``mcp-adapter``:
 * the S3 call runs in a worker thread (``anyio.to_thread``), so the event loop keeps serving other
   calls while boto3 waits on S3 -- the most generous way to run boto3 under an async server.
 
+With ``BENCH_LEAN=1`` it answers with JSON instead of an SSE stream per call (``json_response``):
+the lean stack of the benchmarks, the cheapest honest way to write the incident's backend.
+
 Everything else is the SDK's default (logging, transport security, sessions), as a team would
 deploy it. Configuration comes from the environment (set by ``credbroker-bench``):
 ``BENCH_PORT``, ``BENCH_JWT_SECRET``, ``BENCH_JWT_ISSUER``, ``BENCH_JWT_AUDIENCE``,
@@ -138,4 +141,11 @@ async def bucket_objects_list(
 
 
 if __name__ == "__main__":
-    app.run("streamable-http", host="127.0.0.1", port=int(os.environ["BENCH_PORT"]))
+    # BENCH_LEAN=1: the lean variant -- JSON answers instead of an SSE stream per call (the
+    # cheapest honest way to serve one answer per request); everything else is the same.
+    app.run(
+        "streamable-http",
+        host="127.0.0.1",
+        port=int(os.environ["BENCH_PORT"]),
+        json_response=os.environ.get("BENCH_LEAN") == "1",
+    )

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use credbroker_bench::report::Report;
-use credbroker_bench::scenarios::adapter::AdapterConfig;
+use credbroker_bench::scenarios::adapter::{AdapterConfig, BackendKind};
 use credbroker_bench::scenarios::cold::ColdConfig;
 use credbroker_bench::scenarios::memory::MemoryConfig;
 use credbroker_bench::scenarios::startup::StartupConfig;
@@ -103,8 +103,18 @@ struct StartupArgs {
 
 #[derive(Debug, Args, Clone)]
 struct AdapterArgs {
-    #[command(flatten)]
-    load: Load,
+    /// Concurrency levels (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,16")]
+    concurrency: Vec<usize>,
+    /// Measured time per point.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unrecorded warm-up before each point.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// S3 backends (comma-separated): moto, stub.
+    #[arg(long, value_delimiter = ',', default_value = "moto,stub")]
+    backends: Vec<BackendKind>,
     #[arg(long, default_value_t = 8)]
     users: usize,
     #[arg(long, default_value_t = 20)]
@@ -186,11 +196,12 @@ fn startup(a: &StartupArgs) -> StartupConfig {
 
 fn adapter(a: &AdapterArgs) -> AdapterConfig {
     AdapterConfig {
-        concurrency: a.load.concurrency.clone(),
-        warmup: a.load.warmup,
-        duration: a.load.duration,
+        concurrency: a.concurrency.clone(),
+        warmup: a.warmup,
+        duration: a.duration,
         users: a.users,
         objects: a.objects,
+        backends: a.backends.clone(),
     }
 }
 

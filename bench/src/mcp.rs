@@ -105,6 +105,13 @@ impl McpSession {
         request
     }
 
+    /// Any request of the session (e.g. `tools/list`): its `result`, or the error.
+    pub async fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        self.request_with_headers(method, params)
+            .await
+            .map(|(result, _)| result)
+    }
+
     async fn request_with_headers(
         &mut self,
         method: &str,

@@ -1,13 +1,18 @@
-//! The adapter end to end: `tools/call bucket_objects_list` through mcp-adapter + broker + moto,
-//! against (a) a direct aws-sdk-s3 `ListObjectsV2` on the same moto with the same credentials
-//! (the adapter's added latency) and (b) the Python stack the incident's backend used
-//! (`bench/python/mcp_s3_server.py`: the official SDK's `MCPServer` with boto3, validating the same
-//! HS256 JWT per call, one AssumeRole per token), driven by the same client at the same concurrency.
+//! The adapter end to end: `tools/call bucket_objects_list` through mcp-adapter + broker, on two
+//! S3 backends — moto (IAM-checked, but it closes every connection and its Python dominates wall
+//! time) and the keep-alive S3 stand-in (`s3stub`, microseconds per answer, connections kept) —
+//! against, in the same run with the same client and concurrency:
 //!
-//! moto is slow (single Python process) and dominates wall time on every side, so the comparison
-//! that says what the MCP stacks cost is server CPU per tool call: utime+stime of adapter + broker
-//! against the Python server process, read from /proc before and after each run. moto's own CPU is
-//! reported beside it and counted on neither side.
+//! - a direct aws-sdk-s3 `ListObjectsV2` with the same credentials (the adapter's added latency);
+//! - the floor (`adapter_floor`: a bare axum handler making the same broker call and the same S3
+//!   call, no rmcp): what one tool call must cost at least;
+//! - the Python stack the incident's backend used (`bench/python/mcp_s3_server.py`: the official
+//!   SDK's `MCPServer` with boto3, SSE answers) and its lean variant (`BENCH_LEAN=1`: JSON answers;
+//!   both validate the HS256 JWT per call and cache a boto3 client per token).
+//!
+//! The comparison that says what the MCP stacks cost is server CPU per tool call: utime+stime of
+//! adapter + broker (or floor + broker, or the Python process) from /proc before and after each
+//! point. The backend's CPU is reported beside it and counted on no side.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,7 +30,7 @@ use serde_json::{Value, json};
 use crate::driver::{self, LoadResult, LoadSpec, Op};
 use crate::mcp::McpSession;
 use crate::procfs;
-use crate::report::{Report, load_row, us, verdict};
+use crate::report::{Report, load_row, rate, us, verdict};
 
 #[derive(Debug, Clone)]
 pub struct AdapterConfig {
@@ -36,12 +41,41 @@ pub struct AdapterConfig {
     pub users: usize,
     /// Objects put in the bucket before measuring (one list page returns them all).
     pub objects: usize,
+    /// The S3 backends to measure on.
+    pub backends: Vec<BackendKind>,
+}
+
+/// An S3 backend the adapter benchmarks run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// moto server: IAM enforced, `Connection: close` on every answer.
+    Moto,
+    /// The keep-alive S3 stand-in (`s3-stub`): no checks, answers from memory.
+    Stub,
+}
+
+impl BackendKind {
+    fn tag(self) -> &'static str {
+        match self {
+            BackendKind::Moto => "moto",
+            BackendKind::Stub => "stub",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            BackendKind::Moto => "moto",
+            BackendKind::Stub => "keep-alive S3 stub",
+        }
+    }
 }
 
 const TOOL: &str = "bucket_objects_list";
 const DIRECT: &str = "direct S3 (aws-sdk-s3)";
 const ADAPTER: &str = "mcp-adapter + broker";
-const PYTHON: &str = "Python MCPServer + boto3";
+const FLOOR: &str = "floor (axum handler) + broker";
+const PYTHON: &str = "Python MCPServer + boto3 (incident: SSE)";
+const LEAN: &str = "Python MCPServer + boto3 (lean: JSON)";
 
 struct DirectList {
     s3: S3,
@@ -58,6 +92,21 @@ impl Op for DirectList {
             .await
             .map(|_| ())
             .map_err(|e| aws::error_code(&e))
+    }
+}
+
+/// `tools/list` on a session: the MCP request path without S3.
+struct ToolsList {
+    session: McpSession,
+}
+
+impl Op for ToolsList {
+    async fn call(&mut self) -> Result<(), String> {
+        let result = self.session.request("tools/list", json!({})).await?;
+        match result.get("tools").and_then(Value::as_array) {
+            Some(tools) if !tools.is_empty() => Ok(()),
+            _ => Err(format!("tools/list without tools: {result}")),
+        }
     }
 }
 
@@ -126,7 +175,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// The Python MCP server, started from the project's venv.
 async fn start_python(
     stack: &BrokerStack,
+    s3_endpoint: &str,
     sts_endpoint: &str,
+    lean: bool,
     scratch: &Scratch,
     http: &reqwest::Client,
     token: &str,
@@ -144,13 +195,15 @@ async fn start_python(
         .env("BENCH_JWT_SECRET", &stack.secret)
         .env("BENCH_JWT_ISSUER", ISSUER)
         .env("BENCH_JWT_AUDIENCE", AUDIENCE)
-        .env("BENCH_S3_ENDPOINT", stack.aws_endpoint())
+        .env("BENCH_S3_ENDPOINT", s3_endpoint)
+        .env("BENCH_LEAN", if lean { "1" } else { "0" })
         .env("BENCH_STS_ENDPOINT", sts_endpoint)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", &broker_user.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", &broker_user.secret_access_key);
-    let mut process = ChildProcess::spawn("python-mcp", &mut cmd, &scratch.join("python.log"));
+    let name = if lean { "python-lean" } else { "python-mcp" };
+    let mut process = ChildProcess::spawn(name, &mut cmd, &scratch.join(&format!("{name}.log")));
     let url = format!("http://127.0.0.1:{port}/mcp");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -174,7 +227,8 @@ struct Point {
     server_cpu_us: Option<f64>,
     /// Of that, the broker's (the second server pid), when there is one.
     broker_cpu_us: Option<f64>,
-    moto_cpu_us: f64,
+    /// The S3 backend's CPU per call (moto or the stub), counted on no side.
+    backend_cpu_us: f64,
     load1: f64,
 }
 
@@ -183,7 +237,7 @@ async fn measure<O: Op>(
     spec: LoadSpec,
     ops: Vec<O>,
     server_pids: &[u32],
-    moto_pid: u32,
+    backend_pid: u32,
 ) -> anyhow::Result<Point> {
     let load1 = procfs::load1();
     let cpu_before = procfs::cpu_time_of(server_pids)?;
@@ -191,14 +245,14 @@ async fn measure<O: Op>(
         .get(1)
         .map(|p| procfs::cpu_time(*p))
         .transpose()?;
-    let moto_before = procfs::cpu_time(moto_pid)?;
+    let backend_before = procfs::cpu_time(backend_pid)?;
     let result = driver::run(spec, ops).await;
     let cpu = procfs::cpu_time_of(server_pids)? - cpu_before;
     let broker = match (server_pids.get(1), broker_before) {
         (Some(pid), Some(before)) => Some(procfs::cpu_time(*pid)? - before),
         _ => None,
     };
-    let moto = procfs::cpu_time(moto_pid)? - moto_before;
+    let backend = procfs::cpu_time(backend_pid)? - backend_before;
     result.ensure_clean(label)?;
     // Requests started in the warm-up are not in `ops` but did use CPU; count every call the
     // servers handled in the sampled interval.
@@ -208,41 +262,76 @@ async fn measure<O: Op>(
         label,
         server_cpu_us: (!server_pids.is_empty()).then(|| cpu.as_secs_f64() * 1e6 / calls),
         broker_cpu_us: broker.map(|b| b.as_secs_f64() * 1e6 / calls),
-        moto_cpu_us: moto.as_secs_f64() * 1e6 / calls,
+        backend_cpu_us: backend.as_secs_f64() * 1e6 / calls,
         result,
         load1,
     })
 }
 
+/// A bench binary (`s3-stub`, `adapter-floor`) from the binaries' directory, started on port 0:
+/// its address is the one it prints (`listening on ADDR`), so no port is probed.
+async fn spawn_listening(
+    name: &str,
+    tag: &str,
+    args: &[&str],
+    scratch: &Scratch,
+) -> anyhow::Result<(ChildProcess, String)> {
+    let mut cmd = Command::new(tools::bin_dir().join(name));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    // A log of its own: the address is read from it.
+    let log = scratch.join(&format!("{name}-{tag}.log"));
+    let mut process = ChildProcess::spawn(name, &mut cmd, &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(addr) = process
+            .log_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("listening on "))
+        {
+            return Ok((process, format!("http://{}", addr.trim())));
+        }
+        if !process.is_running() || Instant::now() > deadline {
+            anyhow::bail!("{name} did not start:\n{}", process.log_tail(30));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One backend and everything measured on it.
+struct Backend {
+    kind: BackendKind,
+    endpoint: String,
+    pid: u32,
+    /// The stub's process (moto belongs to the stack).
+    _process: Option<ChildProcess>,
+}
+
+/// What one backend's run measured, for the summary.
+#[derive(Default)]
+struct BackendFigures {
+    /// (concurrency, adapter ÷ floor CPU, lean ÷ adapter, incident ÷ adapter, adapter calls/s,
+    /// lean calls/s)
+    ratios: Vec<(usize, f64, f64, f64, f64, f64)>,
+    /// Paired added latency (p25, median, p75), µs.
+    paired: (f64, f64, f64),
+}
+
 pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()> {
     let stack = BrokerStack::start_with(|b| b.env("RUST_LOG", "info")).await;
-    let adapter = AdapterBuilder::new(&stack.broker.endpoint())
-        .s3_endpoint(&stack.aws_endpoint())
-        .env("RUST_LOG", "info")
-        .start()
-        .await;
-    let moto_pid = moto_pid(&stack)?;
+    let scratch = Scratch::new("bench-adapter");
     let bucket = stack.seed().buckets.demo.clone();
-    let admin = aws::s3(&stack.aws_endpoint(), &stack.seed().users.admin);
-    for i in 0..cfg.objects {
-        aws::put_object(
-            &admin,
-            &bucket,
-            &format!("bench/object-{i:04}.txt"),
-            b"benchmark",
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("seed object: {e}"))?;
-    }
     let tokens: Vec<String> = (0..cfg.users)
         .map(|u| stack.rw_token(&format!("mcp-user-{u:02}@example.com")))
         .collect();
     // The credentials the adapter gets for each token (the broker caches per scope, so
     // ExchangeToken returns the very same credentials): the direct S3 baseline uses them.
     let mut broker = stack.broker.client().await;
-    let mut direct_clients = Vec::new();
+    let mut creds = Vec::new();
     for token in &tokens {
-        let creds = broker
+        let c = broker
             .exchange_token(ExchangeTokenRequest {
                 token: token.clone(),
                 role_arn: String::new(),
@@ -251,29 +340,253 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
             .into_inner()
             .credentials
             .ok_or_else(|| anyhow::anyhow!("ExchangeToken without credentials"))?;
-        direct_clients.push(aws::s3(&stack.aws_endpoint(), StaticCreds::from(&creds)));
+        creds.push(c);
     }
-
-    // What one list page holds (the seed's own objects included): every answer must match.
-    let expect = aws::list_keys(&direct_clients[0], &bucket)
-        .await
-        .map_err(|e| anyhow::anyhow!("direct list: {e}"))?
-        .len()
-        .min(100);
-
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .build()?;
     let python_sts = StsProxy::start(stack.moto.port());
-    let scratch = Scratch::new("bench-python");
-    let (python, python_url) =
-        start_python(&stack, &python_sts.endpoint(), &scratch, &http, &tokens[0]).await?;
+
+    let mut figures = Vec::new();
+    let mut json_backends = Vec::new();
+    for &kind in &cfg.backends {
+        let backend = match kind {
+            BackendKind::Moto => Backend {
+                kind,
+                endpoint: stack.aws_endpoint(),
+                pid: moto_pid(&stack)?,
+                _process: None,
+            },
+            BackendKind::Stub => {
+                let (process, endpoint) = spawn_listening("s3-stub", "stub", &[], &scratch).await?;
+                Backend {
+                    kind,
+                    endpoint,
+                    pid: process.pid(),
+                    _process: Some(process),
+                }
+            }
+        };
+        let (f, json) = run_backend(
+            cfg,
+            report,
+            &stack,
+            &backend,
+            &tokens,
+            &creds,
+            &bucket,
+            &http,
+            &python_sts,
+            &scratch,
+        )
+        .await?;
+        figures.push((kind, f));
+        json_backends.push(json);
+    }
+
+    // The MCP request path without S3: tools/list on the adapter (its own session).
+    let adapter = AdapterBuilder::new(&stack.broker.endpoint())
+        .s3_endpoint(&stack.aws_endpoint())
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    let mut list_rows = Vec::new();
+    let mut list_cpu = Vec::new();
+    for &c in &cfg.concurrency {
+        let spec = LoadSpec {
+            concurrency: c,
+            warmup: cfg.warmup,
+            duration: cfg.duration,
+        };
+        let mut ops = Vec::new();
+        for i in 0..c {
+            ops.push(ToolsList {
+                session: McpSession::open(&http, &adapter.mcp_url(), &tokens[i % tokens.len()])
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            });
+        }
+        let pt = measure(
+            "mcp-adapter + broker: tools/list",
+            spec,
+            ops,
+            &[adapter.pid(), stack.broker.pid()],
+            stack.broker.pid(),
+        )
+        .await?;
+        let s = pt.result.summary();
+        let cpu = pt.server_cpu_us.unwrap_or(f64::NAN);
+        list_cpu.push((c, cpu, pt.broker_cpu_us.unwrap_or(f64::NAN)));
+        list_rows.push(load_row(
+            pt.label,
+            &s,
+            &[
+                format!(
+                    "{cpu:.0} µs ({:.0} µs)",
+                    pt.broker_cpu_us.unwrap_or(f64::NAN)
+                ),
+                format!("{:.2}", pt.load1),
+            ],
+        ));
+    }
+    drop(adapter);
+
+    let mut md = String::from(
+        "`tools/list` on the adapter (no S3 call): the MCP request path alone. Server CPU = \
+         adapter + broker per call (in parentheses the broker's share).\n\n\
+         | stack | concurrency | calls/s | p50 | p99 | p99.9 | server CPU/call | load1 |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    md.push_str(&list_rows.join("\n"));
+    md.push_str("\n\nTargets (issue 16):\n\n");
+    let worst_list = list_cpu.iter().map(|(_, c, _)| *c).fold(0.0, f64::max);
+    md.push_str(&format!(
+        "- `tools/list` server CPU < 150 µs: {} → {}\n",
+        list_cpu
+            .iter()
+            .map(|(c, cpu, _)| format!("{cpu:.0} µs at c={c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        verdict(worst_list < 150.0)
+    ));
+    for (kind, f) in &figures {
+        let (lean_target, paired_target) = match kind {
+            BackendKind::Moto => (4.0, 1000.0),
+            BackendKind::Stub => (10.0, 300.0),
+        };
+        let worst_floor = f.ratios.iter().map(|r| r.1).fold(0.0, f64::max);
+        let worst_lean = f.ratios.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
+        md.push_str(&format!(
+            "- on {}: adapter ÷ floor CPU {} → ≤ 1.5× {}; lean Python ÷ adapter CPU {} → ≥ {lean_target}× {}; \
+             incident Python ÷ adapter {}; paired added latency median {} → ≤ {} {}; \
+             calls/s adapter vs lean Python {}\n",
+            kind.label(),
+            f.ratios
+                .iter()
+                .map(|r| format!("{:.2}× (c={})", r.1, r.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            verdict(worst_floor <= 1.5),
+            f.ratios
+                .iter()
+                .map(|r| format!("{:.1}× (c={})", r.2, r.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            verdict(worst_lean >= lean_target),
+            f.ratios
+                .iter()
+                .map(|r| format!("{:.1}× (c={})", r.3, r.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            us(f.paired.1),
+            us(paired_target),
+            verdict(f.paired.1 <= paired_target),
+            f.ratios
+                .iter()
+                .map(|r| format!("{} vs {} (c={})", rate(r.4), rate(r.5), r.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    report.add(
+        "Adapter: tools/list and the targets",
+        md,
+        json!({
+            "tools_list": list_cpu.iter().map(|(c, cpu, b)| json!({"concurrency": c, "server_cpu_us": cpu, "broker_cpu_us": b})).collect::<Vec<_>>(),
+            "backends": json_backends,
+            "python_assume_role_calls": python_sts.assume_role_count(),
+        }),
+    )?;
+    Ok(())
+}
+
+/// Every stack on one backend, at every concurrency; a report section of its own.
+#[allow(clippy::too_many_arguments)]
+async fn run_backend(
+    cfg: &AdapterConfig,
+    report: &mut Report,
+    stack: &BrokerStack,
+    backend: &Backend,
+    tokens: &[String],
+    creds: &[credbroker_proto::v1::AwsCredentials],
+    bucket: &str,
+    http: &reqwest::Client,
+    python_sts: &StsProxy,
+    scratch: &Scratch,
+) -> anyhow::Result<(BackendFigures, Value)> {
+    let admin = match backend.kind {
+        BackendKind::Moto => aws::s3(&backend.endpoint, &stack.seed().users.admin),
+        BackendKind::Stub => {
+            let admin = aws::s3(&backend.endpoint, &stack.seed().users.admin);
+            admin
+                .create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("stub bucket: {e:?}"))?;
+            admin
+        }
+    };
+    for i in 0..cfg.objects {
+        aws::put_object(
+            &admin,
+            bucket,
+            &format!("bench/object-{i:04}.txt"),
+            b"benchmark",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("seed object: {e}"))?;
+    }
+    let direct_clients: Vec<S3> = creds
+        .iter()
+        .map(|c| aws::s3(&backend.endpoint, StaticCreds::from(c)))
+        .collect();
+    // What one list page holds (the seed's own objects included): every answer must match.
+    let expect = aws::list_keys(&direct_clients[0], bucket)
+        .await
+        .map_err(|e| anyhow::anyhow!("direct list: {e}"))?
+        .len()
+        .min(100);
+
+    let adapter = AdapterBuilder::new(&stack.broker.endpoint())
+        .s3_endpoint(&backend.endpoint)
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    let (floor, floor_url) = spawn_listening(
+        "adapter-floor",
+        backend.kind.tag(),
+        &[&stack.broker.endpoint(), &backend.endpoint],
+        scratch,
+    )
+    .await?;
+    let floor_url = format!("{floor_url}/mcp");
+    let (python, python_url) = start_python(
+        stack,
+        &backend.endpoint,
+        &python_sts.endpoint(),
+        false,
+        scratch,
+        http,
+        &tokens[0],
+    )
+    .await?;
+    let (lean, lean_url) = start_python(
+        stack,
+        &backend.endpoint,
+        &python_sts.endpoint(),
+        true,
+        scratch,
+        http,
+        &tokens[0],
+    )
+    .await?;
     let arguments = json!({ "bucket": bucket, "max_keys": 100 });
 
     let mut rows = Vec::new();
     let mut json_points = Vec::new();
-    let mut summary = Vec::new();
+    let mut figures = BackendFigures::default();
     for &c in &cfg.concurrency {
         let spec = LoadSpec {
             concurrency: c,
@@ -283,12 +596,12 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         let direct = (0..c)
             .map(|i| DirectList {
                 s3: direct_clients[i % cfg.users].clone(),
-                bucket: bucket.clone(),
+                bucket: bucket.to_string(),
             })
             .collect();
         let sessions = |url: String| {
             let http = http.clone();
-            let tokens = tokens.clone();
+            let tokens = tokens.to_vec();
             let arguments = arguments.clone();
             async move {
                 let mut ops = Vec::new();
@@ -306,32 +619,39 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
             }
         };
         // Direct S3: the "server CPU" column shows this process's own CPU (the load driver and
-        // its aws-sdk-s3 clients), i.e. what a bare SDK call costs a Rust client against moto.
+        // its aws-sdk-s3 clients), i.e. what a bare SDK call costs a Rust client.
         let me = [std::process::id()];
-        let mut points = vec![measure(DIRECT, spec, direct, &me, moto_pid).await?];
+        let broker_pid = stack.broker.pid();
+        let mut points = vec![measure(DIRECT, spec, direct, &me, backend.pid).await?];
+        let ops = sessions(floor_url.clone()).await?;
+        points.push(measure(FLOOR, spec, ops, &[floor.pid(), broker_pid], backend.pid).await?);
         let ops = sessions(adapter.mcp_url()).await?;
-        let pids = [adapter.pid(), stack.broker.pid()];
-        points.push(measure(ADAPTER, spec, ops, &pids, moto_pid).await?);
+        points.push(
+            measure(
+                ADAPTER,
+                spec,
+                ops,
+                &[adapter.pid(), broker_pid],
+                backend.pid,
+            )
+            .await?,
+        );
+        let ops = sessions(lean_url.clone()).await?;
+        points.push(measure(LEAN, spec, ops, &[lean.pid()], backend.pid).await?);
         let ops = sessions(python_url.clone()).await?;
-        points.push(measure(PYTHON, spec, ops, &[python.pid()], moto_pid).await?);
+        points.push(measure(PYTHON, spec, ops, &[python.pid()], backend.pid).await?);
 
-        let find = |label: &str| points.iter().find(|p| p.label == label);
+        let find = |label: &str| points.iter().find(|p| p.label == label).expect("measured");
+        let cpu = |label: &str| find(label).server_cpu_us.unwrap_or(f64::NAN);
         let d = points[0].result.summary();
-        let python_point = find(PYTHON).expect("measured");
-        let py_cpu = python_point.server_cpu_us.unwrap_or(f64::NAN);
-        let py = python_point.result.summary();
-        let mut entry = json!({ "concurrency": c, "python_added_p50_us": py.p50_us - d.p50_us });
-        for (key, label) in [("adapter", ADAPTER)] {
-            if let Some(pt) = find(label) {
-                let s = pt.result.summary();
-                entry[format!("{key}_added_p50_us")] = json!(s.p50_us - d.p50_us);
-                entry[format!("{key}_python_cpu_ratio")] =
-                    json!(py_cpu / pt.server_cpu_us.unwrap_or(f64::NAN));
-                entry[format!("{key}_throughput_over_python")] =
-                    json!(s.throughput / py.throughput);
-            }
-        }
-        summary.push(entry);
+        figures.ratios.push((
+            c,
+            cpu(ADAPTER) / cpu(FLOOR),
+            cpu(LEAN) / cpu(ADAPTER),
+            cpu(PYTHON) / cpu(ADAPTER),
+            find(ADAPTER).result.summary().throughput,
+            find(LEAN).result.summary().throughput,
+        ));
         for pt in &points {
             let s = pt.result.summary();
             rows.push(load_row(
@@ -345,7 +665,7 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                         (_, Some(all), None) => format!("{all:.0} µs"),
                         _ => "—".into(),
                     },
-                    format!("{:.0} µs", pt.moto_cpu_us),
+                    format!("{:.0} µs", pt.backend_cpu_us),
                     format!("{:.2}", pt.load1),
                 ],
             ));
@@ -354,7 +674,7 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 "summary": s,
                 "server_cpu_us_per_call": pt.server_cpu_us,
                 "broker_cpu_us_per_call": pt.broker_cpu_us,
-                "moto_cpu_us_per_call": pt.moto_cpu_us,
+                "backend_cpu_us_per_call": pt.backend_cpu_us,
                 "load1_before": pt.load1,
             }));
         }
@@ -363,10 +683,10 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
     const PAIRS: usize = 400;
     let mut direct = DirectList {
         s3: direct_clients[0].clone(),
-        bucket: bucket.clone(),
+        bucket: bucket.to_string(),
     };
     let mut tool = ToolCall {
-        session: McpSession::open(&http, &adapter.mcp_url(), &tokens[0])
+        session: McpSession::open(http, &adapter.mcp_url(), &tokens[0])
             .await
             .map_err(anyhow::Error::msg)?,
         arguments: arguments.clone(),
@@ -377,84 +697,60 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         paired_added_latency(&mut direct, &mut tool, 2).await?;
     }
     let diffs = paired_added_latency(&mut direct, &mut tool, PAIRS).await?;
-    let paired = (
+    figures.paired = (
         quantile(&diffs, 0.25),
         quantile(&diffs, 0.5),
         quantile(&diffs, 0.75),
     );
-    let python_sts_calls = python_sts.assume_role_count();
     let mut md = format!(
-        "`tools/call {TOOL}` on `{bucket}` ({expect} objects in one page), {users} users, \
-         each worker its own MCP session (`initialize`, `notifications/initialized`, then \
-         `tools/call` with `Mcp-Session-Id` and `Authorization: Bearer` on every request, over \
-         keep-alive connections), the same reqwest client for every MCP server. Direct S3 = \
-         aws-sdk-s3 `ListObjectsV2` with the credentials the broker issued for the same tokens. \
-         {warmup:?} warm-up, {duration:?} per point. \"+p50\" = p50 − direct S3's p50 at the same \
-         concurrency. Server CPU = utime+stime per call of adapter + broker, or of the Python \
-         process; moto's CPU is counted on neither side. The Python server made \
-         {python_sts_calls} AssumeRole calls (one per token). In parentheses: the broker's \
-         share of the adapter + broker CPU; for direct S3, the CPU of the benchmark process itself \
-         (its aws-sdk-s3 clients: what the same S3 call costs any Rust client).\n\n\
-         | stack | concurrency | calls/s | p50 | p99 | p99.9 | +p50 over direct S3 | server CPU/call | moto CPU/call | load1 |\n\
+        "On **{label}** ({endpoint_note}). `tools/call {TOOL}` on `{bucket}` ({expect} objects in \
+         one page), {users} users, each worker its own MCP session (`initialize`, \
+         `notifications/initialized`, then `tools/call` with `Mcp-Session-Id` and `Authorization: \
+         Bearer` on every request, over keep-alive connections), the same reqwest client for \
+         every server. Direct S3 = aws-sdk-s3 `ListObjectsV2` with the credentials the broker \
+         issued for the same tokens. {warmup:?} warm-up, {duration:?} per point. \"+p50\" = p50 − \
+         direct S3's p50 at the same concurrency. Server CPU = utime+stime per call of adapter + \
+         broker, floor + broker, or the Python process (in parentheses: the broker's share; for \
+         direct S3, the benchmark process's own CPU); the backend's CPU is counted on no side.\n\n\
+         | stack | concurrency | calls/s | p50 | p99 | p99.9 | +p50 over direct S3 | server CPU/call | backend CPU/call | load1 |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
+        label = backend.kind.label(),
+        endpoint_note = match backend.kind {
+            BackendKind::Moto => "IAM enforced; a new TCP connection per S3 call",
+            BackendKind::Stub => "kept-alive connections, answers from memory, no checks",
+        },
         users = cfg.users,
         warmup = cfg.warmup,
         duration = cfg.duration,
     );
     md.push_str(&rows.join("\n"));
-    md.push_str("\n\nTargets:\n\n");
-    for (key, label) in [("adapter", ADAPTER)] {
-        let ratios: Vec<String> = summary
-            .iter()
-            .filter_map(|s| {
-                s[format!("{key}_python_cpu_ratio")]
-                    .as_f64()
-                    .map(|r| format!("{r:.1}× at concurrency {}", s["concurrency"]))
-            })
-            .collect();
-        if ratios.is_empty() {
-            continue;
-        }
-        let lowest = summary
-            .iter()
-            .filter_map(|s| s[format!("{key}_python_cpu_ratio")].as_f64())
-            .fold(f64::INFINITY, f64::min);
-        let first = &summary[0];
-        let added = first[format!("{key}_added_p50_us")]
-            .as_f64()
-            .unwrap_or(f64::NAN);
-        md.push_str(&format!(
-            "- {label}: Python ÷ Rust server CPU per call {} → ≥ 10× {}; added p50 over direct \
-             S3 at concurrency {} (where the median is not moto's queue) +{} → ≤ 1 ms {}\n",
-            ratios.join(", "),
-            verdict(lowest >= 10.0),
-            first["concurrency"],
-            us(added),
-            verdict(added <= 1000.0),
-        ));
-    }
     md.push_str(&format!(
-        "- mcp-adapter + broker, added latency measured in pairs ({PAIRS} pairs of one direct \
-         `ListObjectsV2` and one `tools/call` back to back on one session, alternating which goes \
-         first, so that moto's drift cancels): median of (tool call − direct) {}, interquartile \
-         {} to {} → ≤ 1 ms {}\n",
-        us(paired.1),
-        us(paired.0),
-        us(paired.2),
-        verdict(paired.1 <= 1000.0),
+        "\n\nAdded latency in pairs ({PAIRS} pairs of one direct `ListObjectsV2` and one \
+         `tools/call` back to back on one session, alternating which goes first): median \
+         {}, interquartile {} to {}.\n",
+        us(figures.paired.1),
+        us(figures.paired.0),
+        us(figures.paired.2),
     ));
     report.add(
-        "Adapter end to end vs direct S3 and the Python MCP stack",
+        &format!("Adapter end to end on {}", backend.kind.label()),
         md,
         json!({
+            "backend": backend.kind.label(),
             "points": json_points,
-            "summary": summary,
-            "python_assume_role_calls": python_sts_calls,
-            "paired_added_latency_us": { "pairs": PAIRS, "p25": paired.0, "median": paired.1, "p75": paired.2 },
+            "paired_added_latency_us": { "pairs": PAIRS, "p25": figures.paired.0, "median": figures.paired.1, "p75": figures.paired.2 },
         }),
     )?;
-    drop(python);
-    Ok(())
+    drop((python, lean, floor, adapter));
+    let json = json!({
+        "backend": backend.kind.label(),
+        "ratios": figures.ratios.iter().map(|r| json!({
+            "concurrency": r.0, "adapter_over_floor_cpu": r.1, "lean_python_over_adapter_cpu": r.2,
+            "incident_python_over_adapter_cpu": r.3, "adapter_calls_per_s": r.4, "lean_python_calls_per_s": r.5,
+        })).collect::<Vec<_>>(),
+        "paired_median_us": figures.paired.1,
+    });
+    Ok((figures, json))
 }
 
 /// moto's pid: the harness does not expose it, so find the `moto_server` child of this process
