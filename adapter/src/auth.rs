@@ -703,7 +703,7 @@ fn quoted_safe(value: &str) -> String {
 }
 
 /// 404 for a session the broker revoked or does not know.
-fn session_gone(id: Value, reason: &str) -> Response {
+pub(crate) fn session_gone(id: Value, reason: &str) -> Response {
     crate::metrics::auth_refusal(StatusCode::NOT_FOUND);
     error_response(
         StatusCode::NOT_FOUND,

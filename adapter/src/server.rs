@@ -292,6 +292,13 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     parts.extensions.insert(caller);
     let is_delete = parts.method == Method::DELETE;
     let is_stream = parts.method == Method::GET;
+    // A session this process held when the request went in (see `ended_meanwhile`).
+    let held_session = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|s| gate.sessions.holds(s))
+        .map(str::to_owned);
     let mut response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -334,6 +341,14 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     {
         return *refusal;
     }
+    // A session that ended while this request was on its way to it (a DELETE, a revocation or an
+    // idle expiry on another request): rmcp answers 500 ("Session service terminated"); the
+    // client must start a new session, which the protocol says with 404.
+    if ended_meanwhile(response.status(), held_session.as_deref(), |s| {
+        gate.sessions.holds(s)
+    }) {
+        return crate::auth::session_gone(id, "the session ended while this request was in flight");
+    }
     // rmcp ends a session with 202; the session is gone, nothing is pending, and clients (the
     // official Python SDK among them) expect 200 or 204 here.
     if is_delete && response.status() == StatusCode::ACCEPTED {
@@ -352,6 +367,16 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             frame
         }))
     })
+}
+
+/// Whether rmcp's answer is a 500 for a session this process held when the request came in and no
+/// longer holds: it ended while the request was in flight.
+fn ended_meanwhile(
+    status: StatusCode,
+    session: Option<&str>,
+    holds: impl Fn(&str) -> bool,
+) -> bool {
+    status == StatusCode::INTERNAL_SERVER_ERROR && session.is_some_and(|s| !holds(s))
 }
 
 /// Whether the request says its body is JSON (rmcp's own 415 for another type stays).
@@ -635,6 +660,19 @@ mod tests {
             json!(["https://idp.example.com"])
         );
         assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    }
+
+    #[test]
+    fn a_500_for_a_session_no_longer_held_is_a_session_that_ended() {
+        let held = |s: &str| s == "live";
+        let e500 = StatusCode::INTERNAL_SERVER_ERROR;
+        assert!(ended_meanwhile(e500, Some("gone"), held));
+        assert!(
+            !ended_meanwhile(e500, Some("live"), held),
+            "a real fault stays 500"
+        );
+        assert!(!ended_meanwhile(e500, None, held), "no session named");
+        assert!(!ended_meanwhile(StatusCode::OK, Some("gone"), held));
     }
 
     #[test]
