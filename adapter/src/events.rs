@@ -16,12 +16,15 @@
 //!   a GET with `Last-Event-ID` gets the events after that id of the same stream (and the rest
 //!   of it as it comes).
 //!
-//! The buffer is bounded per session by [`EventLimits`] (count, bytes, age); what falls out of it
-//! can no longer be resumed. Whether the caller may resume at all is decided before this module
+//! The buffer is bounded per session by [`EventLimits`] (count, bytes, age) and across all
+//! sessions by a total byte budget: past it, a session that adds an event keeps only its newest
+//! one, so many sessions with large results cannot grow the process without bound. What falls out
+//! of a buffer can no longer be resumed. Whether the caller may resume at all is decided before this module
 //! runs: the gate lets a GET reach rmcp only with the session owner's token (`auth`), and an id
 //! is looked up only among the events of the session the request names.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,15 +49,18 @@ pub(crate) struct EventLimits {
     pub(crate) bytes: usize,
     /// How long an event stays resumable.
     pub(crate) age: Duration,
+    /// Bytes of JSON kept across all sessions of the process.
+    pub(crate) total_bytes: usize,
 }
 
 impl Default for EventLimits {
-    /// 256 events, 4 MiB, 60 s per session.
+    /// 256 events, 4 MiB, 60 s per session; 256 MiB in all.
     fn default() -> Self {
         Self {
             count: 256,
             bytes: 4 << 20,
             age: Duration::from_secs(60),
+            total_bytes: 256 << 20,
         }
     }
 }
@@ -93,11 +99,20 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn prune(&mut self, limits: &EventLimits, now: Instant) {
+    /// Drops the oldest events past the session's limits; past the process's total, all but the
+    /// newest. `total` is the bytes kept by all sessions.
+    fn prune(&mut self, limits: &EventLimits, now: Instant, total: &AtomicUsize) {
         while let Some(front) = self.events.front() {
             let too_old = now.duration_since(front.at) >= limits.age;
-            if too_old || self.events.len() > limits.count || self.bytes > limits.bytes {
+            let over_total =
+                self.events.len() > 1 && total.load(Ordering::Relaxed) > limits.total_bytes;
+            if too_old
+                || over_total
+                || self.events.len() > limits.count
+                || self.bytes > limits.bytes
+            {
                 self.bytes -= front.size;
+                total.fetch_sub(front.size, Ordering::Relaxed);
                 self.events.pop_front();
             } else {
                 break;
@@ -113,6 +128,16 @@ struct Session {
     buffer: Mutex<Buffer>,
     /// Bumped on every new event or closed stream, for resumed readers waiting for more.
     changed: watch::Sender<u64>,
+    /// Bytes kept by all sessions (shared with [`Streams`]).
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Session {
+    /// A session's events leave the total with it.
+    fn drop(&mut self) {
+        let kept = self.buffer().bytes;
+        self.total.fetch_sub(kept, Ordering::Relaxed);
+    }
 }
 
 impl Session {
@@ -139,6 +164,7 @@ impl Session {
             .map_or(0, |json| json.len())
             + 32;
         buffer.bytes += size;
+        self.total.fetch_add(size, Ordering::Relaxed);
         buffer.events.push_back(Kept {
             id,
             stream,
@@ -146,7 +172,7 @@ impl Session {
             size,
             event: event.clone(),
         });
-        buffer.prune(limits, now);
+        buffer.prune(limits, now, &self.total);
         drop(buffer);
         self.changed.send_modify(|n| *n += 1);
         event
@@ -179,6 +205,8 @@ pub(crate) enum ResumeError {
 pub(crate) struct Streams {
     limits: EventLimits,
     sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+    /// Bytes kept by all sessions, against `limits.total_bytes`.
+    total: Arc<AtomicUsize>,
 }
 
 impl Streams {
@@ -186,6 +214,7 @@ impl Streams {
         Self {
             limits,
             sessions: Mutex::new(HashMap::new()),
+            total: Arc::default(),
         }
     }
 
@@ -199,6 +228,7 @@ impl Streams {
                     revision: Mutex::new(None),
                     buffer: Mutex::new(Buffer::default()),
                     changed: watch::channel(0).0,
+                    total: self.total.clone(),
                 })
             })
             .clone()
@@ -251,7 +281,7 @@ impl Streams {
             sessions.remove(id);
         }
         for session in sessions.values() {
-            session.buffer().prune(&self.limits, now);
+            session.buffer().prune(&self.limits, now, &self.total);
         }
     }
 
@@ -369,7 +399,7 @@ impl Streams {
         let session = self.existing(id).ok_or(ResumeError::Unknown)?;
         let key = {
             let mut buffer = session.buffer();
-            buffer.prune(&self.limits, Instant::now());
+            buffer.prune(&self.limits, Instant::now(), &self.total);
             buffer
                 .events
                 .iter()
@@ -528,6 +558,7 @@ mod tests {
             count: 3,
             bytes: 1 << 20,
             age: Duration::from_secs(60),
+            total_bytes: usize::MAX,
         });
         let session: SessionId = "s".into();
         let events: Vec<_> = streams
@@ -551,6 +582,7 @@ mod tests {
             count: 100,
             bytes: 200,
             age: Duration::from_secs(60),
+            total_bytes: usize::MAX,
         });
         let _: Vec<_> = small
             .request_stream(&session, futures::stream::iter((0..10).map(message)))
@@ -563,11 +595,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn all_sessions_together_keep_at_most_the_total_and_a_closed_one_gives_its_share_back() {
+        let one_event = {
+            let probe = Streams::default();
+            let s: SessionId = "probe".into();
+            let _: Vec<_> = probe
+                .request_stream(&s, futures::stream::iter([message(0)]))
+                .collect()
+                .await;
+            probe.total.load(Ordering::Relaxed)
+        };
+        let streams = Streams::new(EventLimits {
+            count: 100,
+            bytes: 1 << 20,
+            age: Duration::from_secs(60),
+            total_bytes: 10 * one_event,
+        });
+        let (a, b): (SessionId, SessionId) = ("a".into(), "b".into());
+        for session in [&a, &b] {
+            let _: Vec<_> = streams
+                .request_stream(session, futures::stream::iter((0..50).map(message)))
+                .collect()
+                .await;
+        }
+        let total = streams.total.load(Ordering::Relaxed);
+        let kept = |s: &SessionId| streams.session(s).buffer().events.len();
+        // Per-session limits alone would keep 100 events; the total keeps about 10, and each
+        // session its newest event at least.
+        assert!(
+            total <= 11 * one_event,
+            "{total} bytes kept, one event is {one_event}"
+        );
+        assert!(kept(&a) >= 1 && kept(&b) >= 1);
+        assert!(kept(&a) + kept(&b) <= 11);
+        let before = streams.total.load(Ordering::Relaxed);
+        let share = streams.session(&a).buffer().bytes;
+        streams.forget(&a);
+        assert_eq!(streams.total.load(Ordering::Relaxed), before - share);
+    }
+
+    #[tokio::test]
     async fn a_sweep_frees_old_events_and_gone_sessions() {
         let streams = Streams::new(EventLimits {
             count: 100,
             bytes: 1 << 20,
             age: Duration::ZERO,
+            total_bytes: usize::MAX,
         });
         let (a, b): (SessionId, SessionId) = ("a".into(), "b".into());
         for id in [&a, &b] {
@@ -593,6 +666,7 @@ mod tests {
             count: 100,
             bytes: 1 << 20,
             age: Duration::ZERO,
+            total_bytes: usize::MAX,
         });
         let session: SessionId = "s".into();
         let events: Vec<_> = streams
