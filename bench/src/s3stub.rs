@@ -407,7 +407,7 @@ mod tests {
     fn dates_and_escapes() {
         assert_eq!(
             iso8601(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000)),
-            "2026-11-18T09:46:40.000Z"
+            "2026-11-18T11:06:40.000Z"
         );
         assert_eq!(percent_decode("a%2Fb%20c%4"), "a/b c%4");
         assert_eq!(xml_escape("a<&>"), "a&lt;&amp;&gt;");
