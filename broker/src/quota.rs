@@ -38,15 +38,15 @@ pub struct LimitArgs {
     /// Per-principal rate of credential requests (GetCredentials, ExchangeToken, BindSession),
     /// shared by all replicas through the store: COUNT/UNIT[,burst=N] with UNIT s, m or h, e.g.
     /// 20/s,burst=40 (burst defaults to COUNT). Over it: RESOURCE_EXHAUSTED with the wait. Off
-    /// when unset.
-    #[arg(long, env = "BROKER_RATE_PER_SUBJECT", value_name = "RATE", value_parser = subject_rate)]
-    pub rate_per_subject: Option<Rate>,
+    /// when unset, empty or `off`.
+    #[arg(long, env = "BROKER_RATE_PER_SUBJECT", value_name = "RATE", value_parser = subject_setting)]
+    pub rate_per_subject: Option<Setting>,
     /// STS calls per second for the whole fleet, shared through the store:
     /// COUNT/UNIT[,burst=N][,reserve=N], e.g. 10/s,burst=20,reserve=5. Refreshes of credentials
     /// in use may take every token; first issues leave `reserve` tokens of the burst for them
-    /// (default: a quarter of the burst, at least 1). Off when unset.
-    #[arg(long, env = "BROKER_STS_RATE", value_name = "RATE", value_parser = sts_rate)]
-    pub sts_rate: Option<Rate>,
+    /// (default: a quarter of the burst, at least 1). Off when unset, empty or `off`.
+    #[arg(long, env = "BROKER_STS_RATE", value_name = "RATE", value_parser = sts_setting)]
+    pub sts_rate: Option<Setting>,
     /// Longest wait for the STS budget before UNAVAILABLE (shorter when the request's gRPC
     /// deadline comes first); at most 10s.
     #[arg(long, env = "BROKER_STS_MAX_WAIT", default_value = "3s", value_parser = sts_max_wait)]
@@ -61,7 +61,7 @@ impl LimitArgs {
         clock: &Clock,
         hasher: &KeyedHasher,
     ) -> Option<Arc<SubjectLimit>> {
-        let rate = self.rate_per_subject?;
+        let rate = self.rate_per_subject.and_then(|s| s.0)?;
         tracing::info!(rate = %rate, store = store.kind(), "per-subject rate limit on (BROKER_RATE_PER_SUBJECT)");
         Some(Arc::new(SubjectLimit::new(
             rate,
@@ -73,7 +73,7 @@ impl LimitArgs {
 
     /// The STS budget, when configured, keeping its bucket in `store`.
     pub fn sts_budget(&self, store: &Arc<AnyStore>, clock: &Clock) -> Option<Arc<StsBudget>> {
-        let rate = self.sts_rate?;
+        let rate = self.sts_rate.and_then(|s| s.0)?;
         tracing::info!(rate = %rate, max_wait = ?self.sts_max_wait, store = store.kind(), "STS budget on (BROKER_STS_RATE)");
         Some(Arc::new(StsBudget::new(
             rate,
@@ -200,6 +200,28 @@ pub enum RateError {
         value: String,
         example: &'static str,
     },
+}
+
+/// A rate setting as given: a rate, or off (`off`, or empty: a task definition can list the
+/// variable without turning the limit on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting(pub Option<Rate>);
+
+fn setting(value: &str, parse: fn(&str) -> Result<Rate, RateError>) -> Result<Setting, RateError> {
+    match value.trim() {
+        "" | "off" => Ok(Setting(None)),
+        _ => parse(value).map(|r| Setting(Some(r))),
+    }
+}
+
+/// BROKER_RATE_PER_SUBJECT as clap reads it.
+pub fn subject_setting(value: &str) -> Result<Setting, RateError> {
+    setting(value, subject_rate)
+}
+
+/// BROKER_STS_RATE as clap reads it.
+pub fn sts_setting(value: &str) -> Result<Setting, RateError> {
+    setting(value, sts_rate)
 }
 
 /// BROKER_RATE_PER_SUBJECT's parser (no `reserve`: a subject's requests have one priority).
@@ -518,8 +540,11 @@ mod tests {
             "1s",
         ])
         .unwrap();
-        assert_eq!(t.limits.rate_per_subject.unwrap().burst, 10);
-        assert_eq!(t.limits.sts_rate.unwrap().count, 10);
+        assert_eq!(t.limits.rate_per_subject.unwrap().0.unwrap().burst, 10);
+        assert_eq!(t.limits.sts_rate.unwrap().0.unwrap().count, 10);
+        let t = T::try_parse_from(["x", "--rate-per-subject", "off", "--sts-rate", ""]).unwrap();
+        assert_eq!(t.limits.rate_per_subject, Some(Setting(None)));
+        assert_eq!(t.limits.sts_rate, Some(Setting(None)));
         let e = T::try_parse_from(["x", "--rate-per-subject", "fast"])
             .err()
             .unwrap()
