@@ -7,7 +7,9 @@
 //! - through the adapter the over-limit client gets 429 with `Retry-After`;
 //! - a burst of 200 new principals under `BROKER_STS_RATE` is held at the budget (counted: STS
 //!   calls seen by the proxy, the broker's grant instants on Redis's clock, the metrics), and every
-//!   principal ends with its own correct credential.
+//!   principal ends with its own correct credential;
+//! - a new principal the budget cannot serve before its deadline is told so at once (a tool error
+//!   naming `BROKER_STS_RATE` through the adapter), while a cached principal is served.
 //!
 //! Determinism: the per-subject rate is one token an hour, so no token comes back while a test
 //! runs, however slow the machine; the STS budget is checked on the instants the budget itself
@@ -383,7 +385,12 @@ async fn a_burst_of_200_new_principals_is_held_at_the_sts_budget_and_every_one_i
         }
     }
     // So the burst took at least (200 − 10) / 50 s of budget time.
-    assert!(at[PRINCIPALS - 1] - at[0] >= (PRINCIPALS as i64 - BURST) * INTERVAL_US);
+    let span_us = at[PRINCIPALS - 1] - at[0];
+    assert!(span_us >= (PRINCIPALS as i64 - BURST) * INTERVAL_US);
+    eprintln!(
+        "200 principals: {round} round(s), {refused_by_budget} refusal(s) by the budget, STS calls granted over {:.2} s",
+        span_us as f64 / 1e6
+    );
 
     // The metrics say the same: 200 grants of the first-issue class, the refusals the test saw.
     assert_eq!(
@@ -432,4 +439,50 @@ async fn a_burst_of_200_new_principals_is_held_at_the_sts_budget_and_every_one_i
             "{sub}'s credential is {arn}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_new_principal_the_budget_cannot_serve_in_time_is_told_so_at_once_and_cached_ones_are_served()
+ {
+    // One STS call an hour, two at once, one of them kept for refreshes: the first new principal
+    // takes the only first-issue token; the next would wait an hour.
+    let stack = BrokerStack::start_with(|b| b.env("BROKER_STS_RATE", "1/h,burst=2")).await;
+    let adapter = AdapterBuilder::new(&stack.broker.endpoint())
+        .s3_endpoint(&stack.aws_endpoint())
+        .start()
+        .await;
+    let mcp = McpHttp::new(&adapter.mcp_url());
+    let list = json!({ "bucket": stack.seed().buckets.demo });
+    let alice = stack.rw_token("alice@budget.test");
+    let first = mcp
+        .call_tool(None, Some(&alice), "bucket_objects_list", list.clone())
+        .await
+        .expect("the adapter answers");
+    assert!(first.is_tool_success(), "alice: {}", first.text);
+
+    // Bob is new: no STS call for him within his deadline, so the broker says so without
+    // waiting, and the adapter answers the tool call with an error naming the budget.
+    let bob = stack.rw_token("bob@budget.test");
+    let refused = mcp
+        .call_tool(None, Some(&bob), "bucket_objects_list", list.clone())
+        .await
+        .expect("the adapter answers");
+    assert!(refused.is_tool_error(), "bob: {}", refused.text);
+    assert_eq!(
+        refused.tool_error_code(),
+        Some("CredentialBrokerUnavailable")
+    );
+    let text = refused.visible_text();
+    assert!(
+        text.contains("STS budget exhausted (BROKER_STS_RATE=1/h,burst=2,reserve=1)"),
+        "{text}"
+    );
+
+    // Alice's credential is in the store: served without waiting for the budget.
+    let again = mcp
+        .call_tool(None, Some(&alice), "bucket_objects_list", list)
+        .await
+        .expect("the adapter answers");
+    assert!(again.is_tool_success(), "alice again: {}", again.text);
+    assert_eq!(stack.proxy.assume_role_count(), 1, "one STS call: alice's");
 }
