@@ -12,7 +12,8 @@
 //!   call under `BROKER_STS_RATE`, 0 when the token was there) and
 //!   `credbroker_sts_budget_waits_total{class}` (calls that had to wait)
 //! - `credbroker_rate_limit_buckets` (gauge: per-subject buckets not full again, as this replica
-//!   saw them — exact with the memory store, approximate with Redis)
+//!   saw them, full ones dropped within a second — every principal with the memory store, an
+//!   approximate count with Redis)
 //!
 //! Labels never carry a subject, role or session: their cardinality would be unbounded and they
 //! belong in logs.

@@ -412,13 +412,18 @@ impl SubjectLimit {
     }
 }
 
-/// Buckets not full again yet, as this replica saw them: exact with the memory store, and with
-/// Redis the principals this replica served (replicas overlap, so the fleet's sum over-counts).
+/// Buckets not full again yet, as this replica saw them (full ones are dropped within a second):
+/// with the memory store every principal, with Redis the principals this replica served (replicas
+/// overlap, so the fleet's sum over-counts).
 #[derive(Debug)]
 struct InUse {
     clock: Clock,
-    until: Mutex<HashMap<String, i64>>,
+    /// Bucket key → when it is full again (ms); and when the map was last pruned.
+    until: Mutex<(HashMap<String, i64>, i64)>,
 }
+
+/// How often the in-use map drops full buckets: a request must not scan every active principal.
+const PRUNE_EVERY_MS: i64 = 1000;
 
 impl InUse {
     fn new(clock: Clock) -> Self {
@@ -432,14 +437,18 @@ impl InUse {
     fn saw(&self, key: String, full_in: Duration) -> usize {
         let now = self.clock.now_ms();
         let until = now.saturating_add(i64::try_from(full_in.as_millis()).unwrap_or(i64::MAX));
-        let mut map = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let (map, pruned_at) = &mut *guard;
         if until > now {
             map.insert(key, until);
         } else {
             map.remove(&key);
         }
-        // Pruned on every call: the map holds only principals active within a burst's refill.
-        map.retain(|_, u| *u > now);
+        // Full buckets leave at most a second late, so a request never scans the whole map.
+        if now - *pruned_at >= PRUNE_EVERY_MS || now < *pruned_at {
+            map.retain(|_, u| *u > now);
+            *pruned_at = now;
+        }
         map.len()
     }
 }
