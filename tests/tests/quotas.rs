@@ -9,7 +9,8 @@
 //!   calls seen by the proxy, the broker's grant instants on Redis's clock, the metrics), and every
 //!   principal ends with its own correct credential;
 //! - a new principal the budget cannot serve before its deadline is told so at once (a tool error
-//!   naming `BROKER_STS_RATE` through the adapter), while a cached principal is served.
+//!   naming `BROKER_STS_RATE` through the adapter), while a cached principal is served;
+//! - both limits are shared by replicas on Redis Cluster (the keys are hash-tagged).
 //!
 //! Determinism: the per-subject rate is one token an hour, so no token comes back while a test
 //! runs, however slow the machine; the STS budget is checked on the instants the budget itself
@@ -485,4 +486,47 @@ async fn a_new_principal_the_budget_cannot_serve_in_time_is_told_so_at_once_and_
         .expect("the adapter answers");
     assert!(again.is_tool_success(), "alice again: {}", again.text);
     assert_eq!(stack.proxy.assume_role_count(), 1, "one STS call: alice's");
+}
+
+#[tokio::test]
+async fn on_redis_cluster_both_limits_are_shared_by_the_replicas() {
+    let cluster = e2e::redis::RedisCluster::start().await;
+    let url = format!("redis+cluster://{}", cluster.host_ports());
+    let fleet = replicas(&url, 2, |_, b| {
+        b.env("BROKER_RATE_PER_SUBJECT", "1/h,burst=2")
+            .env("BROKER_STS_RATE", "1/h,burst=3,reserve=1")
+    })
+    .await;
+    let mut c = [
+        fleet.brokers[0].client().await,
+        fleet.brokers[1].client().await,
+    ];
+    // The principal's bucket: two requests on two replicas, then refused on either.
+    let alice = fleet.rw_token("alice@cluster.test");
+    exchange(&mut c[0], &alice, "").await.expect("alice 1");
+    exchange(&mut c[1], &alice, "").await.expect("alice 2");
+    for client in &mut c {
+        let refused = exchange(client, &alice, "").await.unwrap_err();
+        assert!(pushback_ms(&refused) > 3_000_000, "{refused:?}");
+    }
+    // The STS budget: first issues get two tokens of three (alice took one), whichever replica
+    // asks; the next new principal is refused naming the budget.
+    let bob = fleet.rw_token("bob@cluster.test");
+    exchange(&mut c[1], &bob, "")
+        .await
+        .expect("bob: the second first issue");
+    let carol = fleet.rw_token("carol@cluster.test");
+    for client in &mut c {
+        let refused = exchange(client, &carol, "").await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(
+            refused.message().contains("STS budget exhausted"),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        fleet.proxy.assume_role_count(),
+        2,
+        "alice's and bob's STS calls only"
+    );
 }
