@@ -83,7 +83,7 @@ impl LimitArgs {
     }
 }
 
-/// The unit of a rate.
+/// The unit of a rate (`s`, `m`, `h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Per {
     Second,
@@ -374,6 +374,8 @@ pub struct SubjectLimit {
 }
 
 impl SubjectLimit {
+    /// A limit of `rate` per principal, its buckets in `buckets`, keyed by `hasher` (the store's
+    /// keyed hash, so every replica names a principal's bucket alike).
     pub fn new(rate: Rate, buckets: Buckets, hasher: KeyedHasher, clock: Clock) -> Self {
         Self {
             rate,

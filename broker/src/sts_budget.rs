@@ -102,6 +102,7 @@ impl fmt::Debug for StsBudget {
 }
 
 impl StsBudget {
+    /// A budget of `rate` for the fleet, its bucket in `buckets`; no wait longer than `max_wait`.
     pub fn new(rate: Rate, buckets: Buckets, max_wait: Duration) -> Self {
         Self {
             rate,
