@@ -34,6 +34,7 @@
 //! | NOT_FOUND | **404**: the session is revoked or unknown; the local MCP session is closed too |
 //! | UNAVAILABLE, DEADLINE, other failures | a `tools/call` gets a **tool error** naming the broker; any other request that needs the token gets **503** with a JSON-RPC error |
 //! | INVALID_ARGUMENT | a `tools/call` gets a tool error with the broker's reason; others 400 |
+//! | RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms` (the caller's rate limit) | **429** with `Retry-After` (seconds, rounded up), `tools/call` included |
 //!
 //! Why 404 for a revoked session rather than 401: the MCP transport spec says a client that gets
 //! 404 for a request carrying `Mcp-Session-Id` MUST start a new session with a fresh
@@ -47,6 +48,15 @@
 //! A request that carries a token it does not need (for example `initialize` under
 //! `ADAPTER_REQUIRE_AUTH=tools`) is served even while the broker is down, as it would be without
 //! the token; nothing is granted on the unverified token.
+//!
+//! Why 429 for the rate limit, `tools/call` included, while a broker outage is a tool error: the
+//! limit is the caller's own doing and the client should slow down, which `429` + `Retry-After`
+//! tells every HTTP client (and its retry logic) directly; a tool result would reach only the
+//! model. The status can always be chosen: the gate asks the broker before rmcp starts an answer,
+//! so the HTTP status of a tool call (and of its event stream) has never been sent yet. Requests
+//! that carry a token they do not need are refused too: the caller is over its limit whatever it
+//! asks. The STS budget (`BROKER_STS_RATE`) is not the caller's limit: its refusal is an
+//! UNAVAILABLE naming the budget, answered as any broker outage above.
 //!
 //! Logs never carry a token, a secret or a raw session id: sessions appear as a short SHA-256
 //! tag of their id, and as the broker's `session_handle` once the broker has answered.
@@ -261,6 +271,7 @@ impl Authenticator {
                         BrokerClientError::Unauthenticated(_)
                             | BrokerClientError::PermissionDenied(_)
                             | BrokerClientError::NotFound(_)
+                            | BrokerClientError::RateLimited { .. }
                     )
                 {
                     if envelope.is_single_tool_call() {
@@ -459,6 +470,9 @@ impl Authenticator {
     }
 
     /// The HTTP answer for a broker refusal or failure on a request that needs the token.
+    ///
+    /// A rate-limited request always gets its 429 here: the gate asks the broker before rmcp answers
+    /// anything, so no status (nor a tool call's event stream) has been sent yet.
     async fn refusal(
         &self,
         id: Value,
@@ -484,6 +498,13 @@ impl Authenticator {
                         .await;
                 }
                 session_gone(id, &reason)
+            }
+            BrokerClientError::RateLimited {
+                reason,
+                retry_after,
+            } => {
+                tracing::info!(session = %tag, %reason, "request over the caller's rate limit at the broker");
+                rate_limited(id, &reason, retry_after)
             }
             BrokerClientError::InvalidArgument(_) => {
                 tracing::warn!(session = %tag, %error, "broker could not serve a request that needs a token");
@@ -714,6 +735,24 @@ pub(crate) fn session_gone(id: Value, reason: &str) -> Response {
         ),
         None,
     )
+}
+
+/// 429 for a request over the caller's rate limit at the broker, with `Retry-After` in whole
+/// seconds, rounded up (at least 1: a client must not retry at once).
+fn rate_limited(id: Value, reason: &str, retry_after: std::time::Duration) -> Response {
+    crate::metrics::auth_refusal(StatusCode::TOO_MANY_REQUESTS);
+    let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        id,
+        code::RATE_LIMITED,
+        format!("Too many requests ({reason}); retry after {seconds} s"),
+        Some(json!({ "retry_after_ms": retry_after.as_millis() as u64 })),
+    );
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// 503 for a request that needs the broker while it cannot answer.
@@ -1062,5 +1101,29 @@ mod tests {
             broker_unavailable(json!(1), "down").status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[tokio::test]
+    async fn the_brokers_rate_limit_is_a_429_with_retry_after_in_whole_seconds_rounded_up() {
+        let auth = authenticator(RequireAuth::All);
+        for (ms, header) in [(1201, "2"), (3000, "3"), (1, "1"), (0, "1")] {
+            let error = BrokerClientError::RateLimited {
+                reason: "rate limit reached".into(),
+                retry_after: std::time::Duration::from_millis(ms),
+            };
+            let response = auth.refusal(json!(7), error, None, "-").await;
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()[header::RETRY_AFTER], header, "{ms} ms");
+            let body = body_json(*response).await;
+            assert_eq!(body["id"], 7);
+            assert_eq!(body["error"]["code"], code::RATE_LIMITED);
+            assert_eq!(body["error"]["data"]["retry_after_ms"], ms);
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("rate limit reached"), "{message}");
+            assert!(
+                message.contains(&format!("retry after {header} s")),
+                "{message}"
+            );
+        }
     }
 }

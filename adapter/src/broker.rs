@@ -134,7 +134,16 @@ pub(crate) enum BrokerClientError {
     Unavailable { address: String, reason: String },
     #[error("credential broker at {address} failed: {reason}")]
     Failed { address: String, reason: String },
+    /// RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms`: the caller is over its rate limit.
+    #[error("refused by the credential broker's rate limit: {reason}")]
+    RateLimited {
+        reason: String,
+        retry_after: Duration,
+    },
 }
+
+/// The metadata key of the broker's retry delay (milliseconds) on RESOURCE_EXHAUSTED.
+const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 
 impl BrokerClient {
     /// Builds the client; no connection is made until the first call.
@@ -343,6 +352,14 @@ impl BrokerClient {
             Code::PermissionDenied => BrokerClientError::PermissionDenied(message),
             Code::NotFound => BrokerClientError::NotFound(message),
             Code::InvalidArgument => BrokerClientError::InvalidArgument(message),
+            // The broker's rate limit says when to come back. A RESOURCE_EXHAUSTED without that
+            // (tonic's own, for an oversized message) is a failure like any other.
+            Code::ResourceExhausted if pushback(status).is_some() => {
+                BrokerClientError::RateLimited {
+                    reason: message,
+                    retry_after: pushback(status).unwrap_or_default(),
+                }
+            }
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 let reason = if status.code() == Code::DeadlineExceeded {
                     format!(
@@ -416,6 +433,13 @@ impl BrokerClient {
     }
 }
 
+/// The retry delay a status carries in `grpc-retry-pushback-ms` (a non-negative integer of
+/// milliseconds, as gRPC's retry design defines it); `None` when absent or malformed.
+fn pushback(status: &Status) -> Option<Duration> {
+    let value = status.metadata().get(RETRY_PUSHBACK)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +478,31 @@ mod tests {
         ));
         assert!(matches!(
             broker.classify(&Status::internal("x")),
+            BrokerClientError::Failed { .. }
+        ));
+        let mut limited = Status::resource_exhausted("rate limit reached; retry in 1.201 s");
+        limited
+            .metadata_mut()
+            .insert(RETRY_PUSHBACK, "1201".parse().unwrap());
+        assert_eq!(
+            broker.classify(&limited),
+            BrokerClientError::RateLimited {
+                reason: "rate limit reached; retry in 1.201 s".into(),
+                retry_after: Duration::from_millis(1201),
+            }
+        );
+        // Without a pushback it is not the broker's limit (tonic says RESOURCE_EXHAUSTED for an
+        // oversized message): a failure, not a 429.
+        assert!(matches!(
+            broker.classify(&Status::resource_exhausted("message too large")),
+            BrokerClientError::Failed { .. }
+        ));
+        let mut garbled = Status::resource_exhausted("x");
+        garbled
+            .metadata_mut()
+            .insert(RETRY_PUSHBACK, "-5".parse().unwrap());
+        assert!(matches!(
+            broker.classify(&garbled),
             BrokerClientError::Failed { .. }
         ));
     }

@@ -27,6 +27,8 @@ pub(crate) mod code {
     pub(crate) const BROKER_UNAVAILABLE: i64 = -32005;
     /// The adapter is at a limit (requests in flight, sessions without a token) (HTTP 503).
     pub(crate) const BUSY: i64 = -32006;
+    /// The caller is over its rate limit at the broker (HTTP 429 with `Retry-After`).
+    pub(crate) const RATE_LIMITED: i64 = -32007;
     /// Invalid request (body too large, malformed header, not a JSON-RPC message).
     pub(crate) const INVALID_REQUEST: i64 = -32600;
     /// The body is not JSON.

@@ -3,6 +3,7 @@
 
 use crate::credentials::{CredentialEngine, CredentialRecord, EngineError, Lookup};
 use crate::hashing::{KeyedHasher, SessionHandle};
+use crate::quota::{LimitError, RateLimited, SubjectLimit};
 use crate::role::{RoleError, RolePolicy};
 use crate::scope::{Scope, ScopeError};
 use crate::secret::Secret;
@@ -37,6 +38,9 @@ pub enum BrokerError {
     InvalidArgument(String),
     #[error("the session changed concurrently too often; retry")]
     Contention,
+    /// Over `BROKER_RATE_PER_SUBJECT` (RESOURCE_EXHAUSTED with the wait).
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
 }
 
 impl From<StoreError> for BrokerError {
@@ -63,6 +67,9 @@ pub struct BrokerSettings {
     /// How long a revoked session id stays refused.
     pub revoked_retention: Duration,
     pub duration_secs: i32,
+    /// `BROKER_RATE_PER_SUBJECT`: every credential request of a principal takes a token (`None`:
+    /// off).
+    pub subject_limit: Option<Arc<SubjectLimit>>,
 }
 
 /// A validated token and what it is allowed.
@@ -117,6 +124,24 @@ impl Broker {
         }
     }
 
+    /// Limits every principal's credential requests (`BROKER_RATE_PER_SUBJECT`; `None`: off).
+    pub fn with_subject_limit(mut self, limit: Option<SubjectLimit>) -> Self {
+        self.settings.subject_limit = limit.map(Arc::new);
+        self
+    }
+
+    /// Takes one token of the principal's rate bucket: called once per credential request, after
+    /// its token was verified (so nobody spends another's bucket) and before anything is served.
+    async fn within_limit(&self, issuer: &str, subject: &str) -> Result<(), BrokerError> {
+        let Some(limit) = &self.settings.subject_limit else {
+            return Ok(());
+        };
+        limit.check(issuer, subject).await.map_err(|e| match e {
+            LimitError::Exceeded(e) => BrokerError::RateLimited(e),
+            LimitError::Store(e) => e.into(),
+        })
+    }
+
     pub fn engine(&self) -> &Arc<CredentialEngine> {
         &self.engine
     }
@@ -152,6 +177,8 @@ impl Broker {
         role: Option<&str>,
     ) -> Result<(Authorized, Arc<CredentialRecord>), BrokerError> {
         let auth = self.authorize(token, role).await?;
+        self.within_limit(&auth.claims.issuer, &auth.claims.subject)
+            .await?;
         let (creds, lookup) = self.engine.credentials(&auth.scope, Some(token)).await?;
         tracing::info!(subject = %auth.claims.subject, role = %auth.scope.role, cache = ?lookup, "token exchanged");
         Ok((auth, creds))
@@ -179,6 +206,8 @@ impl Broker {
             return Err(TokenError::Missing.into());
         }
         let handle = self.hasher.session_handle(session_id.expose());
+        // One token of the principal's rate per request, whatever retries the loop makes.
+        let mut counted = false;
         for _ in 0..4 {
             let existing = self.store.get_session(&handle).await?;
             let current = existing.as_ref().map(|(r, _)| r);
@@ -187,6 +216,10 @@ impl Broker {
                 (Some(Binding::Revoked), _) => return Err(BrokerError::SessionGone),
                 (Some(Binding::SameToken), Some(record)) => {
                     let record = record.clone();
+                    // The bound token itself (same fingerprint): its principal is the record's.
+                    if !counted {
+                        self.within_limit(&record.issuer, &record.subject).await?;
+                    }
                     return self.serve(&handle, record, Some(token), false).await;
                 }
                 _ => {}
@@ -203,6 +236,11 @@ impl Broker {
             }
             if binding == Binding::Rebind {
                 tracing::info!(session = %handle, subject = %auth.claims.subject, "new token detected, re-authenticating");
+            }
+            if !counted {
+                self.within_limit(&auth.claims.issuer, &auth.claims.subject)
+                    .await?;
+                counted = true;
             }
             let (creds, lookup) = self.engine.credentials(&auth.scope, Some(token)).await?;
             let now = self.now_ms();
@@ -459,6 +497,7 @@ mod tests {
             session_grace: Duration::from_secs(60),
             revoked_retention: Duration::from_secs(3600),
             duration_secs: 3600,
+            subject_limit: None,
         };
         (
             Broker::new(validator, roles, engine, store, hasher, settings),
@@ -757,6 +796,62 @@ mod tests {
         assert_eq!(page.len(), 4);
         let (rest, _) = b.list(100, next.unwrap().as_str(), "").await.unwrap();
         assert_eq!(rest.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn every_credential_path_spends_the_principals_rate_and_only_a_genuine_token_does() {
+        let (clock, manual) = Clock::manual();
+        let (b, fake) = broker_on(0, FakeIssuer::default(), clock.clone());
+        let limit = crate::quota::SubjectLimit::new(
+            crate::quota::subject_rate("1/m,burst=3").unwrap(),
+            crate::store::bucket::Buckets::for_store(b.store(), clock.clone()),
+            KeyedHasher::new(b"test"),
+            clock,
+        );
+        let b = b.with_subject_limit(Some(limit));
+        let alice = token("alice", 600, json!({}));
+        // A forged token naming alice is refused before it can spend her bucket.
+        let forged = Secret::new(format!("{}x", alice.expose()));
+        for _ in 0..5 {
+            assert!(matches!(
+                b.exchange(&forged, None).await,
+                Err(BrokerError::Token(_))
+            ));
+        }
+        // Bind (validating path), the same token again (fast path), an exchange: three tokens.
+        let sid = Secret::new(SID);
+        b.session_credentials(&sid, &alice, None).await.unwrap();
+        b.session_credentials(&sid, &alice, None).await.unwrap();
+        b.exchange(&alice, None).await.unwrap();
+        for refused in [
+            b.session_credentials(&sid, &alice, None).await.unwrap_err(),
+            b.exchange(&alice, None).await.unwrap_err(),
+        ] {
+            let BrokerError::RateLimited(limited) = &refused else {
+                panic!("{refused:?}")
+            };
+            assert_eq!(limited.retry_after, Duration::from_secs(60));
+            let status = crate::service::status(&refused);
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+            assert!(
+                status.message().contains("retry in 60.000 s"),
+                "{}",
+                status.message()
+            );
+            assert!(status.message().contains("BROKER_RATE_PER_SUBJECT"));
+            assert_eq!(
+                status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+                "60000"
+            );
+        }
+        assert_eq!(fake.calls(), 1, "refused requests make no STS call");
+        // Another principal is not affected; a minute later alice has one token again.
+        b.exchange(&token("bob", 600, json!({})), None)
+            .await
+            .unwrap();
+        manual.advance(Duration::from_secs(60));
+        b.session_credentials(&sid, &alice, None).await.unwrap();
+        assert!(b.exchange(&alice, None).await.is_err());
     }
 
     #[tokio::test]

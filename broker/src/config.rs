@@ -214,6 +214,9 @@ pub struct ServeArgs {
     /// broker serves nothing (fail closed). Check a file with `credential-broker audit verify`.
     #[arg(long, env = "BROKER_AUDIT_LOG")]
     pub audit_log: Option<String>,
+    /// Per-subject rate limit and STS budget (`quota`), parsed and checked by clap there.
+    #[command(flatten)]
+    pub limits: crate::quota::LimitArgs,
 }
 
 /// TLS material read at start, so a missing or unreadable file stops the broker with its variable.
@@ -357,6 +360,8 @@ pub struct Config {
     pub redis_allow_eviction: bool,
     /// BROKER_MCP_TOKENLESS_SESSIONS: `McpSessionWithoutToken` is served (it is refused otherwise).
     pub mcp_tokenless_sessions: bool,
+    /// BROKER_RATE_PER_SUBJECT, BROKER_STS_RATE, BROKER_STS_MAX_WAIT (checked by clap).
+    pub limits: crate::quota::LimitArgs,
     pub session_grace: Duration,
     pub revoked_retention: Duration,
     pub shutdown_timeout: Duration,
@@ -728,6 +733,7 @@ impl ServeArgs {
             },
             redis_allow_eviction: self.redis_allow_eviction,
             mcp_tokenless_sessions: self.mcp_tokenless_sessions,
+            limits: self.limits.clone(),
             session_grace: duration("BROKER_SESSION_GRACE", &self.session_grace)?,
             revoked_retention: duration("BROKER_REVOKED_RETENTION", &self.revoked_retention)?,
             shutdown_timeout: duration("BROKER_SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?,

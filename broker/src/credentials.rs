@@ -14,6 +14,8 @@
 //!   ([`Cooldowns`]): requests for it get UNAVAILABLE at once and background refreshes wait,
 //!   instead of every request starting another call against a throttling STS. After STS denied
 //!   the role, the id pauses for `sts_denied_pause` and requests get PERMISSION_DENIED at once.
+//! - With `BROKER_STS_RATE` every STS call first takes a token of the fleet's STS budget
+//!   ([`StsBudget`]): background refreshes before first issues; cache hits never wait.
 //! - In web-identity mode STS reads tags, source identity and trust-policy conditions from the
 //!   caller's token itself, so the scope is bound to the token's fingerprint
 //!   ([`CredentialEngine::keys_by_token`]): another token never receives this token's credential.
@@ -25,6 +27,7 @@ use crate::issuer::{IssueError, IssueRequest, Issuer};
 use crate::scope::{Scope, role_session_name};
 use crate::secret::Secret;
 use crate::store::{AnyStore, NearCache, Store, StoreError};
+use crate::sts_budget::{BudgetError, BudgetExhausted, Class, Need, StsBudget};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
@@ -49,6 +52,18 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("timed out waiting for another broker replica's STS call for this credential")]
     WaitTimedOut,
+    /// No STS call in time under `BROKER_STS_RATE` (UNAVAILABLE).
+    #[error(transparent)]
+    StsBudget(#[from] BudgetExhausted),
+}
+
+impl From<BudgetError> for EngineError {
+    fn from(e: BudgetError) -> Self {
+        match e {
+            BudgetError::Exhausted(e) => EngineError::StsBudget(e),
+            BudgetError::Store(e) => EngineError::Store(e),
+        }
+    }
 }
 
 /// Engine settings.
@@ -69,6 +84,8 @@ pub struct EngineSettings {
     /// Where "now" comes from for expiry, refresh and pauses (the system clock; a manual one in
     /// tests). The sessions layer reads the same clock through [`CredentialEngine::clock`].
     pub clock: Clock,
+    /// The fleet's STS budget (`BROKER_STS_RATE`), waited for just before each STS call.
+    pub sts_budget: Option<Arc<StsBudget>>,
 }
 
 impl Default for EngineSettings {
@@ -81,6 +98,7 @@ impl Default for EngineSettings {
             sts_cooldown_max: Duration::from_secs(4),
             sts_denied_pause: Duration::from_secs(30),
             clock: Clock::system(),
+            sts_budget: None,
         }
     }
 }
@@ -242,7 +260,12 @@ impl CredentialEngine {
                 paused.retry_in.as_secs_f64()
             ))));
         }
-        let rec = self.flight(id, scope, token).await?;
+        // A first issue, bounded by this request's deadline if it waits for the STS budget.
+        let need = Need {
+            class: Class::FirstIssue,
+            deadline: crate::sts_budget::current_deadline(),
+        };
+        let rec = self.flight(id, scope, token, need).await?;
         if let Some(near) = &self.near {
             near.put(id, &rec, self.now_ms());
         }
@@ -272,7 +295,11 @@ impl CredentialEngine {
         {
             return;
         }
-        let flight = self.flight(id, scope, token);
+        let need = Need {
+            class: Class::Refresh,
+            deadline: None,
+        };
+        let flight = self.flight(id, scope, token, need);
         let this = Arc::clone(self);
         let id = id.clone();
         self.background.spawn(async move {
@@ -298,6 +325,7 @@ impl CredentialEngine {
         id: &CredentialId,
         scope: &Scope,
         token: Option<&Secret>,
+        need: Need,
     ) -> Flight {
         let mut flights = self
             .flights
@@ -310,7 +338,7 @@ impl CredentialEngine {
         let (id_owned, scope, token) = (id.clone(), scope.clone(), token.cloned());
         let task = tokio::spawn(async move {
             let result = this
-                .issue_coordinated(&id_owned, &scope, token.as_ref())
+                .issue_coordinated(&id_owned, &scope, token.as_ref(), need)
                 .await;
             match &result {
                 Ok(_) => this.cooldowns.succeeded(&id_owned),
@@ -352,6 +380,7 @@ impl CredentialEngine {
         id: &CredentialId,
         scope: &Scope,
         token: Option<&Secret>,
+        need: Need,
     ) -> Result<CredentialRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + self.settings.lock_ttl * 2;
         loop {
@@ -367,7 +396,7 @@ impl CredentialEngine {
                     {
                         return Ok(rec);
                     }
-                    let rec = self.issue(scope, token).await?;
+                    let rec = self.issue(scope, token, need).await?;
                     self.store.put_credential(id, &rec).await?;
                     Ok(rec)
                 }
@@ -384,11 +413,13 @@ impl CredentialEngine {
         }
     }
 
-    /// One STS call, turned into a record with a jittered refresh time.
+    /// One STS call (after a token of the STS budget, when one is set), turned into a record
+    /// with a jittered refresh time.
     async fn issue(
         &self,
         scope: &Scope,
         token: Option<&Secret>,
+        need: Need,
     ) -> Result<CredentialRecord, EngineError> {
         let req = IssueRequest {
             role_arn: scope.role.clone(),
@@ -399,6 +430,9 @@ impl CredentialEngine {
             duration_secs: scope.duration_secs,
             web_identity_token: token.cloned(),
         };
+        if let Some(budget) = &self.settings.sts_budget {
+            budget.acquire(need).await?;
+        }
         bump(&self.stats.sts_calls);
         let started = std::time::Instant::now();
         let result = self.issuer.issue(&req).await;
@@ -641,6 +675,54 @@ mod tests {
         let (fresh, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
         assert_eq!(lookup, Lookup::Miss);
         assert_ne!(fresh.access_key_id, first.access_key_id);
+    }
+
+    #[tokio::test]
+    async fn under_an_empty_sts_budget_hits_are_served_and_misses_refused_naming_it() {
+        use crate::store::bucket::Buckets;
+        let (clock, manual) = Clock::manual();
+        let store = Arc::new(AnyStore::Memory(MemoryStore::with_clock(clock.clone())));
+        // One STS call a minute, and no waiting: a miss past the first is refused at once.
+        let budget = Arc::new(StsBudget::new(
+            crate::quota::sts_rate("1/m,burst=1").unwrap(),
+            Buckets::for_store(&store, clock.clone()),
+            Duration::ZERO,
+        ));
+        let fake = Arc::new(FakeIssuer::default());
+        let e = CredentialEngine::new(
+            store,
+            Issuer::Fake(fake.clone()),
+            KeyedHasher::new(b"k"),
+            EngineSettings {
+                clock,
+                sts_budget: Some(budget),
+                ..EngineSettings::default()
+            },
+        );
+        let (first, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
+        assert_eq!(lookup, Lookup::Miss);
+        for _ in 0..5 {
+            let (again, lookup) = e.credentials(&scope("alice"), None).await.unwrap();
+            assert_eq!(
+                lookup,
+                Lookup::Hit,
+                "a cache hit never waits for the budget"
+            );
+            assert_eq!(again.access_key_id, first.access_key_id);
+        }
+        let err = e.credentials(&scope("bob"), None).await.unwrap_err();
+        let EngineError::StsBudget(exhausted) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            err.to_string().contains("BROKER_STS_RATE=1/m,burst=1"),
+            "{exhausted}"
+        );
+        assert_eq!(fake.calls(), 1, "no STS call without a token of the budget");
+        // A refusal by the budget does not pause the credential: a minute later bob is served.
+        manual.advance(Duration::from_secs(60));
+        e.credentials(&scope("bob"), None).await.unwrap();
+        assert_eq!(fake.calls(), 2);
     }
 
     #[test]

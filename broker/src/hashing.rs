@@ -167,6 +167,17 @@ impl KeyedHasher {
         CredentialId(self.tag(b"credbroker/credential-id/v1", canonical_key, 20))
     }
 
+    /// The store name of a principal's rate-limit bucket (issuer and subject): a dump of the store
+    /// shows who is being limited to nobody without the key.
+    pub fn subject_key(&self, issuer: &str, subject: &str) -> String {
+        // Length-prefixed, so no issuer/subject pair can spell another.
+        let mut data = Vec::with_capacity(issuer.len() + subject.len() + 8);
+        data.extend_from_slice(&(issuer.len() as u64).to_be_bytes());
+        data.extend_from_slice(issuer.as_bytes());
+        data.extend_from_slice(subject.as_bytes());
+        self.tag(b"credbroker/rate-subject/v1", &data, 16)
+    }
+
     /// A fingerprint of a token; equal fingerprints mean the same token.
     pub fn token_fingerprint(&self, token: &str) -> String {
         self.tag(b"credbroker/token-fingerprint/v1", token.as_bytes(), 20)

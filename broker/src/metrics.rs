@@ -7,6 +7,13 @@
 //! - `credbroker_refreshes_total{outcome="ok"|"failed"}`
 //! - `credbroker_store_errors_total{kind}`
 //! - `credbroker_live_sessions` (gauge, refreshed by the store sweep)
+//! - `credbroker_limit_refusals_total{limit="subject_rate"|"sts_budget"}`
+//! - `credbroker_sts_budget_wait_seconds{class="refresh"|"first_issue"}` (histogram: every STS
+//!   call under `BROKER_STS_RATE`, 0 when the token was there) and
+//!   `credbroker_sts_budget_waits_total{class}` (calls that had to wait)
+//! - `credbroker_rate_limit_buckets` (gauge: per-subject buckets not full again, as this replica
+//!   saw them, full ones dropped within a second — every principal with the memory store, an
+//!   approximate count with Redis)
 //!
 //! Labels never carry a subject, role or session: their cardinality would be unbounded and they
 //! belong in logs.
@@ -64,4 +71,23 @@ pub fn store_error(kind: &'static str) {
 /// Current number of live sessions.
 pub fn live_sessions(n: usize) {
     metrics::gauge!("credbroker_live_sessions").set(n as f64);
+}
+
+/// A request refused by a limit (`subject_rate`, `sts_budget`).
+pub fn limit_refusal(limit: &'static str) {
+    metrics::counter!("credbroker_limit_refusals_total", "limit" => limit).increment(1);
+}
+
+/// One STS call let through the STS budget after `seconds`; `waited`: it had to wait (in line
+/// or for a token), rather than finding one at once.
+pub fn sts_budget_wait(class: &'static str, seconds: f64, waited: bool) {
+    metrics::histogram!("credbroker_sts_budget_wait_seconds", "class" => class).record(seconds);
+    if waited {
+        metrics::counter!("credbroker_sts_budget_waits_total", "class" => class).increment(1);
+    }
+}
+
+/// Per-subject rate buckets in use (not full again), as this replica saw them.
+pub fn rate_buckets_in_use(n: usize) {
+    metrics::gauge!("credbroker_rate_limit_buckets").set(n as f64);
 }

@@ -178,6 +178,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         StsMode::WebIdentity => Issuer::WebIdentity(WebIdentityIssuer::new(&sts).await),
     };
     let duration_secs = config.credential_ttl.as_secs() as i32;
+    let sts_budget = config.limits.sts_budget(&store, &clock);
+    let subject_limit = config.limits.subject_limit(&store, &clock, &hasher);
     let engine = CredentialEngine::new(
         Arc::clone(&store),
         issuer,
@@ -188,6 +190,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             sts_cooldown_max: config.sts_cooldown_max,
             sts_denied_pause: config.sts_denied_pause,
             clock,
+            sts_budget,
             ..EngineSettings::default()
         },
     );
@@ -201,6 +204,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             session_grace: config.session_grace,
             revoked_retention: config.revoked_retention,
             duration_secs,
+            subject_limit,
         },
     ));
 

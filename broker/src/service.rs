@@ -114,10 +114,11 @@ pub fn status(e: &BrokerError) -> Status {
         }
         BrokerError::SessionGone => Code::NotFound,
         BrokerError::Contention => Code::Aborted,
+        BrokerError::RateLimited(_) => Code::ResourceExhausted,
         BrokerError::Engine(e) => match e {
-            EngineError::Issue(IssueError::Retryable(_)) | EngineError::WaitTimedOut => {
-                Code::Unavailable
-            }
+            EngineError::Issue(IssueError::Retryable(_))
+            | EngineError::WaitTimedOut
+            | EngineError::StsBudget(_) => Code::Unavailable,
             EngineError::Issue(IssueError::Denied(_)) => Code::PermissionDenied,
             EngineError::Issue(IssueError::Rejected(_) | IssueError::Configuration(_)) => {
                 Code::FailedPrecondition
@@ -126,8 +127,18 @@ pub fn status(e: &BrokerError) -> Status {
             EngineError::Store(StoreError::Unreadable(_)) => Code::Internal,
         },
     };
-    Status::new(code, e.to_string())
+    let mut status = Status::new(code, e.to_string());
+    // The wait, for clients and gRPC retry policies that honour server pushback.
+    if let BrokerError::RateLimited(limited) = e
+        && let Ok(ms) = limited.retry_after_ms().to_string().parse()
+    {
+        status.metadata_mut().insert(RETRY_PUSHBACK, ms);
+    }
+    status
 }
+
+/// The gRPC metadata key that carries how long to wait before retrying, in milliseconds.
+pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 
 pub(crate) fn fail(method: &'static str, e: BrokerError) -> Status {
     let s = status(&e);
@@ -289,6 +300,7 @@ async fn audit_refusal(
         BrokerError::OtherSubject | BrokerError::SessionGone => ("session_refused", "refused"),
         BrokerError::Role(_) | BrokerError::Scope(_) => ("credential_refused", "refused"),
         BrokerError::Engine(_) | BrokerError::Contention => ("credential_failed", "error"),
+        BrokerError::RateLimited(_) => ("rate_limited", "refused"),
         _ => ("request_refused", "refused"),
     };
     let mut ev = Event::new(event, outcome);
@@ -296,6 +308,10 @@ async fn audit_refusal(
     ev.reason = Some(e.to_string());
     ev.session = session;
     ev.peer = Some(peer.to_string());
+    if let BrokerError::RateLimited(limited) = e {
+        ev.subject = Some(limited.subject.clone());
+        ev.issuer = Some(limited.issuer.clone());
+    }
     // Which subject tried: only from a token that is genuine (never unverified claims).
     if matches!(
         e,
@@ -630,7 +646,9 @@ impl CredentialBroker for BrokerService {
         req: Request<pb::BindSessionRequest>,
     ) -> Result<Response<pb::SessionInfo>, Status> {
         let started = std::time::Instant::now();
-        observe("BindSession", started, self.bind_session_inner(req).await)
+        let deadline = crate::sts_budget::grpc_deadline(req.metadata());
+        let answer = crate::sts_budget::with_deadline(deadline, self.bind_session_inner(req)).await;
+        observe("BindSession", started, answer)
     }
 
     async fn get_credentials(
@@ -638,11 +656,10 @@ impl CredentialBroker for BrokerService {
         req: Request<pb::GetCredentialsRequest>,
     ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
         let started = std::time::Instant::now();
-        observe(
-            "GetCredentials",
-            started,
-            self.get_credentials_inner(req).await,
-        )
+        let deadline = crate::sts_budget::grpc_deadline(req.metadata());
+        let answer =
+            crate::sts_budget::with_deadline(deadline, self.get_credentials_inner(req)).await;
+        observe("GetCredentials", started, answer)
     }
 
     async fn exchange_token(
@@ -650,11 +667,10 @@ impl CredentialBroker for BrokerService {
         req: Request<pb::ExchangeTokenRequest>,
     ) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
         let started = std::time::Instant::now();
-        observe(
-            "ExchangeToken",
-            started,
-            self.exchange_token_inner(req).await,
-        )
+        let deadline = crate::sts_budget::grpc_deadline(req.metadata());
+        let answer =
+            crate::sts_budget::with_deadline(deadline, self.exchange_token_inner(req)).await;
+        observe("ExchangeToken", started, answer)
     }
 
     async fn mcp_session_without_token(

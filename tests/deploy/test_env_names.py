@@ -11,7 +11,7 @@ import pytest
 
 import deploy_checks as dc
 
-BROKER_SOURCES = [dc.REPO / "broker" / "src" / f for f in ("config.rs", "ops.rs", "mint.rs")]
+BROKER_SOURCES = [dc.REPO / "broker" / "src" / f for f in ("config.rs", "ops.rs", "mint.rs", "quota.rs")]
 ADAPTER_SOURCES = [dc.REPO / "adapter" / "src" / "config.rs"]
 
 # Announced for issue 6 (adapter metrics and TLS client settings) and referenced by deploy/

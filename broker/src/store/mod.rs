@@ -9,6 +9,7 @@
 //!
 //! Records are typed; the Redis store seals them (AES-256-GCM) before they leave the process.
 
+pub mod bucket;
 pub mod memory;
 pub mod near;
 pub mod records;

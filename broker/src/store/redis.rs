@@ -405,7 +405,7 @@ impl RedisStore {
     }
 
     /// Runs a script under [`OP_TIMEOUT`].
-    async fn script<T: FromRedisValue>(
+    pub(super) async fn script<T: FromRedisValue>(
         &self,
         what: &str,
         script: &Script,
