@@ -323,24 +323,30 @@ pub(crate) fn record_methods(methods: impl Iterator<Item = impl AsRef<str>>) {
     if !enabled() {
         return;
     }
-    let names: Vec<String> = methods
-        .take(4)
-        .map(|m| {
-            let m = m.as_ref();
-            let shaped = !m.is_empty()
-                && m.len() <= 64
-                && m.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_');
-            if shaped {
-                m.to_string()
-            } else {
-                "other".to_string()
-            }
-        })
-        .collect();
-    if !names.is_empty() {
-        tracing::Span::current().record("mcp.method.name", names.join(","));
+    let label = methods_label(methods);
+    if !label.is_empty() {
+        tracing::Span::current().record("mcp.method.name", label);
     }
+}
+
+/// The `mcp.method.name` value: up to four methods, comma-separated; a name not shaped like an
+/// MCP method (letters, digits, `/`, `_`, at most 64) is `other`, so a client cannot put
+/// arbitrary text (a token, say) into the attribute.
+fn methods_label(methods: impl Iterator<Item = impl AsRef<str>>) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for method in methods.take(4) {
+        let m = method.as_ref();
+        let shaped = !m.is_empty()
+            && m.len() <= 64
+            && m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_');
+        names.push(if shaped {
+            m.to_string()
+        } else {
+            "other".to_string()
+        });
+    }
+    names.join(",")
 }
 
 /// Records the session's keyed handle (the broker's `session_handle`, never the session id)
@@ -580,6 +586,27 @@ mod tests {
                 .unwrap()
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn only_method_shaped_names_are_recorded() {
+        assert_eq!(methods_label(["tools/call"].iter()), "tools/call");
+        assert_eq!(
+            methods_label(["notifications/initialized", "ping"].iter()),
+            "notifications/initialized,ping"
+        );
+        assert_eq!(
+            methods_label(["eyJhbGciOiJIUzI1NiJ9.e30.sig"].iter()),
+            "other"
+        );
+        assert_eq!(methods_label(["a b", ""].iter()), "other,other");
+        assert_eq!(
+            methods_label(std::iter::repeat_n("ping", 9))
+                .split(',')
+                .count(),
+            4
+        );
+        assert_eq!(methods_label(std::iter::empty::<&str>()), "");
     }
 
     #[test]

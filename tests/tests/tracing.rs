@@ -229,6 +229,17 @@ async fn one_trace_holds_the_clients_span_the_adapter_the_broker_and_s3_and_no_s
         trace.store_lookup.attribute("db.system.name"),
         Some("memory")
     );
+    // The shared MCP session's record is a store lookup too (it ended before the RPC span did,
+    // so it was queued no later than it).
+    assert!(
+        broker_receiver
+            .spans()
+            .iter()
+            .any(|s| s.trace_id == trace_id
+                && s.parent_span_id == trace.broker_rpc.span_id
+                && s.name == "store.get_mcp_session"),
+        "no store.get_mcp_session span under the broker's RPC span"
+    );
 
     // The initialize's trace reached the broker's bind, and STS: its audit record names it.
     let init_spans = broker_receiver

@@ -170,7 +170,7 @@ impl AnyStore {
 
     /// The span of one store operation (`store.<operation>`), when traces are exported: the
     /// backend and the operation, never a key (keys are keyed hashes, but still not needed).
-    fn span(&self, operation: &'static str) -> tracing::Span {
+    pub(crate) fn span(&self, operation: &'static str) -> tracing::Span {
         crate::telemetry::span!(
             "store",
             otel.name = format!("store.{operation}"),
