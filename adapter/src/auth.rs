@@ -245,6 +245,7 @@ impl Authenticator {
                         self.expect_restore(session_id, &issued, id.clone(), &tag)?;
                     }
                 }
+                crate::telemetry::record_session_handle(&issued.session_handle);
                 // The access key id is not a secret (CloudTrail shows it); it ties a tool call
                 // to the STS session that made its S3 requests.
                 let access_key_id = issued.credentials.access_key_id();

@@ -20,8 +20,10 @@ use credbroker_proto::v1::{
 };
 use tonic::{
     Code, Status,
+    service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
+use tracing::Instrument;
 use url::Url;
 
 use crate::sessions::Owner;
@@ -29,10 +31,14 @@ use crate::sessions::Owner;
 /// Pause before the single retry of an UNAVAILABLE call.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// The generated client, behind the interceptor that sends the trace context (`telemetry`).
+type Client = CredentialBrokerClient<InterceptedService<Channel, Interceptor>>;
+type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, Status>;
+
 /// Client of the `credbroker.v1.CredentialBroker` service.
 #[derive(Clone)]
 pub(crate) struct BrokerClient {
-    client: CredentialBrokerClient<Channel>,
+    client: Client,
     deadline: Duration,
     /// For error messages: where the broker was expected (no secrets in a gRPC URL).
     address: String,
@@ -175,7 +181,10 @@ impl BrokerClient {
             endpoint = endpoint.tls_config(tls)?;
         }
         Ok(Self {
-            client: CredentialBrokerClient::new(endpoint.connect_lazy()),
+            client: CredentialBrokerClient::with_interceptor(
+                endpoint.connect_lazy(),
+                crate::telemetry::inject as Interceptor,
+            ),
             deadline,
             address,
         })
@@ -298,11 +307,19 @@ impl BrokerClient {
     /// Records the call's latency and failure code (`method` is the RPC name).
     async fn call<T, F, Fut>(&self, method: &'static str, rpc: F) -> Result<T, BrokerClientError>
     where
-        F: Fn(CredentialBrokerClient<Channel>, Duration) -> Fut,
+        F: Fn(Client, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
-        let outcome = self.call_with_retry(started, rpc).await;
+        let span = crate::telemetry::broker_call_span(method);
+        let outcome = self
+            .call_with_retry(started, rpc)
+            .instrument(span.clone())
+            .await;
+        crate::telemetry::record_broker_status(
+            &span,
+            outcome.as_ref().err().map_or(Code::Ok, Status::code),
+        );
         crate::metrics::broker_call(
             method,
             started.elapsed().as_secs_f64(),
@@ -313,7 +330,7 @@ impl BrokerClient {
 
     async fn call_with_retry<T, F, Fut>(&self, started: Instant, rpc: F) -> Result<T, Status>
     where
-        F: Fn(CredentialBrokerClient<Channel>, Duration) -> Fut,
+        F: Fn(Client, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut retried = false;

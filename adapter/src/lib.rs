@@ -20,6 +20,7 @@
 //! | [`metrics`] | Prometheus counters and histograms on `ADAPTER_METRICS_LISTEN` |
 //! | [`healthcheck`] | the `healthcheck` subcommand (GET /healthz) |
 //! | [`logging`] | text/JSON logs that never show a session id |
+//! | [`telemetry`] | OpenTelemetry spans and OTLP export, only when `OTEL_EXPORTER_OTLP_*ENDPOINT` is set |
 
 mod auth;
 mod broker;
@@ -34,4 +35,5 @@ mod protocol;
 mod s3;
 pub mod server;
 mod sessions;
+pub mod telemetry;
 mod tools;

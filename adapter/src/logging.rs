@@ -41,6 +41,7 @@ pub fn init(format: LogFormat) {
     };
     tracing_subscriber::registry()
         .with(fmt.with_filter(rmcp_guard).with_filter(env_filter))
+        .with(crate::telemetry::layer())
         .init();
 }
 

@@ -7,7 +7,7 @@ use std::{process::ExitCode, time::Duration};
 
 use mcp_adapter::{
     config::{Command, Config},
-    healthcheck, logging, metrics, server,
+    healthcheck, logging, metrics, server, telemetry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -38,14 +38,20 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Err(error) = telemetry::install() {
+        eprintln!("mcp-adapter: configuration error: {error}");
+        return ExitCode::from(2);
+    }
     logging::init(config.log_format);
-    match run(config).await {
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("mcp-adapter stopped: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::shutdown().await;
+    code
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -157,7 +157,8 @@ pub fn app(
         .route_service(MCP_PATH, mcp.clone())
         .route_service("/mcp/", mcp)
         .layer(middleware::from_fn_with_state(gate, mcp_gate))
-        .layer(cors);
+        .layer(cors)
+        .layer(middleware::from_fn(crate::telemetry::mcp_request));
 
     let metadata = Arc::new(protected_resource_metadata(
         &resource,
@@ -238,6 +239,7 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         Method::GET => Envelope::Stream,
         _ => Envelope::parse(&bytes),
     };
+    crate::telemetry::record_methods(envelope.methods());
     let id = envelope.request_id();
 
     if let Err(rejection) = gate.origins.check(&parts.headers) {

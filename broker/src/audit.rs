@@ -92,6 +92,10 @@ pub struct Event {
     pub lost: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<&'static str>,
+    /// The OpenTelemetry trace the decision was made in (32 hex digits), when traces are
+    /// exported: ties the record to the request's spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl Event {
@@ -99,6 +103,7 @@ impl Event {
         Event {
             event,
             outcome,
+            trace_id: crate::telemetry::trace_id(),
             ..Event::default()
         }
     }

@@ -33,6 +33,7 @@ use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 pub use crate::store::records::{CredentialRecord, MIN_REMAINING};
 
@@ -265,7 +266,9 @@ impl CredentialEngine {
             class: Class::FirstIssue,
             deadline: crate::sts_budget::current_deadline(),
         };
-        let rec = self.flight(id, scope, token, need).await?;
+        // The wait for this scope's single flight (started here or joined).
+        let wait = crate::telemetry::span!("single_flight.wait");
+        let rec = self.flight(id, scope, token, need).instrument(wait).await?;
         if let Some(near) = &self.near {
             near.put(id, &rec, self.now_ms());
         }
@@ -299,7 +302,9 @@ impl CredentialEngine {
             class: Class::Refresh,
             deadline: None,
         };
-        let flight = self.flight(id, scope, token, need);
+        // A refresh is a trace of its own (no request waits for it).
+        let refresh = crate::telemetry::span!(parent: None, "credentials.refresh");
+        let flight = refresh.in_scope(|| self.flight(id, scope, token, need));
         let this = Arc::clone(self);
         let id = id.clone();
         self.background.spawn(async move {
@@ -315,7 +320,7 @@ impl CredentialEngine {
                     tracing::warn!(credential = %id.short(), error = %e, "credential refresh failed; serving the last good credential until its margin");
                 }
             }
-        });
+        }.instrument(refresh));
     }
 
     /// Joins the flight for `id`, starting it if there is none. The flight runs in its own task,
@@ -336,6 +341,8 @@ impl CredentialEngine {
         }
         let this = Arc::clone(self);
         let (id_owned, scope, token) = (id.clone(), scope.clone(), token.cloned());
+        // The flight's own span, a child of the request (or refresh) that started it.
+        let span = crate::telemetry::span!("single_flight.issue");
         let task = tokio::spawn(async move {
             let result = this
                 .issue_coordinated(&id_owned, &scope, token.as_ref(), need)
@@ -359,7 +366,7 @@ impl CredentialEngine {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(&id_owned);
             result.map(Arc::new)
-        });
+        }.instrument(span));
         let flight = async move {
             task.await.unwrap_or_else(|_| {
                 Err(EngineError::Issue(IssueError::Retryable(
@@ -383,6 +390,8 @@ impl CredentialEngine {
         need: Need,
     ) -> Result<CredentialRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + self.settings.lock_ttl * 2;
+        // Open while another replica holds the issuing lock and this one polls for its record.
+        let mut replica_wait: Option<tracing::Span> = None;
         loop {
             if let Some(rec) = self.store.get_credential(id).await?
                 && rec.fresh(self.now_ms())
@@ -409,6 +418,8 @@ impl CredentialEngine {
             if tokio::time::Instant::now() >= deadline {
                 return Err(EngineError::WaitTimedOut);
             }
+            replica_wait
+                .get_or_insert_with(|| crate::telemetry::span!("single_flight.wait_replica"));
             tokio::time::sleep(self.settings.poll_interval).await;
         }
     }

@@ -5,7 +5,7 @@
 //! → [`scope`] (session name, source identity, tags, bucket policy, credential key) → [`issuer`]
 //! (one STS call) → [`credentials`] (single flight, refresh ahead, last good, [`cooldown`] after STS failures) → [`store`] (memory or
 //! Redis), with [`sessions`] binding tokens to session ids, [`broker`] tying them together and
-//! [`service`] speaking gRPC; [`admin`] is the operator plane. [`ops`] holds health, reflection and shutdown; [`server`] wires it.
+//! [`service`] speaking gRPC; [`admin`] is the operator plane. [`ops`] holds health, reflection and shutdown; [`server`] wires it; [`telemetry`] exports OpenTelemetry spans when the `OTEL_*` variables ask for it.
 
 pub mod admin;
 pub mod audit;
@@ -31,4 +31,5 @@ pub mod service;
 pub mod sessions;
 pub mod store;
 pub mod sts_budget;
+pub mod telemetry;
 pub mod token;

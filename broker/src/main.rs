@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use credential_broker::config::{Cli, Command};
-use credential_broker::{mint, ops, server};
+use credential_broker::{mint, ops, server, telemetry};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -45,13 +45,19 @@ async fn serve(args: credential_broker::config::ServeArgs) -> i32 {
             return 2;
         }
     };
+    if let Err(e) = telemetry::install() {
+        eprintln!("credential-broker: {e}");
+        return 2;
+    }
     ops::init_logging(config.log_format);
-    match server::run(config).await {
+    let code = match server::run(config).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("credential-broker: {e:#}");
             1
         }
-    }
+    };
+    telemetry::shutdown().await;
+    code
 }

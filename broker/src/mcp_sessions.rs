@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Largest `initialize` params accepted (JSON): real ones are a few hundred bytes.
 pub const MAX_INITIALIZE_PARAMS: usize = 16 * 1024;
@@ -97,8 +98,13 @@ impl McpSessions {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The live record, if any.
+    /// The live record, if any (a `store.get_mcp_session` span when traces are exported).
     pub async fn get(&self, handle: &SessionHandle) -> Result<Option<McpRecord>, StoreError> {
+        let span = self.store.span("get_mcp_session");
+        self.get_untraced(handle).instrument(span).await
+    }
+
+    async fn get_untraced(&self, handle: &SessionHandle) -> Result<Option<McpRecord>, StoreError> {
         match self.store.as_ref() {
             AnyStore::Redis(r) => r.get_sealed(&key(handle)).await,
             AnyStore::Memory(_) => {
@@ -119,6 +125,18 @@ impl McpSessions {
     /// Writes the record for `record.idle_ms`: only if absent (`must_exist` false, opening) or
     /// only if present (refreshing). Returns whether it was written.
     pub async fn put(
+        &self,
+        handle: &SessionHandle,
+        record: &McpRecord,
+        must_exist: bool,
+    ) -> Result<bool, StoreError> {
+        let span = self.store.span("put_mcp_session");
+        self.put_untraced(handle, record, must_exist)
+            .instrument(span)
+            .await
+    }
+
+    async fn put_untraced(
         &self,
         handle: &SessionHandle,
         record: &McpRecord,

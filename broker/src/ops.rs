@@ -16,18 +16,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the tracing subscriber. `RUST_LOG` filters (default `info`).
+/// Installs the tracing subscriber. `RUST_LOG` filters the log lines (default `info`); the
+/// OpenTelemetry layer, when traces are exported, has its own filter (see `telemetry`).
 pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(crate::telemetry::layer())
+        .try_init();
 }
 
 /// Reflection services (v1 and v1alpha) describing the broker and health APIs.

@@ -63,6 +63,9 @@ async fn open_store(config: &Config, clock: &Clock) -> anyhow::Result<AnyStore> 
 /// A gRPC server builder with the configured TLS (the same for both phases of start-up).
 fn server_builder(config: &Config) -> anyhow::Result<tonic::transport::Server> {
     let mut builder = tonic::transport::Server::builder();
+    if crate::telemetry::enabled() {
+        builder = builder.trace_fn(crate::telemetry::grpc_span);
+    }
     if let Some(tls) = &config.tls {
         let mut t = tonic::transport::ServerTlsConfig::new().identity(
             tonic::transport::Identity::from_pem(&tls.cert_pem, tls.key_pem.expose().as_bytes()),

@@ -332,6 +332,7 @@ pub(crate) fn observe<T>(
 ) -> Result<T, Status> {
     let code = r.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
     crate::metrics::request(method, code, started.elapsed().as_secs_f64());
+    crate::telemetry::record_status(code);
     r
 }
 

@@ -26,6 +26,7 @@
 //! - [`leaks`]: assertions that no secret appears in a text;
 //! - [`load`]: workers that keep calling tools or `GetCredentials` and record every answer;
 //! - [`hostile`]: a corpus of hostile JWTs with the answers they must get;
+//! - [`otlp`]: an OTLP trace receiver (HTTP/protobuf and gRPC) that keeps what the binaries export;
 //! - [`mcp`]: a plain-HTTP MCP client for the adapter (sessions, forged headers, raw bodies);
 //! - [`round_robin`]: a load balancer without stickiness in front of several adapters.
 //!
@@ -45,6 +46,7 @@ pub mod leaks;
 pub mod load;
 pub mod mcp;
 pub mod moto;
+pub mod otlp;
 pub mod ports;
 pub mod process;
 pub mod redis;

@@ -33,6 +33,7 @@ use rmcp::{
     tool_handler,
 };
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::{
     auth::Caller,
@@ -131,9 +132,28 @@ impl ServerHandler for BucketTools {
         } else {
             "unknown".to_string()
         };
+        let bucket = request
+            .arguments
+            .as_ref()
+            .and_then(|arguments| arguments.get("bucket"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let span = crate::telemetry::tool_span(
+            context.extensions.get::<Parts>(),
+            &tool,
+            bucket.as_deref(),
+        );
         let context = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
-        let response = self.tool_router.call(context).await;
-        crate::metrics::tool_call(&tool, outcome(&response));
+        let response = self
+            .tool_router
+            .call(context)
+            .instrument(span.clone())
+            .await;
+        let result = outcome(&response);
+        if result != "ok" {
+            crate::telemetry::record_tool_failure(&span, result);
+        }
+        crate::metrics::tool_call(&tool, result);
         response
     }
 

@@ -69,8 +69,39 @@ pub enum Issuer {
 }
 
 impl Issuer {
-    /// Makes one STS call.
+    /// Makes one STS call, in an `sts.<operation>` client span when traces are exported (the
+    /// role ARN only: no token, no session policy, no tags).
     pub async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssueError> {
+        use tracing::Instrument;
+        let operation = self.operation();
+        let span = crate::telemetry::span!(
+            "sts.call",
+            otel.name = format!("STS.{operation}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "aws-api",
+            rpc.service = "STS",
+            rpc.method = operation,
+            aws.iam.role_arn = %req.role_arn,
+        );
+        let result = self.issue_untraced(req).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    /// The STS operation this issuer calls.
+    fn operation(&self) -> &'static str {
+        match self {
+            Issuer::AssumeRole(_) => "AssumeRole",
+            Issuer::WebIdentity(_) => "AssumeRoleWithWebIdentity",
+            #[cfg(test)]
+            Issuer::Fake(_) => "Fake",
+        }
+    }
+
+    async fn issue_untraced(&self, req: &IssueRequest) -> Result<Issued, IssueError> {
         match self {
             Issuer::AssumeRole(i) => i.issue(req).await,
             Issuer::WebIdentity(i) => i.issue(req).await,

@@ -19,6 +19,7 @@ mod seal;
 use crate::hashing::SessionHandle;
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub use memory::MemoryStore;
 pub use near::NearCache;
@@ -168,6 +169,17 @@ impl AnyStore {
         }
     }
 
+    /// The span of one store operation (`store.<operation>`), when traces are exported: the
+    /// backend and the operation, never a key (keys are keyed hashes, but still not needed).
+    pub(crate) fn span(&self, operation: &'static str) -> tracing::Span {
+        crate::telemetry::span!(
+            "store",
+            otel.name = format!("store.{operation}"),
+            db.system.name = self.kind(),
+            db.operation.name = operation,
+        )
+    }
+
     /// How often [`AnyStore::sweep`] should run.
     pub fn sweep_interval(&self) -> Duration {
         match self {
@@ -179,22 +191,22 @@ impl AnyStore {
 
 impl Store for AnyStore {
     async fn get_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
-        dispatch!(self, s => s.get_credential(id).await)
+        dispatch!(self, s => s.get_credential(id).instrument(self.span("get_credential")).await)
     }
     async fn put_credential(&self, id: &str, record: &CredentialRecord) -> Result<(), StoreError> {
-        dispatch!(self, s => s.put_credential(id, record).await)
+        dispatch!(self, s => s.put_credential(id, record).instrument(self.span("put_credential")).await)
     }
     async fn try_lock(&self, id: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
-        dispatch!(self, s => s.try_lock(id, ttl).await)
+        dispatch!(self, s => s.try_lock(id, ttl).instrument(self.span("try_lock")).await)
     }
     async fn unlock(&self, id: &str, token: &LockToken) -> Result<(), StoreError> {
-        dispatch!(self, s => s.unlock(id, token).await)
+        dispatch!(self, s => s.unlock(id, token).instrument(self.span("unlock")).await)
     }
     async fn get_session(
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<(SessionRecord, Version)>, StoreError> {
-        dispatch!(self, s => s.get_session(handle).await)
+        dispatch!(self, s => s.get_session(handle).instrument(self.span("get_session")).await)
     }
     async fn swap_session(
         &self,
@@ -203,14 +215,14 @@ impl Store for AnyStore {
         record: &SessionRecord,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.swap_session(handle, expected, record, ttl).await)
+        dispatch!(self, s => s.swap_session(handle, expected, record, ttl).instrument(self.span("swap_session")).await)
     }
     async fn list_sessions(
         &self,
         after: Option<&SessionHandle>,
         limit: usize,
     ) -> Result<Vec<(SessionHandle, SessionRecord)>, StoreError> {
-        dispatch!(self, s => s.list_sessions(after, limit).await)
+        dispatch!(self, s => s.list_sessions(after, limit).instrument(self.span("list_sessions")).await)
     }
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping().await)

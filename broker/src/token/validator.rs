@@ -86,8 +86,18 @@ impl TokenValidator {
         }
     }
 
-    /// Validates `token` and returns its claims.
+    /// Validates `token` and returns its claims (in a `token.validate` span when traces are
+    /// exported; the span says whether the token was accepted, never the token or its claims).
     pub async fn validate(&self, token: &Secret) -> Result<Claims, TokenError> {
+        use tracing::Instrument;
+        let span =
+            crate::telemetry::span!("token.validate", token.accepted = tracing::field::Empty);
+        let result = self.validate_untraced(token).instrument(span.clone()).await;
+        span.record("token.accepted", result.is_ok());
+        result
+    }
+
+    async fn validate_untraced(&self, token: &Secret) -> Result<Claims, TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
