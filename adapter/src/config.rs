@@ -59,6 +59,11 @@ pub struct Config {
     #[arg(long, env = "ADAPTER_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
+    /// Once listening, write the bound address (`host:port`) to this file: with a port of 0 in
+    /// ADAPTER_LISTEN, how whoever started the adapter learns the port the kernel chose.
+    #[arg(long, env = "ADAPTER_LISTEN_ADDR_FILE")]
+    pub listen_addr_file: Option<PathBuf>,
+
     /// gRPC URL of the credential broker (http:// or https://).
     #[arg(long, env = "ADAPTER_BROKER_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_broker_url)]
     pub broker_url: Url,

@@ -48,7 +48,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config) -> anyhow::Result<()> {
     let broker_tls = config.broker_tls().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(listen) = config.metrics_listen {
         metrics::install(listen)?;
@@ -60,7 +60,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let signal = shutdown_signal()?;
     let shutdown = CancellationToken::new();
-    let app = server::app(&config, broker_tls, shutdown.clone())?;
     // TCP_NODELAY on every accepted socket: a tool answer is an event stream written in pieces,
     // and with Nagle's algorithm on, the last small write waits for the client's delayed ACK —
     // about 25 ms per call on a keep-alive connection (BENCHMARKS.md, "Adapter end to end").
@@ -72,8 +71,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 tracing::warn!(%error, "cannot set TCP_NODELAY on an accepted connection");
             }
         });
+    let local = listener.local_addr()?;
+    // Port 0: the default resource URL (`http://<listen>/mcp`) names the port actually bound.
+    config.listen = local;
+    let app = server::app(&config, broker_tls, shutdown.clone())?;
+    if let Some(path) = &config.listen_addr_file {
+        credbroker_kit::listen::write_addr_file(path, local).map_err(|e| {
+            anyhow::anyhow!(
+                "ADAPTER_LISTEN_ADDR_FILE: cannot write {}: {e}",
+                path.display()
+            )
+        })?;
+    }
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %local,
         broker = %config.broker_url,
         broker_mtls = config.broker_client_cert.is_some(),
         resource = %config.resource(),

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Address of the gRPC listener.
     #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: String,
+    /// Once listening, write the bound address (`host:port`) to this file: with a port of 0 in
+    /// BROKER_LISTEN, how whoever started the broker learns the port the kernel chose.
+    #[arg(long, env = "BROKER_LISTEN_ADDR_FILE")]
+    pub listen_addr_file: Option<PathBuf>,
     /// Address of the Prometheus metrics listener (off when unset).
     #[arg(long, env = "BROKER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -319,6 +323,8 @@ pub enum CacheConfig {
 #[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where to write the bound address once listening (BROKER_LISTEN_ADDR_FILE).
+    pub listen_addr_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub hs256_secret: Option<Secret>,
     pub jwks: Option<JwksSource>,
@@ -694,6 +700,7 @@ impl ServeArgs {
 
         Ok(Config {
             listen,
+            listen_addr_file: self.listen_addr_file.clone(),
             metrics_listen,
             hs256_secret,
             jwks,

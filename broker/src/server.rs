@@ -115,6 +115,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("BROKER_LISTEN: cannot listen on {}", config.listen))?,
     );
     let local = listener.local_addr()?;
+    if let Some(path) = &config.listen_addr_file {
+        credbroker_kit::listen::write_addr_file(path, local)
+            .with_context(|| format!("BROKER_LISTEN_ADDR_FILE: cannot write {}", path.display()))?;
+    }
 
     // Start-up phase: health and reflection only, while the store connects.
     let (early_stop, early_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -8,6 +8,7 @@
 //! The relay runs on its own thread and runtime, and stops on drop.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +22,8 @@ const MAX_HEAD: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct AuthProxy {
     addr: SocketAddr,
+    /// Where requests go; unset until [`AuthProxy::forward_to`] (connections are closed meanwhile).
+    upstream: Arc<OnceLock<SocketAddr>>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -28,13 +31,22 @@ pub struct AuthProxy {
 impl AuthProxy {
     /// A relay on a free 127.0.0.1 port to `upstream_port` on 127.0.0.1, adding `token`.
     pub fn start(upstream_port: u16, token: &str) -> AuthProxy {
-        let upstream = crate::ports::loopback(upstream_port);
+        let proxy = AuthProxy::bind(token);
+        proxy.forward_to(upstream_port);
+        proxy
+    }
+
+    /// A relay on a free 127.0.0.1 port that forwards nowhere yet: for an upstream that must know
+    /// the relay's port before it starts (an adapter's allowed origins).
+    pub fn bind(token: &str) -> AuthProxy {
+        let upstream = Arc::new(OnceLock::new());
         let std_listener =
             std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind proxy port");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("proxy addr");
         let (shutdown, shutdown_rx) = oneshot::channel();
         let header = format!("Authorization: Bearer {token}\r\nConnection: close\r\n");
+        let routes = Arc::clone(&upstream);
         let thread = std::thread::Builder::new()
             .name("auth-proxy".into())
             .spawn(move || {
@@ -45,7 +57,7 @@ impl AuthProxy {
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(std_listener).expect("tokio listener");
                     tokio::select! {
-                        _ = accept_loop(listener, upstream, header) => {}
+                        _ = accept_loop(listener, routes, header) => {}
                         _ = shutdown_rx => {}
                     }
                 });
@@ -53,9 +65,15 @@ impl AuthProxy {
             .expect("spawn proxy thread");
         AuthProxy {
             addr,
+            upstream,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
+    }
+
+    /// Sends every later request to `port` on 127.0.0.1 (once; later calls are ignored).
+    pub fn forward_to(&self, port: u16) {
+        let _ = self.upstream.set(crate::ports::loopback(port));
     }
 
     /// The relay's port.
@@ -75,9 +93,12 @@ impl Drop for AuthProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, header: String) {
+async fn accept_loop(listener: TcpListener, upstream: Arc<OnceLock<SocketAddr>>, header: String) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let Some(&upstream) = upstream.get() else {
             continue;
         };
         let header = header.clone();
