@@ -35,12 +35,8 @@ pub enum SessionSharing {
     Process,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+/// Log line format (shared with the broker).
+pub use credbroker_kit::logging::LogFormat;
 
 /// The adapter's settings.
 #[derive(Debug, Clone, Parser)]
@@ -69,18 +65,18 @@ pub struct Config {
     pub broker_url: Url,
 
     /// CA that signed the broker's certificate (https only; default: system roots): a PEM file
-    /// path, or the PEM text itself (a value starting with `-----BEGIN`).
-    #[arg(long, env = "ADAPTER_BROKER_CA", value_parser = parse_pem_source, allow_hyphen_values = true)]
+    /// path, or the PEM text itself (a value holding a `-----BEGIN ` line).
+    #[arg(long, env = "ADAPTER_BROKER_CA", value_parser = PemSource::clap, allow_hyphen_values = true)]
     pub broker_ca: Option<PemSource>,
 
     /// Client certificate (chain) for mTLS to the broker: PEM file path or PEM text. Needs
     /// ADAPTER_BROKER_CLIENT_KEY.
-    #[arg(long, env = "ADAPTER_BROKER_CLIENT_CERT", value_parser = parse_pem_source, allow_hyphen_values = true)]
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_CERT", value_parser = PemSource::clap, allow_hyphen_values = true)]
     pub broker_client_cert: Option<PemSource>,
 
     /// Private key of the client certificate: PEM file path or PEM text (its value is never
     /// shown in help or errors).
-    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = parse_pem_source, allow_hyphen_values = true, hide_env_values = true)]
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = PemSource::clap, allow_hyphen_values = true, hide_env_values = true)]
     pub broker_client_key: Option<PemSource>,
 
     /// Name to verify in the broker's certificate (default: the host of ADAPTER_BROKER_URL).
@@ -191,48 +187,8 @@ pub struct HealthcheckArgs {
     pub timeout: Duration,
 }
 
-/// A PEM value as configured: a file to read, or the PEM text itself (ECS injects secrets as
-/// environment variables). `Debug` never shows inline text, which may be a private key.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PemSource {
-    File(PathBuf),
-    Inline(String),
-}
-
-impl std::fmt::Debug for PemSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::File(path) => write!(f, "File({})", path.display()),
-            Self::Inline(_) => f.write_str("Inline(<pem>)"),
-        }
-    }
-}
-
-impl PemSource {
-    /// The PEM bytes; `variable` names the setting in the error.
-    pub fn load(&self, variable: &str) -> Result<Vec<u8>, ConfigError> {
-        let bytes = match self {
-            Self::Inline(text) if !text.trim_end().contains('\n') => {
-                return Err(ConfigError {
-                    variable: variable.into(),
-                    message: "looks like PEM text but has no line breaks (flattened?); give the PEM with its line breaks (or \\n) or a file path".into(),
-                });
-            }
-            Self::Inline(text) => text.clone().into_bytes(),
-            Self::File(path) => std::fs::read(path).map_err(|e| ConfigError {
-                variable: variable.into(),
-                message: format!("cannot read {}: {e}", shown_path(path)),
-            })?,
-        };
-        if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
-            return Err(ConfigError {
-                variable: variable.into(),
-                message: "not PEM (no -----BEGIN line)".into(),
-            });
-        }
-        Ok(bytes)
-    }
-}
+/// A PEM value as configured: a file to read, or the PEM text itself (shared with the broker).
+pub use credbroker_kit::pem::PemSource;
 
 /// PEM material for the broker connection, read at start.
 #[derive(Clone, Default)]
@@ -242,13 +198,9 @@ pub struct BrokerTls {
     pub domain: Option<String>,
 }
 
-/// A setting that could not be used, with the environment variable that holds it.
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    pub variable: String,
-    pub message: String,
-}
+/// A setting that could not be used, with the environment variable that holds it (shared with
+/// the broker).
+pub use credbroker_kit::config::ConfigError;
 
 impl Config {
     /// Parses flags and environment; on a bad value returns one line naming the variable.
@@ -408,34 +360,6 @@ fn env_for_arg(rendered_arg: &str) -> Option<String> {
         .find(|arg| arg.get_long() == Some(long))
         .and_then(|arg| arg.get_env())
         .map(|env| env.to_string_lossy().into_owned())
-}
-
-/// A configured path as an error may show it: a value that is rather key material pasted without
-/// its `-----BEGIN` line (several lines, or very long) is not repeated.
-fn shown_path(path: &std::path::Path) -> String {
-    let text = path.display().to_string();
-    if text.contains(['\n', '\r']) || text.len() > 256 {
-        "the configured value (not a readable file path; not shown, it may be key material)".into()
-    } else {
-        text
-    }
-}
-
-fn parse_pem_source(value: &str) -> Result<PemSource, String> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err("empty; a PEM file path or PEM text".into());
-    }
-    // Inline or path by content, as the broker decides (`credential_broker::pem`): a value with
-    // a PEM marker anywhere (after a comment line or a space too) is PEM text; no path has one.
-    // A flattened one (no line breaks) is refused by `load`, not here: clap would echo it.
-    if trimmed.contains("-----BEGIN ") {
-        // Env values sometimes carry literal `\n` instead of line breaks.
-        let mut pem = trimmed.replace("\\n", "\n").trim_end().to_string();
-        pem.push('\n');
-        return Ok(PemSource::Inline(pem));
-    }
-    Ok(PemSource::File(PathBuf::from(trimmed)))
 }
 
 fn parse_broker_url(value: &str) -> Result<Url, String> {

@@ -58,7 +58,8 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
             "ADAPTER_AUTHORIZATION_SERVERS is empty: clients cannot discover where to get a token"
         );
     }
-    let signal = shutdown_signal()?;
+    // Registered now, before serving: a signal during start-up is not lost.
+    let signal = credbroker_kit::signals::shutdown_signal()?;
     let shutdown = CancellationToken::new();
     // TCP_NODELAY on every accepted socket: a tool answer is an event stream written in pieces,
     // and with Nagle's algorithm on, the last small write waits for the client's delayed ACK —
@@ -122,26 +123,4 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("mcp-adapter stopped");
     Ok(())
-}
-
-/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now, before serving, so that a signal
-/// arriving during start-up is not lost to the default action; the future completes on either.
-#[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {},
-            _ = interrupt.recv() => {},
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }

@@ -39,7 +39,7 @@ pub enum Command {
     Audit(crate::audit::AuditArgs),
 }
 
-pub use crate::ops::LogFormat;
+pub use credbroker_kit::logging::LogFormat;
 
 /// How credentials are obtained from STS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -239,9 +239,11 @@ impl std::fmt::Debug for TlsFiles {
 }
 
 /// A PEM value: a file path, or the PEM text itself (ECS injects secrets as environment values);
-/// [`crate::pem`] decides which by content.
+/// [`credbroker_kit::pem::PemSource`] decides which by content.
 fn read_pem(var: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
-    crate::pem::load(path.as_os_str()).map_err(|reason| bad(var, reason))
+    credbroker_kit::pem::PemSource::parse(path.as_os_str())
+        .map_err(|reason| bad(var, reason))?
+        .load(var)
 }
 
 impl ServeArgs {
@@ -296,19 +298,11 @@ impl ServeArgs {
     }
 }
 
-/// A setting that cannot be used; displayed as `VARIABLE: reason`.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
+/// A setting that cannot be used; displayed as `VARIABLE: reason` (shared with the adapter).
+pub use credbroker_kit::config::ConfigError;
 
 fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
-    }
+    ConfigError::new(var, reason)
 }
 
 /// Where sessions and credentials are kept.

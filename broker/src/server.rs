@@ -14,7 +14,7 @@ use crate::config::{CacheConfig, Config, StsMode};
 use crate::credentials::{CredentialEngine, EngineSettings};
 use crate::hashing::KeyedHasher;
 use crate::issuer::{AssumeRoleIssuer, Issuer, StsSettings, WebIdentityIssuer};
-use crate::ops::{Health, ReadinessInput, reflection, shutdown_signal};
+use crate::ops::{Health, ReadinessInput, reflection};
 use crate::role::RolePolicy;
 use crate::service::BrokerService;
 use crate::store::redis::ConnectOptions;
@@ -103,7 +103,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let mut signal = Box::pin(shutdown_signal());
+    let mut signal = Box::pin(
+        credbroker_kit::signals::shutdown_signal()
+            .context("cannot register the SIGTERM / SIGINT handlers")?,
+    );
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health::new(reporter).await;
     if let Some(addr) = config.metrics_listen {
