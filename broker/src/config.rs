@@ -3,7 +3,7 @@
 //! line that names the variable, e.g. `BROKER_JWT_LEEWAY: "soon" is not a duration (e.g. 60s)`.
 
 use crate::role::ArnGlob;
-use crate::secret::Secret;
+use crate::secret::{Key32, Secret};
 use crate::token::JwksSource;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
@@ -346,10 +346,10 @@ pub struct Config {
     pub refresh_margin: Duration,
     pub cache: CacheConfig,
     /// Current cache key (32 bytes), then the previous one if any.
-    pub cache_keys: Vec<Secret>,
+    pub cache_keys: Vec<Key32>,
     /// Key of the keyed hashes (handles, credential ids, fingerprints), when set apart from the
     /// cache key.
-    pub handle_key: Option<Secret>,
+    pub handle_key: Option<Key32>,
     pub insecure_plaintext_cache: bool,
     /// How long start-up waits for Redis; `None`: until it answers.
     pub store_startup_timeout: Option<Duration>,
@@ -394,24 +394,9 @@ fn read_secret_file(var: &'static str, path: &PathBuf) -> Result<Secret, ConfigE
     Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
 }
 
-/// Decodes a base64 32-byte key.
-pub fn decode_key(var: &'static str, value: &str) -> Result<Secret, ConfigError> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .map_err(|_| {
-            bad(
-                var,
-                "is not valid base64 (generate one with: openssl rand -base64 32)",
-            )
-        })?;
-    if bytes.len() != 32 {
-        return Err(bad(
-            var,
-            format!("must decode to 32 bytes, got {}", bytes.len()),
-        ));
-    }
-    Ok(Secret::new(value.trim()))
+/// Decodes a base64 32-byte key, once: the rest of the broker takes the bytes.
+pub fn decode_key(var: &'static str, value: &str) -> Result<Key32, ConfigError> {
+    Key32::from_base64(value).map_err(|e| bad(var, e.to_string()))
 }
 
 fn parse_enum<T: ValueEnum>(var: &'static str, value: &str) -> Result<T, ConfigError> {

@@ -151,8 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.handle_key.as_ref(),
         config.cache_keys.first(),
         matches!(config.cache, CacheConfig::Redis(_)),
-    )
-    .map_err(anyhow::Error::msg)?;
+    );
 
     let jwks = match &config.jwks {
         Some(source) => Some(

@@ -33,7 +33,7 @@ use super::seal::Sealer;
 use super::{LockToken, Store, StoreError, Version};
 use crate::clock::now_ms;
 use crate::hashing::SessionHandle;
-use crate::secret::Secret;
+use crate::secret::{Key32, Secret};
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -255,7 +255,7 @@ impl RedisStore {
     /// cannot be reached within 10 s (a refused password at once) or evicts keys.
     pub async fn connect(
         url: &Secret,
-        cache_keys: &[Secret],
+        cache_keys: &[Key32],
         insecure_plaintext: bool,
     ) -> Result<Self, String> {
         Self::connect_with(
@@ -271,14 +271,15 @@ impl RedisStore {
     /// A Redis whose `maxmemory-policy` evicts keys is refused unless `options.allow_eviction`.
     pub async fn connect_with(
         url: &Secret,
-        cache_keys: &[Secret],
+        cache_keys: &[Key32],
         insecure_plaintext: bool,
         options: ConnectOptions,
     ) -> Result<Self, String> {
         let target = parse_target(url.expose()).map_err(|e| format!("BROKER_CACHE_URL: {e}"))?;
         let sealer = match (cache_keys.is_empty(), insecure_plaintext) {
-            (false, _) => Sealer::from_base64_keys(cache_keys)
-                .map_err(|e| format!("BROKER_CACHE_KEY: {e}"))?,
+            (false, _) => {
+                Sealer::from_keys(cache_keys).map_err(|e| format!("BROKER_CACHE_KEY: {e}"))?
+            }
             (true, true) => Sealer::plaintext(),
             (true, false) => return Err(
                 "BROKER_CACHE_KEY: a Redis store needs a cache key, or --insecure-plaintext-cache"
