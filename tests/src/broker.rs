@@ -246,6 +246,25 @@ impl Broker {
             .await;
     }
 
+    /// Waits until the broker logs that it serves every service, without asking over the wire:
+    /// for a TLS listener, which the plaintext health probe of [`Broker::wait_serving`] cannot
+    /// reach. (Listening alone is not enough: during start-up the listener serves only health
+    /// and reflection.)
+    pub async fn wait_started(&mut self) {
+        let log = self.process.log_path().to_path_buf();
+        self.process
+            .wait_until(
+                "the log says 'credential broker serving'",
+                START_TIMEOUT,
+                || {
+                    std::future::ready(
+                        crate::process::read_lossy(&log).contains("credential broker serving"),
+                    )
+                },
+            )
+            .await;
+    }
+
     /// The address the broker listens on. After [`BrokerBuilder::spawn`] without a wait, this
     /// blocks until the broker has reported it (panicking after a minute, with its log).
     pub fn addr(&self) -> SocketAddr {
