@@ -42,7 +42,8 @@ async fn open_store(config: &Config, clock: &Clock) -> anyhow::Result<AnyStore> 
                 options,
             )
             .await
-            .map_err(anyhow::Error::msg)?;
+            .map_err(anyhow::Error::msg)?
+            .with_clock(clock.clone());
             if store.is_sealed() {
                 tracing::info!(
                     store = store.name(),
@@ -172,7 +173,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         config.hs256_secret.as_ref(),
         jwks,
-    );
+    )
+    .with_clock(clock.clone());
     let roles = RolePolicy::new(config.allowed_roles.clone(), config.role_account_id.clone());
     let sts = StsSettings {
         endpoint: config.sts_endpoint.clone(),
