@@ -7,9 +7,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{
-    Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ContextKind, error::ContextValue,
-};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 /// Which requests need `Authorization: Bearer <JWT>`.
@@ -329,37 +327,9 @@ impl Config {
     }
 }
 
-/// Turns a clap error into `VARIABLE: what was wrong`, one line.
+/// Turns a clap error into `VARIABLE: what was wrong`, one line (the rule both binaries share).
 fn describe_clap_error(error: &clap::Error) -> ConfigError {
-    let rendered = error.render().to_string();
-    let first_line = rendered
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("invalid configuration")
-        .trim_start_matches("error: ")
-        .to_string();
-    let variable = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => env_for_arg(arg),
-        _ => None,
-    }
-    .unwrap_or_else(|| "command line".into());
-    ConfigError {
-        variable,
-        message: first_line,
-    }
-}
-
-/// `--listen <LISTEN>` → `ADAPTER_LISTEN`.
-fn env_for_arg(rendered_arg: &str) -> Option<String> {
-    let long = rendered_arg
-        .split_whitespace()
-        .next()?
-        .trim_start_matches("--");
-    Config::command()
-        .get_arguments()
-        .find(|arg| arg.get_long() == Some(long))
-        .and_then(|arg| arg.get_env())
-        .map(|env| env.to_string_lossy().into_owned())
+    credbroker_kit::config::describe_clap_error(error, &Config::command())
 }
 
 fn parse_broker_url(value: &str) -> Result<Url, String> {

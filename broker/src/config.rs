@@ -45,36 +45,10 @@ impl Cli {
     }
 }
 
-/// A clap error as `VARIABLE: what was wrong`, one line.
+/// A clap error as `VARIABLE: what was wrong`, one line (the rule both binaries share).
 fn describe_clap_error(error: &clap::Error) -> ConfigError {
-    use clap::error::{ContextKind, ContextValue};
-    let rendered = error.render().to_string();
-    let first_line = rendered
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("invalid configuration")
-        .trim_start_matches("error: ")
-        .to_string();
-    let variable = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => env_for_arg(arg),
-        _ => None,
-    }
-    .unwrap_or_else(|| "command line".into());
-    ConfigError::new(variable, first_line)
-}
-
-/// `--jwt-leeway <JWT_LEEWAY>` → `BROKER_JWT_LEEWAY`.
-fn env_for_arg(rendered_arg: &str) -> Option<String> {
     use clap::CommandFactory;
-    let long = rendered_arg
-        .split_whitespace()
-        .next()?
-        .trim_start_matches("--");
-    Cli::command()
-        .get_arguments()
-        .find(|arg| arg.get_long() == Some(long))
-        .and_then(|arg| arg.get_env())
-        .map(|env| env.to_string_lossy().into_owned())
+    credbroker_kit::config::describe_clap_error(error, &Cli::command())
 }
 
 /// Subcommands; none means `serve`.
@@ -838,7 +812,8 @@ fn non_empty(v: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn args(extra: &[&str]) -> ServeArgs {
+    /// A minimal valid command line, then `extra`.
+    fn argv<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         let mut argv = vec![
             "credential-broker",
             "--jwt-hs256-secret",
@@ -847,20 +822,16 @@ mod tests {
             "arn:aws:iam::123456789012:role/demo-*",
         ];
         argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).unwrap().serve
+        argv
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(argv(extra)).unwrap().serve
     }
 
     /// The error a start with `extra` gets, from parsing or from validation.
     fn err(extra: &[&str]) -> String {
-        let mut argv = vec![
-            "credential-broker",
-            "--jwt-hs256-secret",
-            "0123456789abcdef0123456789abcdef",
-            "--allowed-role-arns",
-            "arn:aws:iam::123456789012:role/demo-*",
-        ];
-        argv.extend_from_slice(extra);
-        match Cli::parse_from_env(argv) {
+        match Cli::parse_from_env(argv(extra)) {
             Ok(cli) => cli.serve.validate().unwrap_err().to_string(),
             Err(Err(e)) => e.to_string(),
             Err(Ok(help)) => panic!("help instead of an error: {help}"),

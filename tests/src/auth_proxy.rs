@@ -9,11 +9,11 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+
+use crate::background::BackgroundServer;
 
 /// Largest request head the relay reads (the suite's are a few hundred bytes).
 const MAX_HEAD: usize = 64 * 1024;
@@ -24,8 +24,8 @@ pub struct AuthProxy {
     addr: SocketAddr,
     /// Where requests go; unset until [`AuthProxy::forward_to`] (connections are closed meanwhile).
     upstream: Arc<OnceLock<SocketAddr>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// The listener's thread, kept for its drop (which stops it).
+    _server: BackgroundServer,
 }
 
 impl AuthProxy {
@@ -40,34 +40,16 @@ impl AuthProxy {
     /// the relay's port before it starts (an adapter's allowed origins).
     pub fn bind(token: &str) -> AuthProxy {
         let upstream = Arc::new(OnceLock::new());
-        let std_listener =
-            std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind proxy port");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("proxy addr");
-        let (shutdown, shutdown_rx) = oneshot::channel();
         let header = format!("Authorization: Bearer {token}\r\nConnection: close\r\n");
         let routes = Arc::clone(&upstream);
-        let thread = std::thread::Builder::new()
-            .name("auth-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("proxy runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = accept_loop(listener, routes, header) => {}
-                        _ = shutdown_rx => {}
-                    }
-                });
-            })
-            .expect("spawn proxy thread");
+        let server = BackgroundServer::start("auth-proxy", move |listener| {
+            accept_loop(listener, routes, header)
+        });
+        let addr = server.addr();
         AuthProxy {
             addr,
             upstream,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -79,17 +61,6 @@ impl AuthProxy {
     /// The relay's port.
     pub fn port(&self) -> u16 {
         self.addr.port()
-    }
-}
-
-impl Drop for AuthProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

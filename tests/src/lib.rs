@@ -7,6 +7,7 @@
 //!
 //! One concept per module:
 //! - [`ports`]: ports for the servers that cannot bind port 0 and report it (the others do);
+//! - [`background`]: an in-process TCP server on its own thread (the proxies below use it);
 //! - [`process`]: a child process with a log file, killed by pid on drop, readiness waits, the
 //!   address a server reports after binding port 0;
 //! - [`tools`]: where the binaries, the venv, moto, grpcurl and redis are;
@@ -36,6 +37,7 @@
 pub mod adapter;
 pub mod auth_proxy;
 pub mod aws;
+pub mod background;
 pub mod broker;
 pub mod fleet;
 pub mod grpcurl;
