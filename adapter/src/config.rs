@@ -7,9 +7,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{
-    Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ContextKind, error::ContextValue,
-};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 /// Which requests need `Authorization: Bearer <JWT>`.
@@ -35,12 +33,8 @@ pub enum SessionSharing {
     Process,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+/// Log line format (shared with the broker).
+pub use credbroker_kit::logging::LogFormat;
 
 /// The adapter's settings.
 #[derive(Debug, Clone, Parser)]
@@ -59,23 +53,28 @@ pub struct Config {
     #[arg(long, env = "ADAPTER_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
+    /// Once listening, write the bound address (`host:port`) to this file: with a port of 0 in
+    /// ADAPTER_LISTEN, how whoever started the adapter learns the port the kernel chose.
+    #[arg(long, env = "ADAPTER_LISTEN_ADDR_FILE")]
+    pub listen_addr_file: Option<PathBuf>,
+
     /// gRPC URL of the credential broker (http:// or https://).
     #[arg(long, env = "ADAPTER_BROKER_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_broker_url)]
     pub broker_url: Url,
 
     /// CA that signed the broker's certificate (https only; default: system roots): a PEM file
-    /// path, or the PEM text itself (a value starting with `-----BEGIN`).
-    #[arg(long, env = "ADAPTER_BROKER_CA", value_parser = parse_pem_source, allow_hyphen_values = true)]
+    /// path, or the PEM text itself (a value holding a `-----BEGIN ` line).
+    #[arg(long, env = "ADAPTER_BROKER_CA", value_parser = PemSource::clap, allow_hyphen_values = true)]
     pub broker_ca: Option<PemSource>,
 
     /// Client certificate (chain) for mTLS to the broker: PEM file path or PEM text. Needs
     /// ADAPTER_BROKER_CLIENT_KEY.
-    #[arg(long, env = "ADAPTER_BROKER_CLIENT_CERT", value_parser = parse_pem_source, allow_hyphen_values = true)]
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_CERT", value_parser = PemSource::clap, allow_hyphen_values = true)]
     pub broker_client_cert: Option<PemSource>,
 
     /// Private key of the client certificate: PEM file path or PEM text (its value is never
     /// shown in help or errors).
-    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = parse_pem_source, allow_hyphen_values = true, hide_env_values = true)]
+    #[arg(long, env = "ADAPTER_BROKER_CLIENT_KEY", value_parser = PemSource::clap, allow_hyphen_values = true, hide_env_values = true)]
     pub broker_client_key: Option<PemSource>,
 
     /// Name to verify in the broker's certificate (default: the host of ADAPTER_BROKER_URL).
@@ -186,48 +185,8 @@ pub struct HealthcheckArgs {
     pub timeout: Duration,
 }
 
-/// A PEM value as configured: a file to read, or the PEM text itself (ECS injects secrets as
-/// environment variables). `Debug` never shows inline text, which may be a private key.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PemSource {
-    File(PathBuf),
-    Inline(String),
-}
-
-impl std::fmt::Debug for PemSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::File(path) => write!(f, "File({})", path.display()),
-            Self::Inline(_) => f.write_str("Inline(<pem>)"),
-        }
-    }
-}
-
-impl PemSource {
-    /// The PEM bytes; `variable` names the setting in the error.
-    pub fn load(&self, variable: &str) -> Result<Vec<u8>, ConfigError> {
-        let bytes = match self {
-            Self::Inline(text) if !text.trim_end().contains('\n') => {
-                return Err(ConfigError {
-                    variable: variable.into(),
-                    message: "looks like PEM text but has no line breaks (flattened?); give the PEM with its line breaks (or \\n) or a file path".into(),
-                });
-            }
-            Self::Inline(text) => text.clone().into_bytes(),
-            Self::File(path) => std::fs::read(path).map_err(|e| ConfigError {
-                variable: variable.into(),
-                message: format!("cannot read {}: {e}", shown_path(path)),
-            })?,
-        };
-        if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
-            return Err(ConfigError {
-                variable: variable.into(),
-                message: "not PEM (no -----BEGIN line)".into(),
-            });
-        }
-        Ok(bytes)
-    }
-}
+/// A PEM value as configured: a file to read, or the PEM text itself (shared with the broker).
+pub use credbroker_kit::pem::PemSource;
 
 /// PEM material for the broker connection, read at start.
 #[derive(Clone, Default)]
@@ -237,13 +196,9 @@ pub struct BrokerTls {
     pub domain: Option<String>,
 }
 
-/// A setting that could not be used, with the environment variable that holds it.
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    pub variable: String,
-    pub message: String,
-}
+/// A setting that could not be used, with the environment variable that holds it (shared with
+/// the broker).
+pub use credbroker_kit::config::ConfigError;
 
 impl Config {
     /// Parses flags and environment; on a bad value returns one line naming the variable.
@@ -372,65 +327,9 @@ impl Config {
     }
 }
 
-/// Turns a clap error into `VARIABLE: what was wrong`, one line.
+/// Turns a clap error into `VARIABLE: what was wrong`, one line (the rule both binaries share).
 fn describe_clap_error(error: &clap::Error) -> ConfigError {
-    let rendered = error.render().to_string();
-    let first_line = rendered
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("invalid configuration")
-        .trim_start_matches("error: ")
-        .to_string();
-    let variable = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => env_for_arg(arg),
-        _ => None,
-    }
-    .unwrap_or_else(|| "command line".into());
-    ConfigError {
-        variable,
-        message: first_line,
-    }
-}
-
-/// `--listen <LISTEN>` → `ADAPTER_LISTEN`.
-fn env_for_arg(rendered_arg: &str) -> Option<String> {
-    let long = rendered_arg
-        .split_whitespace()
-        .next()?
-        .trim_start_matches("--");
-    Config::command()
-        .get_arguments()
-        .find(|arg| arg.get_long() == Some(long))
-        .and_then(|arg| arg.get_env())
-        .map(|env| env.to_string_lossy().into_owned())
-}
-
-/// A configured path as an error may show it: a value that is rather key material pasted without
-/// its `-----BEGIN` line (several lines, or very long) is not repeated.
-fn shown_path(path: &std::path::Path) -> String {
-    let text = path.display().to_string();
-    if text.contains(['\n', '\r']) || text.len() > 256 {
-        "the configured value (not a readable file path; not shown, it may be key material)".into()
-    } else {
-        text
-    }
-}
-
-fn parse_pem_source(value: &str) -> Result<PemSource, String> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err("empty; a PEM file path or PEM text".into());
-    }
-    // Inline or path by content, as the broker decides (`credential_broker::pem`): a value with
-    // a PEM marker anywhere (after a comment line or a space too) is PEM text; no path has one.
-    // A flattened one (no line breaks) is refused by `load`, not here: clap would echo it.
-    if trimmed.contains("-----BEGIN ") {
-        // Env values sometimes carry literal `\n` instead of line breaks.
-        let mut pem = trimmed.replace("\\n", "\n").trim_end().to_string();
-        pem.push('\n');
-        return Ok(PemSource::Inline(pem));
-    }
-    Ok(PemSource::File(PathBuf::from(trimmed)))
+    credbroker_kit::config::describe_clap_error(error, &Config::command())
 }
 
 fn parse_broker_url(value: &str) -> Result<Url, String> {

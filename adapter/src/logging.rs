@@ -9,40 +9,27 @@
 
 use std::io::{self, Write};
 
-use tracing::Level;
-use tracing_subscriber::{
-    EnvFilter, Layer, filter::filter_fn, fmt::MakeWriter, layer::SubscriberExt,
-    util::SubscriberInitExt,
-};
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
 use crate::sessions::{SESSION_ID_PREFIX, SESSION_ID_RANDOM_CHARS};
 
-/// Installs the global subscriber. `RUST_LOG` refines the level (default `info`).
+/// Installs the global subscriber (`credbroker_kit::logging::init`, the one composing function:
+/// another layer is one more element of `layers`). `RUST_LOG` refines the level (default `info`);
+/// rmcp gets WARN+ events only, never its spans (a span carries the session id as a field).
 pub fn init(format: LogFormat) {
-    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // rmcp: WARN+ events only, never its spans (a span carries the session id as a field).
-    let rmcp_guard = filter_fn(|metadata| {
-        if metadata.target().starts_with("rmcp") {
-            metadata.is_event() && *metadata.level() <= Level::WARN
-        } else {
-            true
-        }
+    let _ = credbroker_kit::logging::init(credbroker_kit::logging::LogSetup {
+        format,
+        writer: RedactingWriter,
+        ansi: false,
+        json_spans: false,
+        warn_only_targets: &["rmcp"],
+        // Spans exported over OTLP when the OTEL_* variables ask for it (`telemetry`).
+        layers: crate::telemetry::layer()
+            .into_iter()
+            .map(|l| Box::new(l) as credbroker_kit::logging::BoxedLayer)
+            .collect(),
     });
-    let fmt = tracing_subscriber::fmt::layer().with_writer(RedactingWriter);
-    let fmt = match format {
-        LogFormat::Text => fmt.with_ansi(false).boxed(),
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(rmcp_guard).with_filter(env_filter))
-        .with(crate::telemetry::layer())
-        .init();
 }
 
 /// Hands each formatted line to stdout after redacting session ids and UUIDs.

@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
     code
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config) -> anyhow::Result<()> {
     let broker_tls = config.broker_tls().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(listen) = config.metrics_listen {
         metrics::install(listen)?;
@@ -64,9 +64,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "ADAPTER_AUTHORIZATION_SERVERS is empty: clients cannot discover where to get a token"
         );
     }
-    let signal = shutdown_signal()?;
+    // Registered now, before serving: a signal during start-up is not lost.
+    let signal = credbroker_kit::signals::shutdown_signal()?;
     let shutdown = CancellationToken::new();
-    let app = server::app(&config, broker_tls, shutdown.clone())?;
     // TCP_NODELAY on every accepted socket: a tool answer is an event stream written in pieces,
     // and with Nagle's algorithm on, the last small write waits for the client's delayed ACK —
     // about 25 ms per call on a keep-alive connection (BENCHMARKS.md, "Adapter end to end").
@@ -78,8 +78,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 tracing::warn!(%error, "cannot set TCP_NODELAY on an accepted connection");
             }
         });
+    let local = listener.local_addr()?;
+    // Port 0: the default resource URL (`http://<listen>/mcp`) names the port actually bound.
+    config.listen = local;
+    let app = server::app(&config, broker_tls, shutdown.clone())?;
+    if let Some(path) = &config.listen_addr_file {
+        credbroker_kit::listen::write_addr_file(path, local).map_err(|e| {
+            anyhow::anyhow!(
+                "ADAPTER_LISTEN_ADDR_FILE: cannot write {}: {e}",
+                path.display()
+            )
+        })?;
+    }
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %local,
         broker = %config.broker_url,
         broker_mtls = config.broker_client_cert.is_some(),
         resource = %config.resource(),
@@ -117,26 +129,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("mcp-adapter stopped");
     Ok(())
-}
-
-/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now, before serving, so that a signal
-/// arriving during start-up is not lost to the default action; the future completes on either.
-#[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {},
-            _ = interrupt.recv() => {},
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }

@@ -13,23 +13,15 @@
 
 use std::net::SocketAddr;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
-
 /// Starts the exporter's HTTP listener. Without it the `metrics` macros are no-ops.
-pub fn install(listen: SocketAddr) -> anyhow::Result<()> {
-    PrometheusBuilder::new()
-        .with_http_listener(listen)
-        .set_buckets(&[
+pub fn install(listen: SocketAddr) -> Result<(), credbroker_kit::config::ConfigError> {
+    credbroker_kit::metrics::install(
+        "ADAPTER_METRICS_LISTEN",
+        listen,
+        &[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])?
-        .install()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "ADAPTER_METRICS_LISTEN: cannot start the metrics listener on {listen}: {e}"
-            )
-        })?;
-    tracing::info!(%listen, "metrics at /metrics");
-    Ok(())
+        ],
+    )
 }
 
 /// One finished `tools/call`.

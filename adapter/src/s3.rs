@@ -112,89 +112,9 @@ impl S3Clients {
     }
 }
 
-/// A bucket and a key, from `s3://bucket/key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ObjectUri {
-    pub(crate) bucket: String,
-    pub(crate) key: String,
-}
-
-impl ObjectUri {
-    pub(crate) fn uri(&self) -> String {
-        object_uri(&self.bucket, &self.key)
-    }
-}
-
-pub(crate) fn object_uri(bucket: &str, key: &str) -> String {
-    format!("s3://{bucket}/{key}")
-}
-
-/// Parses `s3://bucket/key`; the key must not be empty.
-pub(crate) fn parse_object_uri(value: &str) -> Result<ObjectUri, String> {
-    let rest = value
-        .strip_prefix("s3://")
-        .ok_or_else(|| format!("{value:?} is not an s3:// URI (expected s3://bucket/key)"))?;
-    let (bucket, key) = rest
-        .split_once('/')
-        .ok_or_else(|| format!("{value:?} has no object key (expected s3://bucket/key)"))?;
-    validate_bucket(bucket)?;
-    validate_key(key)?;
-    Ok(ObjectUri {
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-    })
-}
-
-/// A bucket given as `name`, `s3://name`, `s3://name/` or `s3://name/prefix`; returns the name and
-/// the prefix, if the URI had one.
-pub(crate) fn parse_bucket(value: &str) -> Result<(String, Option<String>), String> {
-    let value = value.trim();
-    let (bucket, prefix) = match value.strip_prefix("s3://") {
-        Some(rest) => match rest.split_once('/') {
-            Some((bucket, prefix)) if !prefix.is_empty() => (bucket, Some(prefix.to_string())),
-            Some((bucket, _)) => (bucket, None),
-            None => (rest, None),
-        },
-        None => (value, None),
-    };
-    validate_bucket(bucket)?;
-    Ok((bucket.to_string(), prefix))
-}
-
-/// S3 bucket naming rules (the ones that matter for addressing): 3–63 characters of lower-case
-/// letters, digits, `.` and `-`, starting and ending with a letter or digit.
-pub(crate) fn validate_bucket(bucket: &str) -> Result<(), String> {
-    let ok_chars = bucket
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    let ends_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if (3..=63).contains(&bucket.len())
-        && ok_chars
-        && ends_ok(bucket.bytes().next())
-        && ends_ok(bucket.bytes().last())
-        && !bucket.contains("..")
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "{bucket:?} is not a valid bucket name (3-63 lower-case letters, digits, '.' or '-')"
-        ))
-    }
-}
-
-/// Object keys: 1–1024 bytes, no control characters.
-pub(crate) fn validate_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("object key is empty".into());
-    }
-    if key.len() > 1024 {
-        return Err("object key is longer than 1024 bytes".into());
-    }
-    if key.chars().any(char::is_control) {
-        return Err("object key contains control characters".into());
-    }
-    Ok(())
-}
+pub(crate) use credbroker_kit::s3::{
+    ObjectUri, object_uri, parse_bucket, parse_object_uri, validate_bucket, validate_key,
+};
 
 /// An S3 call that failed, reduced to what a tool result shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,67 +202,16 @@ fn describe_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    /// The broker refuses a token's `buckets` claim naming `192.168.1.1`; the adapter's tool
+    /// arguments and `ADAPTER_LISTED_BUCKETS` now refuse it too (before, it was accepted here).
     #[test]
-    fn object_uris() {
-        assert_eq!(
-            parse_object_uri("s3://demo-bucket/a/b.txt"),
-            Ok(ObjectUri {
-                bucket: "demo-bucket".into(),
-                key: "a/b.txt".into()
-            })
-        );
-        assert!(parse_object_uri("demo-bucket/a").is_err());
-        assert!(parse_object_uri("s3://demo-bucket").is_err());
-        assert!(parse_object_uri("s3://demo-bucket/").is_err());
-        assert!(parse_object_uri("s3://Demo_Bucket/a").is_err());
-        assert!(parse_object_uri("https://demo-bucket.s3.amazonaws.com/a").is_err());
-        assert!(parse_object_uri("s3://demo-bucket/a\nb").is_err());
-        assert_eq!(
-            ObjectUri {
-                bucket: "b12".into(),
-                key: "k".into()
-            }
-            .uri(),
-            "s3://b12/k"
-        );
-    }
-
-    #[test]
-    fn buckets_by_name_or_uri() {
-        assert_eq!(
-            parse_bucket("demo-bucket"),
-            Ok(("demo-bucket".into(), None))
-        );
-        assert_eq!(
-            parse_bucket("s3://demo-bucket"),
-            Ok(("demo-bucket".into(), None))
-        );
-        assert_eq!(
-            parse_bucket("s3://demo-bucket/"),
-            Ok(("demo-bucket".into(), None))
-        );
-        assert_eq!(
-            parse_bucket("s3://demo-bucket/logs/"),
-            Ok(("demo-bucket".into(), Some("logs/".into())))
-        );
-        for bad in [
-            "",
-            "ab",
-            "-bucket",
-            "bucket-",
-            "UPPER",
-            "a..b",
-            &"x".repeat(64),
-        ] {
-            assert!(parse_bucket(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn keys() {
-        assert!(validate_key("a").is_ok());
-        assert!(validate_key("").is_err());
-        assert!(validate_key(&"k".repeat(1025)).is_err());
+    fn ip_shaped_bucket_names_are_refused_as_the_broker_refuses_them() {
+        assert!(validate_bucket("192.168.1.1").is_err());
+        assert!(parse_bucket("192.168.1.1").is_err());
+        assert!(parse_bucket("s3://192.168.1.1/logs/").is_err());
+        assert!(parse_object_uri("s3://192.168.1.1/a.txt").is_err());
+        let listed = crate::config::parse_listed_bucket("192.168.1.1").unwrap_err();
+        assert!(listed.contains("not an IP address"), "{listed}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! line that names the variable, e.g. `BROKER_JWT_LEEWAY: "soon" is not a duration (e.g. 60s)`.
 
 use crate::role::ArnGlob;
-use crate::secret::Secret;
+use crate::secret::{Key32, Secret};
 use crate::token::JwksSource;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
@@ -26,6 +26,31 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+impl Cli {
+    /// Parses flags and environment. On a bad value: one line naming the environment variable
+    /// (`BROKER_JWT_LEEWAY: invalid value 'soon' …: "soon" is not a duration …`). `--help` and
+    /// `--version` come back as `Err(Ok(text))`, to print and exit 0.
+    pub fn parse_from_env<I, T>(args: I) -> Result<Cli, Result<String, ConfigError>>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::error::ErrorKind;
+        Cli::try_parse_from(args).map_err(|error| match error.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Ok(error.render().to_string()),
+            _ => Err(describe_clap_error(&error)),
+        })
+    }
+}
+
+/// A clap error as `VARIABLE: what was wrong`, one line (the rule both binaries share).
+fn describe_clap_error(error: &clap::Error) -> ConfigError {
+    use clap::CommandFactory;
+    credbroker_kit::config::describe_clap_error(error, &Cli::command())
+}
+
 /// Subcommands; none means `serve`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -39,7 +64,7 @@ pub enum Command {
     Audit(crate::audit::AuditArgs),
 }
 
-pub use crate::ops::LogFormat;
+pub use credbroker_kit::logging::LogFormat;
 
 /// How credentials are obtained from STS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,13 +75,19 @@ pub enum StsMode {
     WebIdentity,
 }
 
-/// Flags of `serve`. Raw strings where the value needs checking, so the error can name the
-/// variable rather than only the flag.
+/// Flags of `serve`, parsed into typed values by clap value parsers (an error names the variable:
+/// see [`parse_cli`]); [`ServeArgs::validate`] then checks what spans settings and reads files.
+/// Secret-bearing values stay [`Secret`] strings until `validate`, so no parse error can echo
+/// them. Another module's flags join with one `#[command(flatten)]` field.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address of the gRPC listener.
-    #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:50051")]
-    pub listen: String,
+    #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:50051", value_parser = parse_addr)]
+    pub listen: SocketAddr,
+    /// Once listening, write the bound address (`host:port`) to this file: with a port of 0 in
+    /// BROKER_LISTEN, how whoever started the broker learns the port the kernel chose.
+    #[arg(long, env = "BROKER_LISTEN_ADDR_FILE")]
+    pub listen_addr_file: Option<PathBuf>,
     /// Address of the Prometheus metrics listener (off when unset).
     #[arg(long, env = "BROKER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -84,8 +115,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BROKER_JWT_TYPES", value_delimiter = ',')]
     pub jwt_types: Vec<String>,
     /// Least time between JWKS refetches triggered by an unknown `kid`.
-    #[arg(long, env = "BROKER_JWKS_REFETCH_INTERVAL", default_value = "30s")]
-    pub jwks_refetch_interval: String,
+    #[arg(long, env = "BROKER_JWKS_REFETCH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub jwks_refetch_interval: Duration,
     /// Allowed token algorithms, comma-separated (default: HS256 with a secret, RS256,ES256,EdDSA with a JWKS).
     #[arg(long, env = "BROKER_JWT_ALGORITHMS")]
     pub jwt_algorithms: Option<String>,
@@ -96,8 +127,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BROKER_JWT_AUDIENCE", value_delimiter = ',')]
     pub jwt_audience: Vec<String>,
     /// Clock skew allowed on `nbf` (never on `exp`: no credential past a token's expiry).
-    #[arg(long, env = "BROKER_JWT_LEEWAY", default_value = "60s")]
-    pub jwt_leeway: String,
+    #[arg(long, env = "BROKER_JWT_LEEWAY", default_value = "60s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
     /// Role ARN globs a token may be granted, comma-separated; `*` stays within one ARN segment.
     #[arg(long, env = "BROKER_ALLOWED_ROLE_ARNS")]
     pub allowed_role_arns: Option<String>,
@@ -111,8 +142,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BROKER_TAG_CLAIMS", value_delimiter = ',')]
     pub tag_claims: Vec<String>,
     /// How credentials are obtained.
-    #[arg(long, env = "BROKER_STS_MODE", default_value = "assume-role")]
-    pub sts_mode: String,
+    #[arg(long, env = "BROKER_STS_MODE", value_enum, ignore_case = true, default_value_t = StsMode::AssumeRole)]
+    pub sts_mode: StsMode,
     /// STS endpoint override (local emulators, VPC endpoints).
     #[arg(long, env = "BROKER_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
@@ -120,26 +151,26 @@ pub struct ServeArgs {
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
     /// Attempts per STS call; throttling and 5xx back off with jitter in between.
-    #[arg(long, env = "BROKER_STS_MAX_ATTEMPTS", default_value = "3")]
-    pub sts_max_attempts: String,
+    #[arg(long, env = "BROKER_STS_MAX_ATTEMPTS", default_value = "3", value_parser = parse_sts_max_attempts)]
+    pub sts_max_attempts: u32,
     /// After an STS call failed (throttling, 5xx, network), requests for that credential are
     /// answered UNAVAILABLE without asking STS for about this long; doubles per failure.
-    #[arg(long, env = "BROKER_STS_COOLDOWN", default_value = "1s")]
-    pub sts_cooldown: String,
+    #[arg(long, env = "BROKER_STS_COOLDOWN", default_value = "1s", value_parser = parse_sts_cooldown)]
+    pub sts_cooldown: Duration,
     /// The longest such pause.
-    #[arg(long, env = "BROKER_STS_COOLDOWN_MAX", default_value = "4s")]
-    pub sts_cooldown_max: String,
+    #[arg(long, env = "BROKER_STS_COOLDOWN_MAX", default_value = "4s", value_parser = parse_sts_cooldown_max)]
+    pub sts_cooldown_max: Duration,
     /// After STS refused a role (AccessDenied: its trust policy does not allow the broker or the
     /// token), requests for that credential are answered PERMISSION_DENIED without asking STS
     /// again for this long.
-    #[arg(long, env = "BROKER_STS_DENIED_PAUSE", default_value = "30s")]
-    pub sts_denied_pause: String,
+    #[arg(long, env = "BROKER_STS_DENIED_PAUSE", default_value = "30s", value_parser = parse_denied_pause)]
+    pub sts_denied_pause: Duration,
     /// Requested credential lifetime (at least 15m; capped by the role's maximum).
-    #[arg(long, env = "BROKER_CREDENTIAL_TTL", default_value = "1h")]
-    pub credential_ttl: String,
+    #[arg(long, env = "BROKER_CREDENTIAL_TTL", default_value = "1h", value_parser = parse_credential_ttl)]
+    pub credential_ttl: Duration,
     /// Refresh credentials this long before they expire (jittered by up to 20 %).
-    #[arg(long, env = "BROKER_REFRESH_MARGIN", default_value = "5m")]
-    pub refresh_margin: String,
+    #[arg(long, env = "BROKER_REFRESH_MARGIN", default_value = "5m", value_parser = parse_duration)]
+    pub refresh_margin: Duration,
     /// `memory`, `redis://…`, `rediss://…` or `redis+cluster://host:port,host:port`.
     #[arg(
         long,
@@ -181,17 +212,17 @@ pub struct ServeArgs {
     #[arg(long, env = "BROKER_MCP_TOKENLESS_SESSIONS")]
     pub mcp_tokenless_sessions: bool,
     /// How long a session outlives its token's `exp`, waiting for a refreshed token.
-    #[arg(long, env = "BROKER_SESSION_GRACE", default_value = "5m")]
-    pub session_grace: String,
+    #[arg(long, env = "BROKER_SESSION_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub session_grace: Duration,
     /// How long a revoked session id stays refused.
-    #[arg(long, env = "BROKER_REVOKED_RETENTION", default_value = "7d")]
-    pub revoked_retention: String,
+    #[arg(long, env = "BROKER_REVOKED_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub revoked_retention: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
-    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT", default_value = "20s")]
-    pub shutdown_timeout: String,
+    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Log format.
-    #[arg(long, env = "BROKER_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    #[arg(long, env = "BROKER_LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// PEM certificate chain: serve gRPC over TLS (with BROKER_TLS_KEY).
     #[arg(long, env = "BROKER_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -238,9 +269,11 @@ impl std::fmt::Debug for TlsFiles {
 }
 
 /// A PEM value: a file path, or the PEM text itself (ECS injects secrets as environment values);
-/// [`crate::pem`] decides which by content.
+/// [`credbroker_kit::pem::PemSource`] decides which by content.
 fn read_pem(var: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
-    crate::pem::load(path.as_os_str()).map_err(|reason| bad(var, reason))
+    credbroker_kit::pem::PemSource::parse(path.as_os_str())
+        .map_err(|reason| bad(var, reason))?
+        .load(var)
 }
 
 impl ServeArgs {
@@ -295,19 +328,11 @@ impl ServeArgs {
     }
 }
 
-/// A setting that cannot be used; displayed as `VARIABLE: reason`.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
+/// A setting that cannot be used; displayed as `VARIABLE: reason` (shared with the adapter).
+pub use credbroker_kit::config::ConfigError;
 
 fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
-    }
+    ConfigError::new(var, reason)
 }
 
 /// Where sessions and credentials are kept.
@@ -322,6 +347,8 @@ pub enum CacheConfig {
 #[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where to write the bound address once listening (BROKER_LISTEN_ADDR_FILE).
+    pub listen_addr_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub hs256_secret: Option<Secret>,
     pub jwks: Option<JwksSource>,
@@ -349,10 +376,10 @@ pub struct Config {
     pub refresh_margin: Duration,
     pub cache: CacheConfig,
     /// Current cache key (32 bytes), then the previous one if any.
-    pub cache_keys: Vec<Secret>,
+    pub cache_keys: Vec<Key32>,
     /// Key of the keyed hashes (handles, credential ids, fingerprints), when set apart from the
     /// cache key.
-    pub handle_key: Option<Secret>,
+    pub handle_key: Option<Key32>,
     pub insecure_plaintext_cache: bool,
     /// How long start-up waits for Redis; `None`: until it answers.
     pub store_startup_timeout: Option<Duration>,
@@ -375,22 +402,64 @@ pub struct Config {
     pub audit: Option<crate::audit::AuditTarget>,
 }
 
+/// A duration as operators write it (`60s`, `5m`, `1h`).
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{value:?} is not a duration (e.g. 60s, 5m, 1h): {e}"))
+}
+
+/// A duration no longer than `max` (`limit` is how the error writes it).
+fn duration_at_most(value: &str, max: Duration, limit: &str) -> Result<Duration, String> {
+    let d = parse_duration(value)?;
+    if d > max {
+        return Err(format!("must be at most {limit}"));
+    }
+    Ok(d)
+}
+
+fn parse_sts_cooldown(value: &str) -> Result<Duration, String> {
+    duration_at_most(value, Duration::from_secs(60), "60s")
+}
+
+fn parse_sts_cooldown_max(value: &str) -> Result<Duration, String> {
+    duration_at_most(value, Duration::from_secs(300), "5m")
+}
+
+fn parse_denied_pause(value: &str) -> Result<Duration, String> {
+    duration_at_most(value, Duration::from_secs(3600), "1h")
+}
+
+/// What STS accepts as a credential lifetime.
+fn parse_credential_ttl(value: &str) -> Result<Duration, String> {
+    let d = parse_duration(value)?;
+    if d < Duration::from_secs(900) || d > Duration::from_secs(43_200) {
+        return Err("must be between 15m and 12h (STS limits)".into());
+    }
+    Ok(d)
+}
+
+fn parse_sts_max_attempts(value: &str) -> Result<u32, String> {
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=10).contains(n))
+        .ok_or_else(|| "must be a whole number from 1 to 10".into())
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a socket address (e.g. 127.0.0.1:50051)"))
+}
+
 fn duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
-        bad(
-            var,
-            format!("{value:?} is not a duration (e.g. 60s, 5m, 1h): {e}"),
-        )
-    })
+    parse_duration(value).map_err(|e| bad(var, e))
 }
 
 fn addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.trim().parse().map_err(|_| {
-        bad(
-            var,
-            format!("{value:?} is not a socket address (e.g. 127.0.0.1:50051)"),
-        )
-    })
+    parse_addr(value).map_err(|e| bad(var, e))
 }
 
 fn read_secret_file(var: &'static str, path: &PathBuf) -> Result<Secret, ConfigError> {
@@ -399,43 +468,15 @@ fn read_secret_file(var: &'static str, path: &PathBuf) -> Result<Secret, ConfigE
     Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
 }
 
-/// Decodes a base64 32-byte key.
-pub fn decode_key(var: &'static str, value: &str) -> Result<Secret, ConfigError> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .map_err(|_| {
-            bad(
-                var,
-                "is not valid base64 (generate one with: openssl rand -base64 32)",
-            )
-        })?;
-    if bytes.len() != 32 {
-        return Err(bad(
-            var,
-            format!("must decode to 32 bytes, got {}", bytes.len()),
-        ));
-    }
-    Ok(Secret::new(value.trim()))
-}
-
-fn parse_enum<T: ValueEnum>(var: &'static str, value: &str) -> Result<T, ConfigError> {
-    T::from_str(value.trim(), true).map_err(|_| {
-        let choices: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
-            .collect();
-        bad(
-            var,
-            format!("{value:?} is not one of {}", choices.join(", ")),
-        )
-    })
+/// Decodes a base64 32-byte key, once: the rest of the broker takes the bytes.
+pub fn decode_key(var: &'static str, value: &str) -> Result<Key32, ConfigError> {
+    Key32::from_base64(value).map_err(|e| bad(var, e.to_string()))
 }
 
 impl ServeArgs {
     /// Validates every setting.
     pub fn validate(&self) -> Result<Config, ConfigError> {
-        let listen = addr("BROKER_LISTEN", &self.listen)?;
+        let listen = self.listen;
         let metrics_listen = self
             .metrics_listen
             .as_deref()
@@ -576,51 +617,23 @@ impl ServeArgs {
                 .map_err(|e| bad("BROKER_TAG_CLAIMS", e.to_string()))?;
         }
 
-        let sts_mode = parse_enum::<StsMode>("BROKER_STS_MODE", &self.sts_mode)?;
+        let sts_mode = self.sts_mode;
         let sts_endpoint = self.sts_endpoint.clone().filter(|s| !s.is_empty());
         if let Some(e) = &sts_endpoint {
             url::Url::parse(e)
                 .map_err(|err| bad("BROKER_STS_ENDPOINT", format!("{e:?} is not a URL: {err}")))?;
         }
-        let sts_max_attempts: u32 = self
-            .sts_max_attempts
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| (1..=10).contains(n))
-            .ok_or_else(|| {
-                bad(
-                    "BROKER_STS_MAX_ATTEMPTS",
-                    "must be a whole number from 1 to 10",
-                )
-            })?;
-        let sts_cooldown = duration("BROKER_STS_COOLDOWN", &self.sts_cooldown)?;
-        let sts_cooldown_max = duration("BROKER_STS_COOLDOWN_MAX", &self.sts_cooldown_max)?;
-        if sts_cooldown > Duration::from_secs(60) || sts_cooldown_max > Duration::from_secs(300) {
-            return Err(bad(
-                "BROKER_STS_COOLDOWN",
-                "must be at most 60s (and BROKER_STS_COOLDOWN_MAX at most 5m)",
-            ));
-        }
+        let sts_max_attempts = self.sts_max_attempts;
+        let (sts_cooldown, sts_cooldown_max) = (self.sts_cooldown, self.sts_cooldown_max);
         if sts_cooldown_max < sts_cooldown {
             return Err(bad(
                 "BROKER_STS_COOLDOWN_MAX",
                 "must be at least BROKER_STS_COOLDOWN",
             ));
         }
-        let sts_denied_pause = duration("BROKER_STS_DENIED_PAUSE", &self.sts_denied_pause)?;
-        if sts_denied_pause > Duration::from_secs(3600) {
-            return Err(bad("BROKER_STS_DENIED_PAUSE", "must be at most 1h"));
-        }
-        let credential_ttl = duration("BROKER_CREDENTIAL_TTL", &self.credential_ttl)?;
-        if credential_ttl < Duration::from_secs(900) || credential_ttl > Duration::from_secs(43_200)
-        {
-            return Err(bad(
-                "BROKER_CREDENTIAL_TTL",
-                "must be between 15m and 12h (STS limits)",
-            ));
-        }
-        let refresh_margin = duration("BROKER_REFRESH_MARGIN", &self.refresh_margin)?;
+        let sts_denied_pause = self.sts_denied_pause;
+        let credential_ttl = self.credential_ttl;
+        let refresh_margin = self.refresh_margin;
         if refresh_margin * 2 > credential_ttl {
             return Err(bad(
                 "BROKER_REFRESH_MARGIN",
@@ -699,18 +712,16 @@ impl ServeArgs {
 
         Ok(Config {
             listen,
+            listen_addr_file: self.listen_addr_file.clone(),
             metrics_listen,
             hs256_secret,
             jwks,
-            jwks_refetch_interval: duration(
-                "BROKER_JWKS_REFETCH_INTERVAL",
-                &self.jwks_refetch_interval,
-            )?,
+            jwks_refetch_interval: self.jwks_refetch_interval,
             jwt_types: non_empty(&self.jwt_types),
             algorithms,
             issuers,
             audiences,
-            leeway: duration("BROKER_JWT_LEEWAY", &self.jwt_leeway)?,
+            leeway: self.jwt_leeway,
             allowed_roles,
             role_account_id,
             tag_claims,
@@ -734,10 +745,10 @@ impl ServeArgs {
             redis_allow_eviction: self.redis_allow_eviction,
             mcp_tokenless_sessions: self.mcp_tokenless_sessions,
             limits: self.limits.clone(),
-            session_grace: duration("BROKER_SESSION_GRACE", &self.session_grace)?,
-            revoked_retention: duration("BROKER_REVOKED_RETENTION", &self.revoked_retention)?,
-            shutdown_timeout: duration("BROKER_SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?,
-            log_format: parse_enum::<LogFormat>("BROKER_LOG_FORMAT", &self.log_format)?,
+            session_grace: self.session_grace,
+            revoked_retention: self.revoked_retention,
+            shutdown_timeout: self.shutdown_timeout,
+            log_format: self.log_format,
             tls: self.tls()?,
             operators: self.operators()?,
             audit: self
@@ -807,7 +818,8 @@ fn non_empty(v: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn args(extra: &[&str]) -> ServeArgs {
+    /// A minimal valid command line, then `extra`.
+    fn argv<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         let mut argv = vec![
             "credential-broker",
             "--jwt-hs256-secret",
@@ -816,11 +828,20 @@ mod tests {
             "arn:aws:iam::123456789012:role/demo-*",
         ];
         argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).unwrap().serve
+        argv
     }
 
+    fn args(extra: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(argv(extra)).unwrap().serve
+    }
+
+    /// The error a start with `extra` gets, from parsing or from validation.
     fn err(extra: &[&str]) -> String {
-        args(extra).validate().unwrap_err().to_string()
+        match Cli::parse_from_env(argv(extra)) {
+            Ok(cli) => cli.serve.validate().unwrap_err().to_string(),
+            Err(Err(e)) => e.to_string(),
+            Err(Ok(help)) => panic!("help instead of an error: {help}"),
+        }
     }
 
     #[test]

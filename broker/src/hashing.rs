@@ -105,31 +105,23 @@ impl KeyedHasher {
     /// The hasher of a running broker. Keyed by `handle_key` (BROKER_HANDLE_KEY) when set, else
     /// derived from the current `cache_key`, so every replica sharing a store computes the same
     /// handles; a shared store without either uses a fixed (insecure, logged) key; the memory
-    /// store a key made at start. Keys are base64 as configuration validated them.
+    /// store a key made at start. The keys were decoded when the configuration was read.
     pub fn for_store(
-        handle_key: Option<&crate::secret::Secret>,
-        cache_key: Option<&crate::secret::Secret>,
+        handle_key: Option<&crate::secret::Key32>,
+        cache_key: Option<&crate::secret::Key32>,
         shared_store: bool,
-    ) -> Result<Self, String> {
-        use base64::Engine;
-        let decode = |var: &str, key: &crate::secret::Secret| {
-            base64::engine::general_purpose::STANDARD
-                .decode(key.expose())
-                .map(zeroize::Zeroizing::new)
-                .map_err(|_| format!("{var}: is not valid base64"))
-        };
+    ) -> Self {
         if let Some(key) = handle_key {
-            return Ok(Self::new(&decode("BROKER_HANDLE_KEY", key)?));
+            return Self::new(key.expose());
         }
         if shared_store && cache_key.is_some() {
             tracing::warn!(
                 "BROKER_HANDLE_KEY is not set: handles derive from BROKER_CACHE_KEY, so rotating the cache key forgets every session and revocation; set BROKER_HANDLE_KEY"
             );
         }
-        Ok(match cache_key {
+        match cache_key {
             Some(key) => {
-                let bytes = decode("BROKER_CACHE_KEY", key)?;
-                let k = hmac::Key::new(hmac::HMAC_SHA256, &bytes);
+                let k = hmac::Key::new(hmac::HMAC_SHA256, key.expose());
                 Self::new(hmac::sign(&k, b"credbroker/hash-key/v1").as_ref())
             }
             None if shared_store => {
@@ -139,7 +131,7 @@ impl KeyedHasher {
                 Self::new(b"credbroker/insecure-plaintext-cache")
             }
             None => Self::random(),
-        })
+        }
     }
 
     /// A hasher with a key made at start: handles are stable only within this process.
@@ -190,18 +182,17 @@ mod tests {
 
     #[test]
     fn replicas_derive_one_key_and_the_handle_key_wins() {
-        use crate::secret::Secret;
-        let cache = Secret::new("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
-        let handle = Secret::new("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=");
-        let a = KeyedHasher::for_store(None, Some(&cache), true).unwrap();
-        let b = KeyedHasher::for_store(None, Some(&cache), true).unwrap();
+        use crate::secret::Key32;
+        let cache = Key32::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
+        let handle = Key32::from_base64("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=").unwrap();
+        let a = KeyedHasher::for_store(None, Some(&cache), true);
+        let b = KeyedHasher::for_store(None, Some(&cache), true);
         assert_eq!(a.session_handle("sid-1"), b.session_handle("sid-1"));
-        let h = KeyedHasher::for_store(Some(&handle), Some(&cache), true).unwrap();
+        let h = KeyedHasher::for_store(Some(&handle), Some(&cache), true);
         assert_ne!(h.session_handle("sid-1"), a.session_handle("sid-1"));
-        let m1 = KeyedHasher::for_store(None, None, false).unwrap();
-        let m2 = KeyedHasher::for_store(None, None, false).unwrap();
+        let m1 = KeyedHasher::for_store(None, None, false);
+        let m2 = KeyedHasher::for_store(None, None, false);
         assert_ne!(m1.session_handle("sid-1"), m2.session_handle("sid-1"));
-        assert!(KeyedHasher::for_store(Some(&Secret::new("%%")), None, true).is_err());
     }
 
     #[test]

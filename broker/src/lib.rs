@@ -5,7 +5,7 @@
 //! → [`scope`] (session name, source identity, tags, bucket policy, credential key) → [`issuer`]
 //! (one STS call) → [`credentials`] (single flight, refresh ahead, last good, [`cooldown`] after STS failures) → [`store`] (memory or
 //! Redis), with [`sessions`] binding tokens to session ids, [`broker`] tying them together and
-//! [`service`] speaking gRPC; [`admin`] is the operator plane. [`ops`] holds health, reflection and shutdown; [`server`] wires it; [`telemetry`] exports OpenTelemetry spans when the `OTEL_*` variables ask for it.
+//! [`service`] speaking gRPC; [`admin`] is the operator plane. [`ops`] holds health and reflection; [`server`] wires it; [`telemetry`] exports OpenTelemetry spans when the `OTEL_*` variables ask for it. What the broker shares with the adapter (signals, log setup, metrics, PEM, config errors, S3 names) lives in `credbroker_kit`.
 
 pub mod admin;
 pub mod audit;
@@ -21,7 +21,6 @@ pub mod metrics;
 pub mod mint;
 pub mod operator;
 pub mod ops;
-pub mod pem;
 pub mod quota;
 pub mod role;
 pub mod scope;

@@ -1,12 +1,22 @@
 //! `credential-broker`: wiring only. Parse the command line, then serve, mint a token, or check
 //! health.
 
-use clap::Parser;
 use credential_broker::config::{Cli, Command};
 use credential_broker::{mint, ops, server, telemetry};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_from_env(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(Ok(help)) => {
+            print!("{help}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(Err(error)) => {
+            // One line naming the variable (`BROKER_JWT_LEEWAY: …`), exit 2 as for a bad setting.
+            eprintln!("credential-broker: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,5 @@
 //! What operators and orchestrators see: gRPC health (for `""` and the broker service), server
-//! reflection in v1 and v1alpha (grpcurl 1.8 only speaks v1alpha), logging, the shutdown signal,
-//! and the `healthcheck` subcommand that ECS container health checks run (liveness by default).
+//! reflection in v1 and v1alpha (grpcurl 1.8 only speaks v1alpha), logging, and the `healthcheck` subcommand that ECS container health checks run (liveness by default).
 
 use crate::store::{AnyStore, Store};
 use credbroker_proto::{ADMIN_SERVICE_NAME, FILE_DESCRIPTOR_SET, SERVICE_NAME};
@@ -9,30 +8,24 @@ use std::time::Duration;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-/// Log line format (`BROKER_LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use credbroker_kit::logging::LogFormat;
 
-/// Installs the tracing subscriber. `RUST_LOG` filters the log lines (default `info`); the
-/// OpenTelemetry layer, when traces are exported, has its own filter (see `telemetry`).
+/// Installs the tracing subscriber: text or JSON lines on stderr, colours only on a terminal,
+/// `RUST_LOG` filters (default `info`). One composing function (`credbroker_kit::logging::init`):
+/// another layer is one more element of `layers`.
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let fmt = match format {
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
-        LogFormat::Text => fmt.boxed(),
-    };
-    let _ = tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .with(crate::telemetry::layer())
-        .try_init();
+    let _ = credbroker_kit::logging::init(credbroker_kit::logging::LogSetup {
+        format,
+        writer: std::io::stderr,
+        ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        json_spans: true,
+        warn_only_targets: &[],
+        // Spans exported over OTLP when the OTEL_* variables ask for it (`telemetry`).
+        layers: crate::telemetry::layer()
+            .into_iter()
+            .map(|l| Box::new(l) as credbroker_kit::logging::BoxedLayer)
+            .collect(),
+    });
 }
 
 /// Reflection services (v1 and v1alpha) describing the broker and health APIs.
@@ -222,28 +215,6 @@ impl Health {
     }
 }
 
-/// Resolves on SIGTERM (ECS stop) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
-        _ = term => tracing::info!("SIGTERM received; shutting down"),
-    }
-}
-
 /// Flags of `healthcheck`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthcheckArgs {
@@ -301,7 +272,13 @@ pub enum HealthcheckError {
 
 /// Reads one PEM setting of the health check.
 fn pem(var: &'static str, value: &std::ffi::OsStr) -> Result<Vec<u8>, HealthcheckError> {
-    crate::pem::load(value).map_err(|reason| HealthcheckError::Pem { var, reason })
+    credbroker_kit::pem::PemSource::parse(value)
+        .map_err(|reason| HealthcheckError::Pem { var, reason })?
+        .load(var)
+        .map_err(|e| HealthcheckError::Pem {
+            var,
+            reason: e.message,
+        })
 }
 
 /// The endpoint the health check dials, with TLS when a CA is given.

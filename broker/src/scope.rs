@@ -110,20 +110,10 @@ impl Scope {
     }
 }
 
-/// S3 bucket naming rules (general purpose buckets): 3–63 characters of lowercase letters, digits,
-/// `.` and `-`, starting and ending with a letter or digit, no `..`, not an IP address. Anything
-/// else — wildcards, quotes, JSON fragments — never reaches a policy.
-pub fn valid_bucket_name(b: &str) -> bool {
-    let bytes = b.as_bytes();
-    let len_ok = (3..=63).contains(&bytes.len());
-    let chars_ok = bytes
-        .iter()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-');
-    let ends_ok = bytes.first().is_some_and(|c| c.is_ascii_alphanumeric())
-        && bytes.last().is_some_and(|c| c.is_ascii_alphanumeric());
-    let not_ip = b.parse::<std::net::Ipv4Addr>().is_err();
-    len_ok && chars_ok && ends_ok && !b.contains("..") && not_ip
-}
+/// S3 bucket naming rules, shared with the adapter (`credbroker_kit::s3`): 3–63 characters of
+/// lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit, no `..`,
+/// not an IP address. Anything else never reaches a policy.
+pub use credbroker_kit::s3::valid_bucket_name;
 
 /// The inline session policy limiting a credential to `buckets`: everything the role allows on
 /// those buckets and their objects, nothing elsewhere. Built with serde, never by string

@@ -14,7 +14,7 @@ use crate::config::{CacheConfig, Config, StsMode};
 use crate::credentials::{CredentialEngine, EngineSettings};
 use crate::hashing::KeyedHasher;
 use crate::issuer::{AssumeRoleIssuer, Issuer, StsSettings, WebIdentityIssuer};
-use crate::ops::{Health, ReadinessInput, reflection, shutdown_signal};
+use crate::ops::{Health, ReadinessInput, reflection};
 use crate::role::RolePolicy;
 use crate::service::BrokerService;
 use crate::store::redis::ConnectOptions;
@@ -42,7 +42,8 @@ async fn open_store(config: &Config, clock: &Clock) -> anyhow::Result<AnyStore> 
                 options,
             )
             .await
-            .map_err(anyhow::Error::msg)?;
+            .map_err(anyhow::Error::msg)?
+            .with_clock(clock.clone());
             if store.is_sealed() {
                 tracing::info!(
                     store = store.name(),
@@ -106,7 +107,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let mut signal = Box::pin(shutdown_signal());
+    let mut signal = Box::pin(
+        credbroker_kit::signals::shutdown_signal()
+            .context("cannot register the SIGTERM / SIGINT handlers")?,
+    );
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health::new(reporter).await;
     if let Some(addr) = config.metrics_listen {
@@ -118,6 +122,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("BROKER_LISTEN: cannot listen on {}", config.listen))?,
     );
     let local = listener.local_addr()?;
+    if let Some(path) = &config.listen_addr_file {
+        credbroker_kit::listen::write_addr_file(path, local)
+            .with_context(|| format!("BROKER_LISTEN_ADDR_FILE: cannot write {}", path.display()))?;
+    }
 
     // Start-up phase: health and reflection only, while the store connects.
     let (early_stop, early_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -147,8 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.handle_key.as_ref(),
         config.cache_keys.first(),
         matches!(config.cache, CacheConfig::Redis(_)),
-    )
-    .map_err(anyhow::Error::msg)?;
+    );
 
     let jwks = match &config.jwks {
         Some(source) => Some(
@@ -169,7 +176,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         config.hs256_secret.as_ref(),
         jwks,
-    );
+    )
+    .with_clock(clock.clone());
     let roles = RolePolicy::new(config.allowed_roles.clone(), config.role_account_id.clone());
     let sts = StsSettings {
         endpoint: config.sts_endpoint.clone(),

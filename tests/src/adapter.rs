@@ -4,13 +4,15 @@
 //! directory, no `AWS_*` unless a test adds them) and waits for `GET /healthz` = 200.
 //! [`AdapterBuilder::ambient_credentials`] deliberately gives the adapter VALID low-privilege AWS
 //! credentials, in its environment and in `~/.aws`, to prove it never uses them.
+//!
+//! The adapter binds port 0 and writes the address it got to `ADAPTER_LISTEN_ADDR_FILE` in its
+//! scratch directory, where [`Adapter::port`] reads it.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::ports::free_port;
-use crate::process::{ChildProcess, Scratch};
+use crate::process::{ChildProcess, ReportedAddr, Scratch};
 use crate::tools;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,25 +21,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct AdapterBuilder {
     name: String,
-    port: u16,
     env: BTreeMap<String, String>,
     args: Vec<String>,
     ambient: Option<(String, String)>,
 }
 
 impl AdapterBuilder {
-    /// An adapter on a free loopback port that asks the broker at `broker_url`.
+    /// An adapter on a loopback port the kernel picks that asks the broker at `broker_url`.
     pub fn new(broker_url: &str) -> AdapterBuilder {
-        let port = free_port();
         let mut env = BTreeMap::new();
-        env.insert("ADAPTER_LISTEN".to_string(), format!("127.0.0.1:{port}"));
+        env.insert("ADAPTER_LISTEN".to_string(), "127.0.0.1:0".to_string());
         env.insert("ADAPTER_BROKER_URL".to_string(), broker_url.to_string());
         env.insert("AWS_REGION".to_string(), "us-east-1".to_string());
         env.insert("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string());
         env.insert("RUST_LOG".to_string(), "info,mcp_adapter=debug".to_string());
         AdapterBuilder {
             name: "mcp-adapter".into(),
-            port,
             env,
             args: Vec::new(),
             ambient: None,
@@ -81,10 +80,6 @@ impl AdapterBuilder {
             .env("AWS_SECRET_ACCESS_KEY", secret_access_key)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Starts the process without waiting.
     pub fn spawn(self) -> Adapter {
         let scratch = Scratch::new(&self.name);
@@ -104,18 +99,25 @@ impl AdapterBuilder {
             std::fs::write(aws.join("config"), "[default]\nregion = us-east-1\n")
                 .expect("write ~/.aws/config");
         }
-        cmd.envs(&self.env);
+        let addr_file = scratch.join("listen.addr");
+        cmd.envs(&self.env)
+            .env("ADAPTER_LISTEN_ADDR_FILE", &addr_file);
         let process = ChildProcess::spawn(&self.name, &mut cmd, &scratch.join("adapter.log"));
         Adapter {
             process,
             scratch,
-            port: self.port,
+            addr: ReportedAddr::new(addr_file),
         }
     }
 
     /// Starts the adapter and waits until `GET /healthz` answers 200.
     pub async fn start(self) -> Adapter {
         let mut adapter = self.spawn();
+        if let Err(status) = adapter.addr.wait(&mut adapter.process, START_TIMEOUT).await {
+            adapter
+                .process
+                .fail(&format!("exited ({status}) before listening"));
+        }
         let url = format!("{}/healthz", adapter.url());
         let http = reqwest::Client::new();
         adapter
@@ -134,13 +136,14 @@ impl AdapterBuilder {
 pub struct Adapter {
     process: ChildProcess,
     scratch: Scratch,
-    port: u16,
+    /// The bound address, as the adapter reports it (`ADAPTER_LISTEN_ADDR_FILE`).
+    addr: ReportedAddr,
 }
 
 impl Adapter {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr())
     }
 
     /// `http://127.0.0.1:PORT/mcp`.
@@ -148,8 +151,13 @@ impl Adapter {
         format!("{}/mcp", self.url())
     }
 
+    /// The address the adapter listens on (blocks until reported after a bare `spawn`).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr.get(&self.process, START_TIMEOUT)
+    }
+
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr().port()
     }
 
     pub fn log_text(&self) -> String {

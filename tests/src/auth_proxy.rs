@@ -8,11 +8,12 @@
 //! The relay runs on its own thread and runtime, and stops on drop.
 
 use std::net::SocketAddr;
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+
+use crate::background::BackgroundServer;
 
 /// Largest request head the relay reads (the suite's are a few hundred bytes).
 const MAX_HEAD: usize = 64 * 1024;
@@ -21,41 +22,40 @@ const MAX_HEAD: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct AuthProxy {
     addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Where requests go; unset until [`AuthProxy::forward_to`] (connections are closed meanwhile).
+    upstream: Arc<OnceLock<SocketAddr>>,
+    /// The listener's thread, kept for its drop (which stops it).
+    _server: BackgroundServer,
 }
 
 impl AuthProxy {
     /// A relay on a free 127.0.0.1 port to `upstream_port` on 127.0.0.1, adding `token`.
     pub fn start(upstream_port: u16, token: &str) -> AuthProxy {
-        let upstream = crate::ports::loopback(upstream_port);
-        let std_listener =
-            std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind proxy port");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("proxy addr");
-        let (shutdown, shutdown_rx) = oneshot::channel();
+        let proxy = AuthProxy::bind(token);
+        proxy.forward_to(upstream_port);
+        proxy
+    }
+
+    /// A relay on a free 127.0.0.1 port that forwards nowhere yet: for an upstream that must know
+    /// the relay's port before it starts (an adapter's allowed origins).
+    pub fn bind(token: &str) -> AuthProxy {
+        let upstream = Arc::new(OnceLock::new());
         let header = format!("Authorization: Bearer {token}\r\nConnection: close\r\n");
-        let thread = std::thread::Builder::new()
-            .name("auth-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("proxy runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = accept_loop(listener, upstream, header) => {}
-                        _ = shutdown_rx => {}
-                    }
-                });
-            })
-            .expect("spawn proxy thread");
+        let routes = Arc::clone(&upstream);
+        let server = BackgroundServer::start("auth-proxy", move |listener| {
+            accept_loop(listener, routes, header)
+        });
+        let addr = server.addr();
         AuthProxy {
             addr,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            upstream,
+            _server: server,
         }
+    }
+
+    /// Sends every later request to `port` on 127.0.0.1 (once; later calls are ignored).
+    pub fn forward_to(&self, port: u16) {
+        let _ = self.upstream.set(crate::ports::loopback(port));
     }
 
     /// The relay's port.
@@ -64,20 +64,12 @@ impl AuthProxy {
     }
 }
 
-impl Drop for AuthProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, header: String) {
+async fn accept_loop(listener: TcpListener, upstream: Arc<OnceLock<SocketAddr>>, header: String) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let Some(&upstream) = upstream.get() else {
             continue;
         };
         let header = header.clone();

@@ -6,10 +6,15 @@
 //! identity only when a test gives it one. [`BrokerBuilder::start`] waits until standard gRPC
 //! health says `SERVING` for `credbroker.v1.CredentialBroker`; [`BrokerBuilder::start_expecting_exit`]
 //! is for configurations the broker must refuse.
+//!
+//! The broker binds port 0 and writes the address it got to `BROKER_LISTEN_ADDR_FILE` in its
+//! scratch directory, where [`Broker::addr`] reads it. A broker a test will restart behind running
+//! clients is built with [`BrokerBuilder::restartable`]: it keeps one port for all its starts.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
@@ -18,8 +23,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::ports::{free_port, loopback};
-use crate::process::{ChildProcess, Scratch};
+use crate::ports::unassigned_port;
+use crate::process::{ChildProcess, ReportedAddr, Scratch};
 use crate::tools;
 
 /// The service name health and reflection know the broker by.
@@ -32,11 +37,24 @@ pub const OPERATOR: &str = "ops@e2e.test";
 /// How long a broker may take to become SERVING (a debug build on a busy 2-core machine).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How many times a restartable broker draws another port when its first start finds the drawn
+/// one taken.
+const PORT_DRAWS: usize = 5;
+
+/// Which port a broker listens on.
+#[derive(Debug, Clone)]
+enum Listen {
+    /// Port 0: the kernel picks, the broker reports it.
+    Any,
+    /// One port for every start of this builder and its clones (see [`BrokerBuilder::restartable`]).
+    Stable(Arc<Mutex<u16>>),
+}
+
 /// Configuration for one broker process.
 #[derive(Debug, Clone)]
 pub struct BrokerBuilder {
     name: String,
-    port: u16,
+    listen: Listen,
     env: BTreeMap<String, String>,
     args: Vec<String>,
 }
@@ -48,18 +66,17 @@ impl Default for BrokerBuilder {
 }
 
 impl BrokerBuilder {
-    /// A broker on a free loopback port with text logs at `info` (debug for the broker itself),
-    /// region us-east-1 and nothing else: add a key source, an allowlist and STS settings.
+    /// A broker on a loopback port the kernel picks, with text logs at `info` (debug for the
+    /// broker itself), region us-east-1 and nothing else: add a key source, an allowlist and STS
+    /// settings.
     pub fn new() -> BrokerBuilder {
-        let port = free_port();
         let mut builder = BrokerBuilder {
             name: "credential-broker".into(),
-            port,
+            listen: Listen::Any,
             env: BTreeMap::new(),
             args: Vec::new(),
         };
         builder = builder
-            .env("BROKER_LISTEN", &format!("127.0.0.1:{port}"))
             .env("BROKER_LOG_FORMAT", "text")
             .env("RUST_LOG", "info,credential_broker=debug")
             .env("AWS_REGION", "us-east-1")
@@ -119,36 +136,65 @@ impl BrokerBuilder {
         self.env("BROKER_CACHE_URL", url)
     }
 
-    /// The port the broker will listen on.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// Every start of this builder and of its clones listens on one port, so clients keep the
+    /// broker's address across a kill and restart. The port is drawn below the kernel's ephemeral
+    /// range (see `ports`); a first start that finds it taken draws another.
+    pub fn restartable(mut self) -> BrokerBuilder {
+        self.listen = Listen::Stable(Arc::new(Mutex::new(unassigned_port())));
+        self
     }
 
     /// Starts the process without waiting for anything.
     pub fn spawn(self) -> Broker {
         let scratch = Scratch::new(&self.name);
+        let addr_file = scratch.join("listen.addr");
+        let mut env = self.env;
+        if !env.contains_key("BROKER_LISTEN") {
+            let port = match &self.listen {
+                Listen::Any => 0,
+                Listen::Stable(port) => *port.lock().unwrap_or_else(|e| e.into_inner()),
+            };
+            env.insert("BROKER_LISTEN".into(), format!("127.0.0.1:{port}"));
+        }
         let mut cmd = Command::new(tools::broker_bin());
         cmd.args(&self.args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             // An empty HOME: no developer ~/.aws can lend the broker an identity.
             .env("HOME", scratch.path())
-            .envs(&self.env);
+            .envs(&env)
+            .env("BROKER_LISTEN_ADDR_FILE", &addr_file);
         let log = scratch.join("broker.log");
         let process = ChildProcess::spawn(&self.name, &mut cmd, &log);
         Broker {
             process,
             scratch,
-            addr: loopback(self.port),
-            env: self.env,
+            addr: ReportedAddr::new(addr_file),
+            env,
         }
     }
 
     /// Starts the broker and waits until gRPC health reports SERVING for the broker service.
+    /// A restartable broker whose drawn port is taken draws another (retry-on-conflict).
     pub async fn start(self) -> Broker {
-        let mut broker = self.spawn();
-        broker.wait_serving().await;
-        broker
+        for _ in 0..PORT_DRAWS {
+            let mut broker = self.clone().spawn();
+            match broker.wait_listening().await {
+                Ok(_) => {
+                    broker.wait_serving().await;
+                    return broker;
+                }
+                Err(status) => match &self.listen {
+                    Listen::Stable(port) if broker.log_text().contains("cannot listen on") => {
+                        *port.lock().unwrap_or_else(|e| e.into_inner()) = unassigned_port();
+                    }
+                    _ => broker
+                        .process
+                        .fail(&format!("exited ({status}) before listening")),
+                },
+            }
+        }
+        panic!("{}: no free port in {PORT_DRAWS} draws", self.name);
     }
 
     /// Starts a broker that must refuse its configuration: waits for it to exit and returns the
@@ -169,13 +215,24 @@ impl BrokerBuilder {
 pub struct Broker {
     process: ChildProcess,
     scratch: Scratch,
-    addr: SocketAddr,
+    /// The bound address, as the broker reports it (`BROKER_LISTEN_ADDR_FILE`).
+    addr: ReportedAddr,
     env: BTreeMap<String, String>,
 }
 
 impl Broker {
+    /// Waits until the broker has bound its listener and reported the address;
+    /// `Err(status)` when it exits first.
+    pub async fn wait_listening(&mut self) -> Result<SocketAddr, ExitStatus> {
+        self.addr.wait(&mut self.process, START_TIMEOUT).await
+    }
+
     /// Waits until health says SERVING for [`SERVICE`].
     pub async fn wait_serving(&mut self) {
+        if let Err(status) = self.wait_listening().await {
+            self.process
+                .fail(&format!("exited ({status}) before listening"));
+        }
         let endpoint = self.endpoint();
         self.process
             .wait_until(
@@ -189,13 +246,34 @@ impl Broker {
             .await;
     }
 
+    /// Waits until the broker logs that it serves every service, without asking over the wire:
+    /// for a TLS listener, which the plaintext health probe of [`Broker::wait_serving`] cannot
+    /// reach. (Listening alone is not enough: during start-up the listener serves only health
+    /// and reflection.)
+    pub async fn wait_started(&mut self) {
+        let log = self.process.log_path().to_path_buf();
+        self.process
+            .wait_until(
+                "the log says 'credential broker serving'",
+                START_TIMEOUT,
+                || {
+                    std::future::ready(
+                        crate::process::read_lossy(&log).contains("credential broker serving"),
+                    )
+                },
+            )
+            .await;
+    }
+
+    /// The address the broker listens on. After [`BrokerBuilder::spawn`] without a wait, this
+    /// blocks until the broker has reported it (panicking after a minute, with its log).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addr.get(&self.process, START_TIMEOUT)
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// A client on a fresh channel (HTTP/2: clone it freely for concurrent calls).

@@ -34,15 +34,20 @@ impl Fleet {
                     .s3_endpoint(&brokers.moto.endpoint())
             })
             .collect();
-        let ports: Vec<u16> = builders.iter().map(AdapterBuilder::port).collect();
-        let balancer = RoundRobinProxy::start(&ports);
-        let resource = balancer.mcp_url();
+        // The balancer's port first: the adapters name it as their resource URL.
+        let listener = RoundRobinProxy::bind();
+        let resource = format!(
+            "http://{}/mcp",
+            listener.local_addr().expect("balancer addr")
+        );
         let adapters = futures::future::join_all(
             builders
                 .into_iter()
                 .map(|b| configure(b.env("ADAPTER_RESOURCE_URL", &resource)).start()),
         )
         .await;
+        let ports: Vec<u16> = adapters.iter().map(Adapter::port).collect();
+        let balancer = RoundRobinProxy::start_on(listener, &ports);
         Fleet {
             balancer,
             adapters,

@@ -15,11 +15,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+
+use crate::background::BackgroundServer;
+use tokio::sync::watch;
 
 /// A running relay; see the module docs.
 #[derive(Debug)]
@@ -27,44 +28,26 @@ pub struct HeldProxy {
     addr: SocketAddr,
     held: Arc<AtomicUsize>,
     open: watch::Sender<bool>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// The listener's thread, kept for its drop (which stops it).
+    _server: BackgroundServer,
 }
 
 impl HeldProxy {
     /// A relay on a free 127.0.0.1 port to `upstream_port` on 127.0.0.1, holding connections.
     pub fn start(upstream_port: u16) -> HeldProxy {
         let upstream = crate::ports::loopback(upstream_port);
-        let std_listener =
-            std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind proxy port");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("proxy addr");
         let held = Arc::new(AtomicUsize::new(0));
         let (open, open_rx) = watch::channel(false);
-        let (shutdown, shutdown_rx) = oneshot::channel();
         let thread_held = held.clone();
-        let thread = std::thread::Builder::new()
-            .name("held-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("proxy runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = accept_loop(listener, upstream, thread_held, open_rx) => {}
-                        _ = shutdown_rx => {}
-                    }
-                });
-            })
-            .expect("spawn proxy thread");
+        let server = BackgroundServer::start("held-proxy", move |listener| {
+            accept_loop(listener, upstream, thread_held, open_rx)
+        });
+        let addr = server.addr();
         HeldProxy {
             addr,
             held,
             open,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -94,17 +77,6 @@ impl HeldProxy {
     /// Lets every held connection (and every later one) through.
     pub fn release(&self) {
         self.open.send_replace(true);
-    }
-}
-
-impl Drop for HeldProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

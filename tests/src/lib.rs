@@ -6,8 +6,10 @@
 //! secret is logged or stored in plaintext) only show in real processes.
 //!
 //! One concept per module:
-//! - [`ports`]: free loopback ports;
-//! - [`process`]: a child process with a log file, killed by pid on drop, readiness waits;
+//! - [`ports`]: ports for the servers that cannot bind port 0 and report it (the others do);
+//! - [`background`]: an in-process TCP server on its own thread (the proxies below use it);
+//! - [`process`]: a child process with a log file, killed by pid on drop, readiness waits, the
+//!   address a server reports after binding port 0;
 //! - [`tools`]: where the binaries, the venv, moto, grpcurl and redis are;
 //! - [`moto`]: a seeded moto server enforcing IAM;
 //! - [`sts_proxy`]: a counting (and failure-injecting) proxy in front of moto's STS;
@@ -36,6 +38,7 @@
 pub mod adapter;
 pub mod auth_proxy;
 pub mod aws;
+pub mod background;
 pub mod broker;
 pub mod fleet;
 pub mod grpcurl;

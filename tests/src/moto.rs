@@ -8,13 +8,14 @@
 //! all ARNs and keys, parsed here into [`MotoSeed`].
 //!
 //! Each test starts its own moto (about 1 s), so counts and state never leak between tests.
+//! It binds port 0; werkzeug prints the port it got (` * Running on http://127.0.0.1:PORT`),
+//! which is read from moto's log.
 
 use std::process::Command;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::ports::free_port;
 use crate::process::{ChildProcess, Scratch};
 use crate::tools;
 
@@ -67,6 +68,13 @@ pub struct AwsUser {
     pub secret_access_key: String,
 }
 
+/// The port in werkzeug's ` * Running on http://127.0.0.1:PORT` start-up line.
+fn bound_port(log: &str) -> Option<u16> {
+    log.lines()
+        .find_map(|line| line.trim().strip_prefix("* Running on http://127.0.0.1:"))
+        .and_then(|port| port.trim().parse().ok())
+}
+
 /// A running, seeded moto server.
 #[derive(Debug)]
 pub struct Moto {
@@ -91,9 +99,8 @@ impl Moto {
 
     async fn start_inner(enforce_iam: bool) -> Moto {
         let scratch = Scratch::new("moto");
-        let port = free_port();
         let mut cmd = Command::new(tools::moto_server());
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        cmd.args(["-H", "127.0.0.1", "-p", "0"])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", scratch.path())
@@ -102,6 +109,16 @@ impl Moto {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "3");
         }
         let mut process = ChildProcess::spawn("moto_server", &mut cmd, &scratch.join("moto.log"));
+        let log = scratch.join("moto.log");
+        process
+            .wait_until(
+                "moto prints the port it bound",
+                Duration::from_secs(60),
+                || std::future::ready(bound_port(&crate::process::read_lossy(&log)).is_some()),
+            )
+            .await;
+        let port = bound_port(&process.log_text())
+            .unwrap_or_else(|| process.fail("no ` * Running on` line"));
 
         let endpoint = format!("http://127.0.0.1:{port}");
         let probe_url = format!("{endpoint}/moto-api/");

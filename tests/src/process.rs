@@ -12,6 +12,7 @@
 
 use std::fs::OpenOptions;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -170,7 +171,29 @@ impl ChildProcess {
 
     /// Polls `probe` every 50 ms until it returns true. Panics, with the log tail, when `timeout`
     /// passes first or when the process exits while we wait.
-    pub async fn wait_until<F, Fut>(&mut self, what: &str, timeout: Duration, mut probe: F)
+    pub async fn wait_until<F, Fut>(&mut self, what: &str, timeout: Duration, probe: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        if let Err(status) = self.wait_until_or_exit(what, timeout, probe).await {
+            panic!(
+                "{} exited ({status}) while waiting for: {what}\n--- last lines of {} ---\n{}",
+                self.name,
+                self.log_path.display(),
+                self.log_tail(TAIL_LINES)
+            );
+        }
+    }
+
+    /// Like [`ChildProcess::wait_until`], but an exit is returned (`Err(status)`) rather than a
+    /// panic: for starters that retry on a port conflict. Panics when `timeout` passes first.
+    pub async fn wait_until_or_exit<F, Fut>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut probe: F,
+    ) -> Result<(), ExitStatus>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
@@ -178,15 +201,10 @@ impl ChildProcess {
         let start = Instant::now();
         loop {
             if let Some(status) = self.try_exit_status() {
-                panic!(
-                    "{} exited ({status}) while waiting for: {what}\n--- last lines of {} ---\n{}",
-                    self.name,
-                    self.log_path.display(),
-                    self.log_tail(TAIL_LINES)
-                );
+                return Err(status);
             }
             if probe().await {
-                return;
+                return Ok(());
             }
             if start.elapsed() >= timeout {
                 panic!(
@@ -199,6 +217,21 @@ impl ChildProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the process has written its bound address to `path` (see
+    /// [`credbroker_kit::listen`]) and returns it; `Err(status)` if it exits first.
+    pub async fn wait_addr_file(
+        &mut self,
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<std::net::SocketAddr, ExitStatus> {
+        let what = format!("its bound address in {}", path.display());
+        self.wait_until_or_exit(&what, timeout, || async {
+            credbroker_kit::listen::read_addr_file(path).is_some()
+        })
+        .await?;
+        credbroker_kit::listen::read_addr_file(path).ok_or_else(|| self.fail(&what))
     }
 
     /// Panics with the log tail: for callers whose own readiness check failed.
@@ -225,6 +258,72 @@ impl Drop for ChildProcess {
             );
         }
         self.kill();
+    }
+}
+
+/// The address a server reports once it listens (it binds port 0 and writes the address to a
+/// file, see [`credbroker_kit::listen`]), read once and kept.
+#[derive(Debug)]
+pub struct ReportedAddr {
+    file: PathBuf,
+    addr: std::sync::OnceLock<SocketAddr>,
+}
+
+impl ReportedAddr {
+    /// The address the server will write to `file`.
+    pub fn new(file: PathBuf) -> ReportedAddr {
+        ReportedAddr {
+            file,
+            addr: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The file the server writes (its `*_LISTEN_ADDR_FILE` setting).
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Waits until `process` has reported its address; `Err(status)` when it exits first.
+    pub async fn wait(
+        &self,
+        process: &mut ChildProcess,
+        timeout: Duration,
+    ) -> Result<SocketAddr, ExitStatus> {
+        if let Some(addr) = self.addr.get() {
+            return Ok(*addr);
+        }
+        let bound = process.wait_addr_file(&self.file, timeout).await?;
+        Ok(*self.addr.get_or_init(|| dialable(bound)))
+    }
+
+    /// The address; if not known yet, blocks until `process` reports it (panicking with its log
+    /// after `timeout`). For callers that spawned without waiting.
+    pub fn get(&self, process: &ChildProcess, timeout: Duration) -> SocketAddr {
+        *self.addr.get_or_init(|| {
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(bound) = credbroker_kit::listen::read_addr_file(&self.file) {
+                    return dialable(bound);
+                }
+                if Instant::now() >= deadline {
+                    process.fail("never reported its listening address");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    }
+}
+
+/// A bound address as a client on this machine dials it (loopback for "all addresses").
+fn dialable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::ports::{free_port, free_port_with_bus};
+use crate::ports::{unassigned_port, unassigned_port_with_bus};
 use crate::process::{ChildProcess, Scratch};
 use crate::tools;
 
@@ -67,11 +67,11 @@ impl RedisServer {
         let mut server = RedisServer {
             process: None,
             scratch: Scratch::new("redis"),
-            port: free_port(),
+            port: unassigned_port(),
             cluster: false,
             extra: Vec::new(),
         };
-        server.spawn_and_wait().await;
+        server.first_start().await;
         server
     }
 
@@ -81,27 +81,61 @@ impl RedisServer {
         let mut server = RedisServer {
             process: None,
             scratch: Scratch::new("redis"),
-            port: free_port(),
+            port: unassigned_port(),
             cluster: false,
             extra: args.iter().map(ToString::to_string).collect(),
         };
-        server.spawn_and_wait().await;
+        server.first_start().await;
         server
     }
 
-    async fn start_cluster_node(port: u16) -> RedisServer {
+    async fn start_cluster_node(taken: &[u16]) -> RedisServer {
         let mut server = RedisServer {
             process: None,
             scratch: Scratch::new("redis-node"),
-            port,
+            port: 0,
             cluster: true,
             extra: Vec::new(),
         };
-        server.spawn_and_wait().await;
+        server.first_start_avoiding(taken).await;
         server
     }
 
+    /// redis-server cannot bind port 0 and report it (`--port 0` turns TCP off), so the first
+    /// start draws a port (see `ports`) and draws again when the server exits because the port
+    /// is taken (retry-on-conflict); [`RedisServer::restart`] reuses the port it got.
+    async fn first_start(&mut self) {
+        self.first_start_avoiding(&[]).await;
+    }
+
+    async fn first_start_avoiding(&mut self, taken: &[u16]) {
+        const DRAWS: usize = 5;
+        for _ in 0..DRAWS {
+            while self.port == 0 || taken.contains(&self.port) {
+                self.port = if self.cluster {
+                    unassigned_port_with_bus()
+                } else {
+                    unassigned_port()
+                };
+            }
+            match self.try_spawn_and_wait().await {
+                Ok(()) => return,
+                Err(log) if log.contains("Address already in use") => self.port = 0,
+                Err(log) => panic!("redis-server exited at start:\n{log}"),
+            }
+        }
+        panic!("redis-server: no free port in {DRAWS} draws");
+    }
+
     async fn spawn_and_wait(&mut self) {
+        if let Err(log) = self.try_spawn_and_wait().await {
+            panic!("redis-server exited at start:\n{log}");
+        }
+    }
+
+    /// Starts the server on `self.port` and waits until it says it is ready and answers PING;
+    /// `Err(its log)` when it exits first.
+    async fn try_spawn_and_wait(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
         let mut cmd = Command::new(tools::redis_server());
         cmd.args([
@@ -130,10 +164,27 @@ impl RedisServer {
         let log = self.scratch.join("redis.log");
         let mut process = ChildProcess::spawn(&format!("redis-server:{port}"), &mut cmd, &log);
         let addr = crate::ports::loopback(self.port);
+        // Its own log first: a PING alone could be answered by another test's server that took
+        // the port, while this one is exiting with "Address already in use".
+        let ours = process
+            .wait_until_or_exit(
+                "redis-server logs 'Ready to accept connections'",
+                Duration::from_secs(20),
+                || {
+                    std::future::ready(
+                        crate::process::read_lossy(&log).contains("Ready to accept connections"),
+                    )
+                },
+            )
+            .await;
+        if ours.is_err() {
+            return Err(process.log_text());
+        }
         process
             .wait_until("PING answers PONG", Duration::from_secs(20), || ping(addr))
             .await;
         self.process = Some(process);
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {
@@ -209,16 +260,10 @@ impl RedisCluster {
     /// Starts 3 cluster-enabled nodes, creates the cluster, waits for `cluster_state:ok`
     /// on every node.
     pub async fn start() -> RedisCluster {
-        let mut nodes = Vec::new();
-        let mut ports = Vec::new();
-        while ports.len() < 3 {
-            let port = free_port_with_bus();
-            if !ports.contains(&port) {
-                ports.push(port);
-            }
-        }
-        for port in ports {
-            nodes.push(RedisServer::start_cluster_node(port).await);
+        let mut nodes: Vec<RedisServer> = Vec::new();
+        for _ in 0..3 {
+            let taken: Vec<u16> = nodes.iter().map(RedisServer::port).collect();
+            nodes.push(RedisServer::start_cluster_node(&taken).await);
         }
         let mut create = tokio::process::Command::new(tools::redis_cli());
         create.args(["--cluster", "create"]);

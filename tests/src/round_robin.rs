@@ -202,10 +202,20 @@ impl std::fmt::Debug for RoundRobinProxy {
 impl RoundRobinProxy {
     /// A balancer on a free 127.0.0.1 port over the loopback `ports`.
     pub fn start(ports: &[u16]) -> RoundRobinProxy {
+        RoundRobinProxy::start_on(RoundRobinProxy::bind(), ports)
+    }
+
+    /// The balancer's listener, bound before its backends exist: they must be configured with
+    /// the balancer's URL (`ADAPTER_RESOURCE_URL`) before they start and report their ports.
+    /// Connections wait in the listen queue until [`RoundRobinProxy::start_on`].
+    pub fn bind() -> std::net::TcpListener {
+        std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind balancer port")
+    }
+
+    /// A balancer on `std_listener` (from [`RoundRobinProxy::bind`]) over the loopback `ports`.
+    pub fn start_on(std_listener: std::net::TcpListener, ports: &[u16]) -> RoundRobinProxy {
         let backends = ports.iter().map(|p| crate::ports::loopback(*p)).collect();
         let balancer = Balancer::new(backends);
-        let std_listener =
-            std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind balancer port");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("balancer addr");
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();

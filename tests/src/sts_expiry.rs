@@ -18,12 +18,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+
+use crate::background::BackgroundServer;
 
 #[derive(Debug)]
 struct Shared {
@@ -38,46 +38,28 @@ struct Shared {
 pub struct ExpiryProxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// The listener's thread, kept for its drop (which stops it).
+    _server: BackgroundServer,
 }
 
 impl ExpiryProxy {
     /// Relays to `upstream` (an `http://127.0.0.1:PORT` STS endpoint's address), rewriting
     /// expirations to now + `lifetime` (`Duration::ZERO`: unchanged).
     pub fn start(upstream: SocketAddr, lifetime: Duration) -> ExpiryProxy {
-        let std_listener =
-            std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind expiry proxy");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("proxy addr");
         let shared = Arc::new(Shared {
             lifetime_secs: AtomicU64::new(lifetime.as_secs()),
             requests: Mutex::new(Vec::new()),
             rewritten: AtomicU64::new(0),
         });
-        let (shutdown, shutdown_rx) = oneshot::channel();
         let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("sts-expiry-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("proxy runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = accept_loop(listener, upstream, thread_shared) => {}
-                        _ = shutdown_rx => {}
-                    }
-                });
-            })
-            .expect("spawn expiry proxy thread");
+        let server = BackgroundServer::start("sts-expiry-proxy", move |listener| {
+            accept_loop(listener, upstream, thread_shared)
+        });
+        let addr = server.addr();
         ExpiryProxy {
             addr,
             shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -94,17 +76,6 @@ impl ExpiryProxy {
     /// How many answers had their expiration rewritten.
     pub fn rewritten(&self) -> u64 {
         self.shared.rewritten.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for ExpiryProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -19,11 +19,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+
+use crate::background::BackgroundServer;
+use tokio::sync::watch;
 
 const ASSUME_ROLE: &[u8] = b"Action=AssumeRole&";
 const WEB_IDENTITY: &[u8] = b"Action=AssumeRoleWithWebIdentity";
@@ -52,44 +53,26 @@ pub struct StsProxy {
     addr: SocketAddr,
     counters: Arc<Counters>,
     mode: watch::Sender<ProxyMode>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// The listener's thread, kept for its drop (which stops it).
+    _server: BackgroundServer,
 }
 
 impl StsProxy {
     /// Starts a proxy on a free 127.0.0.1 port that relays to `upstream_port` on 127.0.0.1.
     pub fn start(upstream_port: u16) -> StsProxy {
         let upstream = crate::ports::loopback(upstream_port);
-        let std_listener =
-            std::net::TcpListener::bind(crate::ports::loopback(0)).expect("bind proxy port");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("proxy addr");
         let counters = Arc::new(Counters::default());
         let (mode, mode_rx) = watch::channel(ProxyMode::Pass);
-        let (shutdown, shutdown_rx) = oneshot::channel();
         let thread_counters = counters.clone();
-        let thread = std::thread::Builder::new()
-            .name("sts-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("proxy runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = accept_loop(listener, upstream, thread_counters, mode_rx) => {}
-                        _ = shutdown_rx => {}
-                    }
-                });
-            })
-            .expect("spawn proxy thread");
+        let server = BackgroundServer::start("sts-proxy", move |listener| {
+            accept_loop(listener, upstream, thread_counters, mode_rx)
+        });
+        let addr = server.addr();
         StsProxy {
             addr,
             counters,
             mode,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -132,17 +115,6 @@ impl StsProxy {
         } else {
             ProxyMode::Pass
         });
-    }
-}
-
-impl Drop for StsProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -344,10 +344,13 @@ async fn the_audit_log_records_every_decision_without_a_secret_and_verifies() {
 async fn with_an_unwritable_audit_log_nothing_is_served() {
     let stack = BrokerStack::start_with(|b| b).await;
     // A second broker on the same STS and secret, auditing to /dev/full.
-    let broker = e2e::stack::standard_broker(stack.seed(), &stack.proxy.endpoint(), &stack.secret)
-        .name("broker-devfull")
-        .env("BROKER_AUDIT_LOG", "/dev/full")
-        .spawn();
+    let mut broker =
+        e2e::stack::standard_broker(stack.seed(), &stack.proxy.endpoint(), &stack.secret)
+            .name("broker-devfull")
+            .env("BROKER_AUDIT_LOG", "/dev/full")
+            .spawn();
+    // Past start-up (whose listener serves health alone, NOT_SERVING as well).
+    broker.wait_started().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while broker.health(e2e::broker::SERVICE).await != Some(ServingStatus::NotServing) {
         assert!(Instant::now() < deadline, "health never said NOT_SERVING");
@@ -513,14 +516,16 @@ async fn with_mtls_only_a_named_client_certificate_may_call_session_admin() {
     pki.leaf(&["mcp-adapter"], "adapter");
     let stack = BrokerStack::start().await;
     // A TLS broker on the same STS whose only operator is the `ops-cli.internal` certificate.
-    let broker = e2e::stack::standard_broker(stack.seed(), &stack.proxy.endpoint(), &stack.secret)
-        .name("broker-mtls")
-        .without_env("BROKER_ADMIN_SUBJECTS")
-        .env("BROKER_TLS_CERT", &pki.path("server.pem"))
-        .env("BROKER_TLS_KEY", &pki.path("server.key"))
-        .env("BROKER_TLS_CLIENT_CA", &pki.path("ca.pem"))
-        .env("BROKER_ADMIN_CLIENT_NAMES", "ops-cli.internal")
-        .spawn();
+    let mut broker =
+        e2e::stack::standard_broker(stack.seed(), &stack.proxy.endpoint(), &stack.secret)
+            .name("broker-mtls")
+            .without_env("BROKER_ADMIN_SUBJECTS")
+            .env("BROKER_TLS_CERT", &pki.path("server.pem"))
+            .env("BROKER_TLS_KEY", &pki.path("server.key"))
+            .env("BROKER_TLS_CLIENT_CA", &pki.path("ca.pem"))
+            .env("BROKER_ADMIN_CLIENT_NAMES", "ops-cli.internal")
+            .spawn();
+    broker.wait_started().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut ops = loop {
         if let Some(c) = pki.admin(broker.addr(), "ops").await {

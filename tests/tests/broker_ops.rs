@@ -92,11 +92,12 @@ async fn mtls_refuses_a_client_without_a_certificate_and_serves_one_with() {
     let moto = Moto::start().await;
     let secret = random_string(48);
     // Spawned without the plaintext readiness wait: this listener only speaks TLS.
-    let broker = standard_broker(moto.seed(), &moto.endpoint(), &secret)
+    let mut broker = standard_broker(moto.seed(), &moto.endpoint(), &secret)
         .env("BROKER_TLS_CERT", &pki.path("server.pem"))
         .env("BROKER_TLS_KEY", &pki.path("server.key"))
         .env("BROKER_TLS_CLIENT_CA", &pki.path("ca.pem"))
         .spawn();
+    broker.wait_started().await;
     let minter = standard_minter(&secret);
     let rw = moto.seed().roles.read_write.clone();
     let addr = broker.addr();

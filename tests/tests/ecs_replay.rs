@@ -144,8 +144,9 @@ async fn ecs_task_definitions_stay_healthy_through_a_redis_outage() {
         )
         .env("BROKER_ROLE_ACCOUNT_ID", e2e::moto::ACCOUNT_ID);
     let mut ab = AdapterBuilder::new("https://unused").s3_endpoint(&moto.endpoint());
+    // The task definitions name these ports before the processes exist (see `e2e::ports`).
     let (broker_port, broker_metrics, adapter_port, adapter_metrics) =
-        (builder.port(), free_port(), ab.port(), free_port());
+        (free_port(), free_port(), free_port(), free_port());
 
     let values: BTreeMap<&str, String> = [
         ("Region", "us-east-1".to_string()),

@@ -21,7 +21,8 @@ async fn broker_killed_under_adapter_load_every_call_names_the_broker_and_servic
     let moto = Moto::start().await;
     let proxy = StsProxy::start(moto.port());
     let secret = random_string(48);
-    let builder = standard_broker(moto.seed(), &proxy.endpoint(), &secret);
+    // Restarted below behind the running adapter: one port for both starts.
+    let builder = standard_broker(moto.seed(), &proxy.endpoint(), &secret).restartable();
     let mut broker = builder.clone().start().await;
     let ambient = moto.seed().users.ambient.clone();
     let adapter = AdapterBuilder::new(&broker.endpoint())

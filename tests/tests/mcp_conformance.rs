@@ -57,14 +57,15 @@ fn checks(dir: &Path) -> Vec<(String, Value)> {
 #[tokio::test]
 async fn the_official_conformance_scenarios_pass() {
     let stack = BrokerStack::start().await;
-    let builder = AdapterBuilder::new(&stack.broker.endpoint()).s3_endpoint(&stack.aws_endpoint());
-    let proxy = AuthProxy::start(builder.port(), &stack.rw_token("conformance"));
+    let proxy = AuthProxy::bind(&stack.rw_token("conformance"));
     // dns-rebinding-protection sends `Origin: http://<host:port of the URL>` and expects 2xx.
     let origin = format!("http://127.0.0.1:{}", proxy.port());
-    let _adapter = builder
+    let adapter = AdapterBuilder::new(&stack.broker.endpoint())
+        .s3_endpoint(&stack.aws_endpoint())
         .env("ADAPTER_ALLOWED_ORIGINS", &origin)
         .start()
         .await;
+    proxy.forward_to(adapter.port());
     let url = format!("http://127.0.0.1:{}/mcp", proxy.port());
     let js = tools::js_dir();
     let suite = js.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");

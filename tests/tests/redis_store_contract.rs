@@ -5,19 +5,18 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use credential_broker::credentials::CredentialRecord;
 use credential_broker::hashing::{KeyedHasher, SessionHandle};
-use credential_broker::secret::Secret;
+use credential_broker::secret::{Key32, Secret};
 use credential_broker::sessions::SessionRecord;
 use credential_broker::store::{MemoryStore, RedisStore, Store, StoreError};
 use e2e::redis::{RedisCluster, RedisServer, keys_containing};
 use e2e::tokens::random_string;
 
-fn new_key() -> Secret {
+fn new_key() -> Key32 {
     let mut k = [0u8; 32];
     rand::fill(&mut k);
-    Secret::new(base64::engine::general_purpose::STANDARD.encode(k))
+    Key32::from(k)
 }
 
 fn now_ms() -> i64 {
@@ -56,7 +55,7 @@ fn handle(hasher: &KeyedHasher, id: &str) -> SessionHandle {
     hasher.session_handle(id)
 }
 
-async fn redis_store(url: &str, keys: &[Secret]) -> RedisStore {
+async fn redis_store(url: &str, keys: &[Key32]) -> RedisStore {
     RedisStore::connect(&Secret::new(url), keys, false)
         .await
         .expect("connect the Redis store")

@@ -72,9 +72,10 @@ pub async fn run(cfg: &StartupConfig, report: &mut Report) -> anyhow::Result<()>
                     .cache_url(&redis.url())
                     .env("BROKER_CACHE_KEY", &key);
             }
-            let endpoint = format!("http://127.0.0.1:{}", builder.port());
             let began = Instant::now();
             let mut broker = builder.spawn();
+            // The broker binds port 0 and reports the port at once (before the store connects).
+            let endpoint = broker.endpoint();
             loop {
                 if broker_serving(&endpoint).await {
                     break;
@@ -111,9 +112,10 @@ pub async fn run(cfg: &StartupConfig, report: &mut Report) -> anyhow::Result<()>
                 .name(&format!("startup-adapter-{i}"))
                 .s3_endpoint(&stack.aws_endpoint())
                 .env("RUST_LOG", "info");
-            let url = format!("http://127.0.0.1:{}/healthz", builder.port());
             let began = Instant::now();
             let mut adapter = builder.spawn();
+            // The adapter binds port 0 and reports the port once bound.
+            let url = format!("{}/healthz", adapter.url());
             loop {
                 if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
                     break;

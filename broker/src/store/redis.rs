@@ -31,9 +31,8 @@ use super::records::CredentialRecord;
 use super::records::SessionRecord;
 use super::seal::Sealer;
 use super::{LockToken, Store, StoreError, Version};
-use crate::clock::now_ms;
 use crate::hashing::SessionHandle;
-use crate::secret::Secret;
+use crate::secret::{Key32, Secret};
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -233,11 +232,21 @@ fn parse_target(url: &str) -> Result<Target, String> {
 
 /// The Redis-backed [`Store`]; see the module docs.
 pub struct RedisStore {
+    /// What "now" is for TTLs computed from a record's expiry (the broker's injected clock).
+    clock: crate::clock::Clock,
     conn: Connection,
     sealer: Sealer,
     /// `redis host:port` or `redis cluster host:port,…`, for messages.
     name: String,
     password: Option<Secret>,
+}
+
+impl RedisStore {
+    /// Reads "now" from `clock` (the engine's) for the TTLs it derives from record expiries.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -255,7 +264,7 @@ impl RedisStore {
     /// cannot be reached within 10 s (a refused password at once) or evicts keys.
     pub async fn connect(
         url: &Secret,
-        cache_keys: &[Secret],
+        cache_keys: &[Key32],
         insecure_plaintext: bool,
     ) -> Result<Self, String> {
         Self::connect_with(
@@ -271,14 +280,15 @@ impl RedisStore {
     /// A Redis whose `maxmemory-policy` evicts keys is refused unless `options.allow_eviction`.
     pub async fn connect_with(
         url: &Secret,
-        cache_keys: &[Secret],
+        cache_keys: &[Key32],
         insecure_plaintext: bool,
         options: ConnectOptions,
     ) -> Result<Self, String> {
         let target = parse_target(url.expose()).map_err(|e| format!("BROKER_CACHE_URL: {e}"))?;
         let sealer = match (cache_keys.is_empty(), insecure_plaintext) {
-            (false, _) => Sealer::from_base64_keys(cache_keys)
-                .map_err(|e| format!("BROKER_CACHE_KEY: {e}"))?,
+            (false, _) => {
+                Sealer::from_keys(cache_keys).map_err(|e| format!("BROKER_CACHE_KEY: {e}"))?
+            }
             (true, true) => Sealer::plaintext(),
             (true, false) => return Err(
                 "BROKER_CACHE_KEY: a Redis store needs a cache key, or --insecure-plaintext-cache"
@@ -326,6 +336,7 @@ impl RedisStore {
             Connection::Single(conn)
         };
         let store = Self {
+            clock: crate::clock::Clock::system(),
             conn,
             sealer,
             name,
@@ -641,7 +652,7 @@ impl Store for RedisStore {
 
     async fn put_credential(&self, id: &str, record: &CredentialRecord) -> Result<(), StoreError> {
         let key = cred_key(id);
-        let remaining = record.expires_at_ms.saturating_sub(now_ms());
+        let remaining = record.expires_at_ms.saturating_sub(self.clock.now_ms());
         if remaining <= 0 {
             // Already expired: store nothing, and drop what was there (as the memory store's
             // overwrite with an expired entry does).

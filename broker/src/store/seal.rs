@@ -21,7 +21,7 @@
 //! sealed one. Either refusal is [`StoreError::Unreadable`], never "absent".
 
 use super::StoreError;
-use crate::secret::Secret;
+use crate::secret::Key32;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -97,17 +97,11 @@ impl fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A sealer from base64 32-byte keys, the current one first (as in `Config::cache_keys`).
-    pub(crate) fn from_base64_keys(keys: &[Secret]) -> Result<Self, String> {
-        use base64::Engine;
+    /// A sealer from 32-byte keys, the current one first (as in `Config::cache_keys`).
+    pub(crate) fn from_keys(keys: &[Key32]) -> Result<Self, String> {
         let mut decoded = Vec::with_capacity(keys.len());
         for key in keys {
-            let bytes = Zeroizing::new(
-                base64::engine::general_purpose::STANDARD
-                    .decode(key.expose().trim())
-                    .map_err(|_| "a cache key is not valid base64".to_string())?,
-            );
-            decoded.push(SealKey::new(&bytes)?);
+            decoded.push(SealKey::new(key.expose())?);
         }
         let mut keys = decoded.into_iter();
         let current = keys
@@ -240,6 +234,8 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
+    use crate::secret::Secret;
+
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Rec {
         name: String,
@@ -253,13 +249,12 @@ mod tests {
         }
     }
 
-    fn key(byte: u8) -> Secret {
-        use base64::Engine;
-        Secret::new(base64::engine::general_purpose::STANDARD.encode([byte; 32]))
+    fn key(byte: u8) -> Key32 {
+        Key32::from([byte; 32])
     }
 
     fn sealer(keys: &[u8]) -> Sealer {
-        Sealer::from_base64_keys(&keys.iter().map(|b| key(*b)).collect::<Vec<_>>()).unwrap()
+        Sealer::from_keys(&keys.iter().map(|b| key(*b)).collect::<Vec<_>>()).unwrap()
     }
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -375,7 +370,10 @@ mod tests {
         assert!(dbg.contains("aes-256-gcm"), "{dbg}");
         let raw = [9u8; 32];
         assert!(!dbg.contains(&hex::encode(raw)));
-        assert!(!dbg.contains(key(9).expose()));
-        assert!(!dbg.contains(key(8).expose()));
+        use base64::Engine;
+        for byte in [9u8, 8] {
+            let b64 = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+            assert!(!dbg.contains(&b64), "{dbg}");
+        }
     }
 }

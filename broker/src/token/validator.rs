@@ -62,6 +62,8 @@ pub struct TokenValidator {
     config: ValidatorConfig,
     hmac: Option<Arc<DecodingKey>>,
     jwks: Option<Jwks>,
+    /// The clock `exp` is checked against (the broker's injected clock; a manual one in tests).
+    clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for TokenValidator {
@@ -83,7 +85,16 @@ impl TokenValidator {
             hmac: hmac_secret.map(|s| Arc::new(DecodingKey::from_secret(s.expose().as_bytes()))),
             config,
             jwks,
+            clock: crate::clock::Clock::system(),
         }
+    }
+
+    /// Checks `exp` against `clock` (the one the engine and sessions read) instead of the
+    /// system's. jsonwebtoken still checks `nbf`, and `exp` within the leeway, on the system
+    /// clock as a second, looser rule.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Validates `token` and returns its claims (in a `token.validate` span when traces are
@@ -119,7 +130,7 @@ impl TokenValidator {
         let data = decode::<RawClaims>(token.expose(), &key, &self.validation(alg))
             .map_err(|e| map_error(e.kind()))?;
         let claims = data.claims.into_claims(&self.config.tag_claims)?;
-        check_exp(claims.expires_at, crate::clock::now_ms())?;
+        check_exp(claims.expires_at, self.clock.now_ms())?;
         Ok(claims)
     }
 
@@ -256,6 +267,20 @@ mod tests {
 
     async fn check(v: &TokenValidator, t: Secret) -> Result<Claims, TokenError> {
         v.validate(&t).await
+    }
+
+    /// `exp` is judged by the injected clock: a token valid now is refused once the broker's
+    /// clock passes its `exp`, with no waiting (before, only the system clock counted).
+    #[tokio::test]
+    async fn exp_is_checked_against_the_injected_clock() {
+        let (clock, manual) = crate::clock::Clock::manual();
+        let v = validator(&[], &[]).with_clock(clock);
+        let token = sign(
+            json!({"sub": "alice", "exp": now() + 600, "role_arn": "arn:aws:iam::123456789012:role/demo-rw"}),
+        );
+        assert!(check(&v, token.clone()).await.is_ok());
+        manual.advance(std::time::Duration::from_secs(601));
+        assert!(matches!(check(&v, token).await, Err(TokenError::Expired)));
     }
 
     #[tokio::test]
