@@ -28,15 +28,19 @@ WORKDIR /src
 # proto/ is copied whole: its build script compiles the .proto file, and it rarely changes.
 COPY Cargo.toml Cargo.lock ./
 COPY proto/ proto/
+# kit/ (credbroker-kit, shared by both binaries) is a dependency: copied whole, like proto/.
+COPY kit/ kit/
 COPY broker/Cargo.toml broker/Cargo.toml
 COPY adapter/Cargo.toml adapter/Cargo.toml
 COPY tests/Cargo.toml tests/Cargo.toml
 COPY bench/Cargo.toml bench/Cargo.toml
-RUN mkdir -p broker/src adapter/src tests/src bench/src \
+RUN mkdir -p broker/src adapter/src tests/src bench/src/bin \
  && echo 'fn main() {}' > broker/src/main.rs && touch broker/src/lib.rs \
  && echo 'fn main() {}' > adapter/src/main.rs && touch adapter/src/lib.rs \
  && touch tests/src/lib.rs \
  && echo 'fn main() {}' > bench/src/main.rs && touch bench/src/lib.rs \
+ && echo 'fn main() {}' > bench/src/bin/s3-stub.rs \
+ && echo 'fn main() {}' > bench/src/bin/adapter-floor.rs \
  && cargo build --profile dist --locked -p credential-broker \
  && rm -rf broker/src
 
