@@ -169,6 +169,11 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// moto's process id (the benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

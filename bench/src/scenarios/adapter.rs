@@ -753,27 +753,7 @@ async fn run_backend(
     Ok((figures, json))
 }
 
-/// moto's pid: the harness does not expose it, so find the `moto_server` child of this process
-/// listening on moto's port (our own child, never another process's).
+/// moto's pid, from the harness that started it.
 fn moto_pid(stack: &BrokerStack) -> anyhow::Result<u32> {
-    let me = std::process::id();
-    let port = stack.moto.port().to_string();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if ppid == Some(me) && cmdline.contains("moto_server") && cmdline.contains(&port) {
-            return Ok(pid);
-        }
-    }
-    anyhow::bail!("moto_server child on port {port} not found")
+    Ok(stack.moto.pid())
 }
