@@ -2,14 +2,17 @@
 //! a [`Config`] whose every field is usable as is. A bad setting stops the broker at start with one
 //! line that names the variable, e.g. `BROKER_JWT_LEEWAY: "soon" is not a duration (e.g. 60s)`.
 
+use crate::audit::AuditTarget;
 use crate::role::ArnGlob;
 use crate::secret::{Key32, Secret};
 use crate::token::JwksSource;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use credbroker_kit::pem::PemSource;
 use jsonwebtoken::Algorithm;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use url::Url;
 
 /// `credential-broker`: validates JWTs and serves scoped, short-lived STS credentials over gRPC.
 #[derive(Debug, Parser)]
@@ -76,9 +79,10 @@ pub enum StsMode {
 }
 
 /// Flags of `serve`, parsed into typed values by clap value parsers (an error names the variable:
-/// see [`parse_cli`]); [`ServeArgs::validate`] then checks what spans settings and reads files.
-/// Secret-bearing values stay [`Secret`] strings until `validate`, so no parse error can echo
-/// them. Another module's flags join with one `#[command(flatten)]` field.
+/// see [`Cli::parse_from_env`]); [`ServeArgs::validate`] then checks only what spans settings,
+/// and reads files. Secret-bearing values stay [`Secret`] strings until `validate`, so no parse
+/// error can echo them (clap's errors quote the value). Another module's flags join with one
+/// `#[command(flatten)]` field.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address of the gRPC listener.
@@ -88,9 +92,9 @@ pub struct ServeArgs {
     /// BROKER_LISTEN, how whoever started the broker learns the port the kernel chose.
     #[arg(long, env = "BROKER_LISTEN_ADDR_FILE")]
     pub listen_addr_file: Option<PathBuf>,
-    /// Address of the Prometheus metrics listener (off when unset).
-    #[arg(long, env = "BROKER_METRICS_LISTEN")]
-    pub metrics_listen: Option<String>,
+    /// Address of the Prometheus metrics listener (off when unset or empty).
+    #[arg(long, env = "BROKER_METRICS_LISTEN", default_value = "", hide_default_value = true, value_parser = unless_empty(parse_addr))]
+    pub metrics_listen: Maybe<SocketAddr>,
     /// Shared secret for HS256/384/512 tokens.
     #[arg(long, env = "BROKER_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<Secret>,
@@ -98,8 +102,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BROKER_JWT_HS256_SECRET_FILE")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
     /// URL of a JWKS document with the token issuer's public keys.
-    #[arg(long, env = "BROKER_JWKS_URL")]
-    pub jwks_url: Option<String>,
+    #[arg(long, env = "BROKER_JWKS_URL", value_parser = parse_url)]
+    pub jwks_url: Option<Url>,
     /// File holding a JWKS document.
     #[arg(long, env = "BROKER_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
@@ -109,8 +113,8 @@ pub struct ServeArgs {
     pub jwks_allow_http: bool,
     /// OIDC issuer URL (exactly its `iss`): keys from its discovery document's `jwks_uri`, and the
     /// issuer becomes the required `iss`.
-    #[arg(long, env = "BROKER_OIDC_ISSUER_URL")]
-    pub oidc_issuer_url: Option<String>,
+    #[arg(long, env = "BROKER_OIDC_ISSUER_URL", default_value = "", hide_default_value = true, value_parser = unless_empty(WrittenUrl::parse))]
+    pub oidc_issuer_url: Maybe<WrittenUrl>,
     /// Accepted `typ` header values, comma-separated (e.g. `at+jwt`, RFC 9068); unchecked when unset.
     #[arg(long, env = "BROKER_JWT_TYPES", value_delimiter = ',')]
     pub jwt_types: Vec<String>,
@@ -118,8 +122,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BROKER_JWKS_REFETCH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub jwks_refetch_interval: Duration,
     /// Allowed token algorithms, comma-separated (default: HS256 with a secret, RS256,ES256,EdDSA with a JWKS).
-    #[arg(long, env = "BROKER_JWT_ALGORITHMS")]
-    pub jwt_algorithms: Option<String>,
+    #[arg(long, env = "BROKER_JWT_ALGORITHMS", default_value = "", hide_default_value = true, value_parser = unless_empty(parse_algorithms))]
+    pub jwt_algorithms: Maybe<Vec<Algorithm>>,
     /// Accepted `iss` values, comma-separated (required with a JWKS; unchecked for HS256 when unset).
     #[arg(long, env = "BROKER_JWT_ISSUER", value_delimiter = ',')]
     pub jwt_issuer: Vec<String>,
@@ -130,23 +134,23 @@ pub struct ServeArgs {
     #[arg(long, env = "BROKER_JWT_LEEWAY", default_value = "60s", value_parser = parse_duration)]
     pub jwt_leeway: Duration,
     /// Role ARN globs a token may be granted, comma-separated; `*` stays within one ARN segment.
-    #[arg(long, env = "BROKER_ALLOWED_ROLE_ARNS")]
-    pub allowed_role_arns: Option<String>,
+    #[arg(long, env = "BROKER_ALLOWED_ROLE_ARNS", default_value = "", hide_default_value = true, value_parser = unless_empty(crate::role::parse_allowlist))]
+    pub allowed_role_arns: Maybe<Vec<ArnGlob>>,
     /// Allow any role a token names (no allowlist). For development only.
     #[arg(long, env = "BROKER_ALLOW_ANY_ROLE")]
     pub allow_any_role: bool,
     /// Account for role names (not ARNs) in the `roles` claim.
-    #[arg(long, env = "BROKER_ROLE_ACCOUNT_ID")]
-    pub role_account_id: Option<String>,
+    #[arg(long, env = "BROKER_ROLE_ACCOUNT_ID", default_value = "", hide_default_value = true, value_parser = unless_empty(crate::role::parse_account_id))]
+    pub role_account_id: Maybe<String>,
     /// Claims copied into STS session tags, comma-separated.
-    #[arg(long, env = "BROKER_TAG_CLAIMS", value_delimiter = ',')]
+    #[arg(long, env = "BROKER_TAG_CLAIMS", value_delimiter = ',', value_parser = parse_tag_claim)]
     pub tag_claims: Vec<String>,
     /// How credentials are obtained.
     #[arg(long, env = "BROKER_STS_MODE", value_enum, ignore_case = true, default_value_t = StsMode::AssumeRole)]
     pub sts_mode: StsMode,
     /// STS endpoint override (local emulators, VPC endpoints).
-    #[arg(long, env = "BROKER_STS_ENDPOINT")]
-    pub sts_endpoint: Option<String>,
+    #[arg(long, env = "BROKER_STS_ENDPOINT", default_value = "", hide_default_value = true, value_parser = unless_empty(WrittenUrl::parse))]
+    pub sts_endpoint: Maybe<WrittenUrl>,
     /// AWS region for STS (default: the SDK's region chain, then us-east-1).
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
@@ -201,8 +205,8 @@ pub struct ServeArgs {
     pub insecure_plaintext_cache: bool,
     /// How long to wait for Redis at start before exiting; `0` waits until it answers. Liveness
     /// is SERVING meanwhile (readiness is not), so an orchestrator does not restart the wait.
-    #[arg(long, env = "BROKER_STORE_STARTUP_TIMEOUT", default_value = "0")]
-    pub store_startup_timeout: String,
+    #[arg(long, env = "BROKER_STORE_STARTUP_TIMEOUT", default_value = "0", value_parser = parse_startup_timeout)]
+    pub store_startup_timeout: Maybe<Duration>,
     /// Accept a Redis whose maxmemory-policy evicts keys (revocations may be dropped).
     #[arg(long, env = "BROKER_REDIS_ALLOW_EVICTION")]
     pub redis_allow_eviction: bool,
@@ -223,15 +227,16 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "BROKER_LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// PEM certificate chain: serve gRPC over TLS (with BROKER_TLS_KEY).
-    #[arg(long, env = "BROKER_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC over TLS (with BROKER_TLS_KEY). A file path, or the
+    /// PEM text itself (a value holding a `-----BEGIN ` line).
+    #[arg(long, env = "BROKER_TLS_CERT", value_parser = PemSource::clap, allow_hyphen_values = true)]
+    pub tls_cert: Option<PemSource>,
     /// PEM private key of the certificate (a file path, or the PEM text itself).
-    #[arg(long, env = "BROKER_TLS_KEY", hide_env_values = true)]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle: require client certificates signed by it (mTLS).
-    #[arg(long, env = "BROKER_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
+    #[arg(long, env = "BROKER_TLS_KEY", value_parser = PemSource::clap, allow_hyphen_values = true, hide_env_values = true)]
+    pub tls_key: Option<PemSource>,
+    /// PEM CA bundle: require client certificates signed by it (mTLS). A file path or the PEM text.
+    #[arg(long, env = "BROKER_TLS_CLIENT_CA", value_parser = PemSource::clap, allow_hyphen_values = true)]
+    pub tls_client_ca: Option<PemSource>,
     /// Operators: JWT subjects (exact `sub`, comma-separated) allowed to call
     /// credbroker.v1.SessionAdmin with `authorization: Bearer <token>`.
     #[arg(long, env = "BROKER_ADMIN_SUBJECTS", value_delimiter = ',')]
@@ -243,8 +248,8 @@ pub struct ServeArgs {
     /// The audit trail: a file path (appended to; its hash chain continues across restarts) or
     /// `stdout`. One hash-chained JSON line per decision; when set and it cannot be written, the
     /// broker serves nothing (fail closed). Check a file with `credential-broker audit verify`.
-    #[arg(long, env = "BROKER_AUDIT_LOG")]
-    pub audit_log: Option<String>,
+    #[arg(long, env = "BROKER_AUDIT_LOG", default_value = "", hide_default_value = true, value_parser = unless_empty(parse_audit_target))]
+    pub audit_log: Maybe<AuditTarget>,
     /// Per-subject rate limit and STS budget (`quota`), parsed and checked by clap there.
     #[command(flatten)]
     pub limits: crate::quota::LimitArgs,
@@ -266,14 +271,6 @@ impl std::fmt::Debug for TlsFiles {
             .field("mtls", &self.client_ca_pem.is_some())
             .finish()
     }
-}
-
-/// A PEM value: a file path, or the PEM text itself (ECS injects secrets as environment values);
-/// [`credbroker_kit::pem::PemSource`] decides which by content.
-fn read_pem(var: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
-    credbroker_kit::pem::PemSource::parse(path.as_os_str())
-        .map_err(|reason| bad(var, reason))?
-        .load(var)
 }
 
 impl ServeArgs {
@@ -313,15 +310,15 @@ impl ServeArgs {
             (Some(_), None) => Err(bad("BROKER_TLS_KEY", "is required with BROKER_TLS_CERT")),
             (None, Some(_)) => Err(bad("BROKER_TLS_CERT", "is required with BROKER_TLS_KEY")),
             (Some(cert), Some(key)) => Ok(Some(TlsFiles {
-                cert_pem: read_pem("BROKER_TLS_CERT", cert)?,
+                cert_pem: cert.load("BROKER_TLS_CERT")?,
                 key_pem: Secret::new(
-                    String::from_utf8(read_pem("BROKER_TLS_KEY", key)?)
+                    String::from_utf8(key.load("BROKER_TLS_KEY")?)
                         .map_err(|_| bad("BROKER_TLS_KEY", "is not UTF-8 PEM"))?,
                 ),
                 client_ca_pem: self
                     .tls_client_ca
                     .as_ref()
-                    .map(|p| read_pem("BROKER_TLS_CLIENT_CA", p))
+                    .map(|ca| ca.load("BROKER_TLS_CLIENT_CA"))
                     .transpose()?,
             })),
         }
@@ -438,6 +435,14 @@ fn parse_credential_ttl(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// BROKER_STORE_STARTUP_TIMEOUT: `0` waits until the store answers (no limit), else a duration.
+fn parse_startup_timeout(value: &str) -> Result<Maybe<Duration>, String> {
+    match value.trim() {
+        "0" => Ok(Maybe(None)),
+        limit => parse_duration(limit).map(|d| Maybe(Some(d))),
+    }
+}
+
 fn parse_sts_max_attempts(value: &str) -> Result<u32, String> {
     value
         .trim()
@@ -454,12 +459,78 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{value:?} is not a socket address (e.g. 127.0.0.1:50051)"))
 }
 
-fn duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    parse_duration(value).map_err(|e| bad(var, e))
+/// An absolute URL (BROKER_JWKS_URL); whether plain http is allowed spans settings, so
+/// [`ServeArgs::validate`] decides that.
+fn parse_url(value: &str) -> Result<Url, String> {
+    Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))
 }
 
-fn addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    parse_addr(value).map_err(|e| bad(var, e))
+/// BROKER_JWT_ALGORITHMS: comma-separated names jsonwebtoken knows (HS256/384/512, RS256/384/512,
+/// PS256/384/512, ES256/384, EdDSA — each one the broker verifies, with the secret or a JWKS).
+fn parse_algorithms(list: &str) -> Result<Vec<Algorithm>, String> {
+    list.split(',')
+        .map(|a| {
+            a.trim().parse::<Algorithm>().map_err(|_| {
+                format!(
+                    "{:?} is not a JWT algorithm (e.g. HS256, RS256, ES256, EdDSA)",
+                    a.trim()
+                )
+            })
+        })
+        .collect()
+}
+
+/// One BROKER_TAG_CLAIMS entry: a claim the broker may copy into a session tag. Empty entries
+/// (`a,,b`) pass here and are dropped by [`non_empty`].
+fn parse_tag_claim(value: &str) -> Result<String, String> {
+    let claim = value.trim();
+    if !claim.is_empty() {
+        crate::token::check_tag_claim(claim).map_err(|e| e.to_string())?;
+    }
+    Ok(claim.to_string())
+}
+
+/// BROKER_AUDIT_LOG: `stdout` (or `-`) or a file path.
+fn parse_audit_target(value: &str) -> Result<AuditTarget, String> {
+    Ok(AuditTarget::parse(value))
+}
+
+/// An optional setting, already parsed: `None` when unset or set to the empty string (task
+/// definitions and env files write `VAR=` for "off"). A plain `Option` field cannot mean that:
+/// clap hands an empty environment value to the parser, which would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maybe<T>(pub Option<T>);
+
+/// The value parser of a [`Maybe`] setting (with `default_value = ""`): blank is unset,
+/// anything else must satisfy `parse`.
+fn unless_empty<T: Clone + Send + Sync + 'static>(
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<Maybe<T>, String> + Clone + Send + Sync + 'static {
+    move |value: &str| match value.trim() {
+        "" => Ok(Maybe(None)),
+        value => parse(value).map(|v| Maybe(Some(v))),
+    }
+}
+
+/// A URL setting parsed once, keeping the text as written: an OIDC issuer must equal the
+/// tokens' `iss` byte for byte, and the parsed form is normalised (`https://idp` gains a `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenUrl {
+    /// The value as configured (trimmed).
+    pub text: String,
+    /// The same, parsed.
+    pub url: Url,
+}
+
+impl WrittenUrl {
+    /// An absolute URL, or an error naming the value.
+    fn parse(value: &str) -> Result<WrittenUrl, String> {
+        let text = value.trim();
+        Ok(WrittenUrl {
+            url: parse_url(text)?,
+            text: text.to_string(),
+        })
+    }
 }
 
 fn read_secret_file(var: &'static str, path: &PathBuf) -> Result<Secret, ConfigError> {
@@ -468,33 +539,43 @@ fn read_secret_file(var: &'static str, path: &PathBuf) -> Result<Secret, ConfigE
     Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
 }
 
+/// A secret given as a value (`var`) or as a file (`file_var`, trailing newline ignored), not
+/// both; returned with the variable it came from, so a later error names the one that was set.
+fn secret_or_file(
+    value: Option<&Secret>,
+    file: Option<&PathBuf>,
+    var: &'static str,
+    file_var: &'static str,
+) -> Result<Option<(&'static str, Secret)>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(bad(
+            var,
+            format!("give either {var} or {file_var}, not both"),
+        )),
+        (Some(secret), None) => Ok(Some((var, secret.clone()))),
+        (None, Some(path)) => Ok(Some((file_var, read_secret_file(file_var, path)?))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Decodes a base64 32-byte key, once: the rest of the broker takes the bytes.
 pub fn decode_key(var: &'static str, value: &str) -> Result<Key32, ConfigError> {
     Key32::from_base64(value).map_err(|e| bad(var, e.to_string()))
 }
 
 impl ServeArgs {
-    /// Validates every setting.
+    /// Builds the [`Config`]. What each setting means alone its clap parser has already checked;
+    /// left here are the rules that span settings (one token key source, issuer and audience
+    /// with a JWKS, TLS pairs, margins against lifetimes), the secrets (kept out of clap so no
+    /// error can quote them) and the files to read.
     pub fn validate(&self) -> Result<Config, ConfigError> {
-        let listen = self.listen;
-        let metrics_listen = self
-            .metrics_listen
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|s| addr("BROKER_METRICS_LISTEN", s))
-            .transpose()?;
-
-        let hs256_secret = match (&self.jwt_hs256_secret, &self.jwt_hs256_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "BROKER_JWT_HS256_SECRET",
-                    "give either the secret or BROKER_JWT_HS256_SECRET_FILE, not both",
-                ));
-            }
-            (Some(s), None) => Some(s.clone()),
-            (None, Some(p)) => Some(read_secret_file("BROKER_JWT_HS256_SECRET_FILE", p)?),
-            (None, None) => None,
-        };
+        let hs256_secret = secret_or_file(
+            self.jwt_hs256_secret.as_ref(),
+            self.jwt_hs256_secret_file.as_ref(),
+            "BROKER_JWT_HS256_SECRET",
+            "BROKER_JWT_HS256_SECRET_FILE",
+        )?
+        .map(|(_, secret)| secret);
         if let Some(s) = &hs256_secret
             && s.len() < 32
         {
@@ -506,63 +587,9 @@ impl ServeArgs {
                 ),
             ));
         }
-        let jwks = match (&self.jwks_url, &self.jwks_file) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "BROKER_JWKS_URL",
-                    "give either BROKER_JWKS_URL or BROKER_JWKS_FILE, not both",
-                ));
-            }
-            (Some(u), None) => {
-                let url = url::Url::parse(u)
-                    .map_err(|e| bad("BROKER_JWKS_URL", format!("{u:?} is not a URL: {e}")))?;
-                crate::token::check_jwks_url(&url, self.jwks_allow_http)
-                    .map_err(|e| bad("BROKER_JWKS_URL", e.to_string()))?;
-                Some(JwksSource::Url {
-                    url,
-                    allow_http: self.jwks_allow_http,
-                })
-            }
-            (None, Some(p)) => Some(JwksSource::File(p.clone())),
-            (None, None) => None,
-        };
-        let oidc_issuer = self
-            .oidc_issuer_url
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty());
-        let jwks = match (oidc_issuer, jwks) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "BROKER_OIDC_ISSUER_URL",
-                    "give either BROKER_OIDC_ISSUER_URL or BROKER_JWKS_URL / BROKER_JWKS_FILE, not both",
-                ));
-            }
-            (Some(issuer), None) => {
-                let url = url::Url::parse(issuer).map_err(|e| {
-                    bad(
-                        "BROKER_OIDC_ISSUER_URL",
-                        format!("{issuer:?} is not a URL: {e}"),
-                    )
-                })?;
-                crate::token::check_jwks_url(&url, self.jwks_allow_http)
-                    .map_err(|e| bad("BROKER_OIDC_ISSUER_URL", e.to_string()))?;
-                let others = non_empty(&self.jwt_issuer);
-                if others.iter().any(|i| i != issuer) {
-                    return Err(bad(
-                        "BROKER_JWT_ISSUER",
-                        "with BROKER_OIDC_ISSUER_URL the issuer is that URL: leave BROKER_JWT_ISSUER unset (or equal to it)",
-                    ));
-                }
-                Some(JwksSource::Oidc {
-                    issuer: issuer.to_string(),
-                    allow_http: self.jwks_allow_http,
-                })
-            }
-            (None, other) => other,
-        };
-        let issuers = match oidc_issuer {
-            Some(issuer) => vec![issuer.to_string()],
+        let jwks = self.jwks()?;
+        let issuers = match &self.oidc_issuer_url.0 {
+            Some(issuer) => vec![issuer.text.clone()],
             None => non_empty(&self.jwt_issuer),
         };
         let audiences = non_empty(&self.jwt_audience);
@@ -582,48 +609,17 @@ impl ServeArgs {
         }
         let algorithms = self.algorithms(hs256_secret.is_some(), jwks.is_some())?;
 
-        let allowed_roles = match (&self.allowed_role_arns, self.allow_any_role) {
-            (Some(list), _) if !list.trim().is_empty() => Some(
-                list.split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|g| ArnGlob::parse(g).map_err(|e| bad("BROKER_ALLOWED_ROLE_ARNS", e)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            (_, true) => None,
-            _ => {
+        let allowed_roles = match (&self.allowed_role_arns.0, self.allow_any_role) {
+            (Some(globs), _) => Some(globs.clone()),
+            (None, true) => None,
+            (None, false) => {
                 return Err(bad(
                     "BROKER_ALLOWED_ROLE_ARNS",
                     "no role allowlist: set it (e.g. arn:aws:iam::123456789012:role/app-*) or pass --allow-any-role",
                 ));
             }
         };
-        let role_account_id = self.role_account_id.clone().filter(|s| !s.is_empty());
-        if let Some(a) = &role_account_id
-            && (a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
-        {
-            return Err(bad(
-                "BROKER_ROLE_ACCOUNT_ID",
-                format!("{a:?} is not a 12-digit AWS account id"),
-            ));
-        }
-        let tag_claims: Vec<String> = self
-            .tag_claims
-            .iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        for claim in &tag_claims {
-            crate::token::check_tag_claim(claim)
-                .map_err(|e| bad("BROKER_TAG_CLAIMS", e.to_string()))?;
-        }
 
-        let sts_mode = self.sts_mode;
-        let sts_endpoint = self.sts_endpoint.clone().filter(|s| !s.is_empty());
-        if let Some(e) = &sts_endpoint {
-            url::Url::parse(e)
-                .map_err(|err| bad("BROKER_STS_ENDPOINT", format!("{e:?} is not a URL: {err}")))?;
-        }
-        let sts_max_attempts = self.sts_max_attempts;
         let (sts_cooldown, sts_cooldown_max) = (self.sts_cooldown, self.sts_cooldown_max);
         if sts_cooldown_max < sts_cooldown {
             return Err(bad(
@@ -631,10 +627,7 @@ impl ServeArgs {
                 "must be at least BROKER_STS_COOLDOWN",
             ));
         }
-        let sts_denied_pause = self.sts_denied_pause;
-        let credential_ttl = self.credential_ttl;
-        let refresh_margin = self.refresh_margin;
-        if refresh_margin * 2 > credential_ttl {
+        if self.refresh_margin * 2 > self.credential_ttl {
             return Err(bad(
                 "BROKER_REFRESH_MARGIN",
                 "must be at most half of BROKER_CREDENTIAL_TTL",
@@ -658,19 +651,13 @@ impl ServeArgs {
             }
         };
         let mut cache_keys = Vec::new();
-        match (&self.cache_key, &self.cache_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "BROKER_CACHE_KEY",
-                    "give either BROKER_CACHE_KEY or BROKER_CACHE_KEY_FILE, not both",
-                ));
-            }
-            (Some(k), None) => cache_keys.push(decode_key("BROKER_CACHE_KEY", k.expose())?),
-            (None, Some(p)) => {
-                let k = read_secret_file("BROKER_CACHE_KEY_FILE", p)?;
-                cache_keys.push(decode_key("BROKER_CACHE_KEY_FILE", k.expose())?);
-            }
-            (None, None) => {}
+        if let Some((var, key)) = secret_or_file(
+            self.cache_key.as_ref(),
+            self.cache_key_file.as_ref(),
+            "BROKER_CACHE_KEY",
+            "BROKER_CACHE_KEY_FILE",
+        )? {
+            cache_keys.push(decode_key(var, key.expose())?);
         }
         if let Some(prev) = self
             .cache_key_previous
@@ -686,20 +673,14 @@ impl ServeArgs {
             }
             cache_keys.push(decode_key("BROKER_CACHE_KEY_PREVIOUS", prev)?);
         }
-        let handle_key = match (&self.handle_key, &self.handle_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "BROKER_HANDLE_KEY",
-                    "give either BROKER_HANDLE_KEY or BROKER_HANDLE_KEY_FILE, not both",
-                ));
-            }
-            (Some(k), None) => Some(decode_key("BROKER_HANDLE_KEY", k.expose())?),
-            (None, Some(p)) => {
-                let k = read_secret_file("BROKER_HANDLE_KEY_FILE", p)?;
-                Some(decode_key("BROKER_HANDLE_KEY_FILE", k.expose())?)
-            }
-            (None, None) => None,
-        };
+        let handle_key = secret_or_file(
+            self.handle_key.as_ref(),
+            self.handle_key_file.as_ref(),
+            "BROKER_HANDLE_KEY",
+            "BROKER_HANDLE_KEY_FILE",
+        )?
+        .map(|(var, key)| decode_key(var, key.expose()))
+        .transpose()?;
         if matches!(cache, CacheConfig::Redis(_))
             && cache_keys.is_empty()
             && !self.insecure_plaintext_cache
@@ -711,9 +692,9 @@ impl ServeArgs {
         }
 
         Ok(Config {
-            listen,
+            listen: self.listen,
             listen_addr_file: self.listen_addr_file.clone(),
-            metrics_listen,
+            metrics_listen: self.metrics_listen.0,
             hs256_secret,
             jwks,
             jwks_refetch_interval: self.jwks_refetch_interval,
@@ -723,25 +704,22 @@ impl ServeArgs {
             audiences,
             leeway: self.jwt_leeway,
             allowed_roles,
-            role_account_id,
-            tag_claims,
-            sts_mode,
-            sts_endpoint,
+            role_account_id: self.role_account_id.0.clone(),
+            tag_claims: non_empty(&self.tag_claims),
+            sts_mode: self.sts_mode,
+            sts_endpoint: self.sts_endpoint.0.as_ref().map(|u| u.text.clone()),
             region: self.region.clone().filter(|s| !s.is_empty()),
-            sts_max_attempts,
+            sts_max_attempts: self.sts_max_attempts,
             sts_cooldown,
             sts_cooldown_max,
-            sts_denied_pause,
-            credential_ttl,
-            refresh_margin,
+            sts_denied_pause: self.sts_denied_pause,
+            credential_ttl: self.credential_ttl,
+            refresh_margin: self.refresh_margin,
             cache,
             cache_keys,
             handle_key,
             insecure_plaintext_cache: self.insecure_plaintext_cache,
-            store_startup_timeout: match self.store_startup_timeout.trim() {
-                "0" => None,
-                t => Some(duration("BROKER_STORE_STARTUP_TIMEOUT", t)?),
-            },
+            store_startup_timeout: self.store_startup_timeout.0,
             redis_allow_eviction: self.redis_allow_eviction,
             mcp_tokenless_sessions: self.mcp_tokenless_sessions,
             limits: self.limits.clone(),
@@ -751,35 +729,63 @@ impl ServeArgs {
             log_format: self.log_format,
             tls: self.tls()?,
             operators: self.operators()?,
-            audit: self
-                .audit_log
-                .as_deref()
-                .filter(|s| !s.trim().is_empty())
-                .map(crate::audit::AuditTarget::parse),
+            audit: self.audit_log.0.clone(),
         })
     }
 
+    /// The token key set: at most one of BROKER_JWKS_URL, BROKER_JWKS_FILE and
+    /// BROKER_OIDC_ISSUER_URL; a URL is https unless on loopback or BROKER_JWKS_ALLOW_HTTP is set.
+    fn jwks(&self) -> Result<Option<JwksSource>, ConfigError> {
+        let allow_http = self.jwks_allow_http;
+        let jwks = match (&self.jwks_url, &self.jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "BROKER_JWKS_URL",
+                    "give either BROKER_JWKS_URL or BROKER_JWKS_FILE, not both",
+                ));
+            }
+            (Some(url), None) => {
+                crate::token::check_jwks_url(url, allow_http)
+                    .map_err(|e| bad("BROKER_JWKS_URL", e.to_string()))?;
+                Some(JwksSource::Url {
+                    url: url.clone(),
+                    allow_http,
+                })
+            }
+            (None, Some(p)) => Some(JwksSource::File(p.clone())),
+            (None, None) => None,
+        };
+        let Some(issuer) = &self.oidc_issuer_url.0 else {
+            return Ok(jwks);
+        };
+        if jwks.is_some() {
+            return Err(bad(
+                "BROKER_OIDC_ISSUER_URL",
+                "give either BROKER_OIDC_ISSUER_URL or BROKER_JWKS_URL / BROKER_JWKS_FILE, not both",
+            ));
+        }
+        crate::token::check_jwks_url(&issuer.url, allow_http)
+            .map_err(|e| bad("BROKER_OIDC_ISSUER_URL", e.to_string()))?;
+        if non_empty(&self.jwt_issuer)
+            .iter()
+            .any(|i| *i != issuer.text)
+        {
+            return Err(bad(
+                "BROKER_JWT_ISSUER",
+                "with BROKER_OIDC_ISSUER_URL the issuer is that URL: leave BROKER_JWT_ISSUER unset (or equal to it)",
+            ));
+        }
+        Ok(Some(JwksSource::Oidc {
+            issuer: issuer.text.clone(),
+            allow_http,
+        }))
+    }
+
+    /// BROKER_JWT_ALGORITHMS (or its default for the configured keys); each one needs its key.
     fn algorithms(&self, has_secret: bool, has_jwks: bool) -> Result<Vec<Algorithm>, ConfigError> {
         const VAR: &str = "BROKER_JWT_ALGORITHMS";
-        let list: Vec<Algorithm> = match self
-            .jwt_algorithms
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            Some(text) => text
-                .split(',')
-                .map(|a| {
-                    a.trim().parse::<Algorithm>().map_err(|_| {
-                        bad(
-                            VAR,
-                            format!(
-                                "{:?} is not a JWT algorithm (e.g. HS256, RS256, ES256, EdDSA)",
-                                a.trim()
-                            ),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+        let list = match &self.jwt_algorithms.0 {
+            Some(list) => list.clone(),
             None => {
                 let mut v = Vec::new();
                 if has_secret {
@@ -819,14 +825,19 @@ mod tests {
     use super::*;
 
     /// A minimal valid command line, then `extra`.
+    /// (The default allowlist only where `extra` gives none.)
     fn argv<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         let mut argv = vec![
             "credential-broker",
             "--jwt-hs256-secret",
             "0123456789abcdef0123456789abcdef",
-            "--allowed-role-arns",
-            "arn:aws:iam::123456789012:role/demo-*",
         ];
+        if !extra.contains(&"--allowed-role-arns") {
+            argv.extend([
+                "--allowed-role-arns",
+                "arn:aws:iam::123456789012:role/demo-*",
+            ]);
+        }
         argv.extend_from_slice(extra);
         argv
     }
@@ -863,7 +874,7 @@ mod tests {
     #[test]
     fn no_allowlist_refuses_to_start_unless_any_role() {
         let mut a = args(&[]);
-        a.allowed_role_arns = None;
+        a.allowed_role_arns = Maybe(None);
         assert!(
             a.validate()
                 .unwrap_err()
@@ -1022,7 +1033,10 @@ mod tests {
     fn tag_claims_the_broker_cannot_tag_refuse_to_start() {
         for claim in ["sub", "iss", "exp", "nbf", "roles", "aws:x", "a\"b"] {
             let e = err(&["--tag-claims", &format!("team,{claim}")]);
-            assert!(e.starts_with("BROKER_TAG_CLAIMS: claim "), "{claim}: {e}");
+            assert!(
+                e.starts_with("BROKER_TAG_CLAIMS: ") && e.contains(": claim "),
+                "{claim}: {e}"
+            );
         }
         assert_eq!(
             args(&["--tag-claims", "team, department"])
@@ -1041,6 +1055,169 @@ mod tests {
         assert_eq!(c.jwt_types, vec!["at+jwt", "application/at+jwt"]);
         assert_eq!(c.sts_denied_pause, Duration::from_secs(30));
         assert!(err(&["--sts-denied-pause", "2h"]).starts_with("BROKER_STS_DENIED_PAUSE: "));
+    }
+
+    /// Every setting with a parser of its own: a bad value stops the start with a line that
+    /// names its environment variable (clap's error, mapped from the flag to the variable; the
+    /// e2e tests `broker_config` set the variables themselves).
+    #[test]
+    fn each_parsed_setting_names_its_variable() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("--metrics-listen", "BROKER_METRICS_LISTEN", "nowhere"),
+            ("--jwks-url", "BROKER_JWKS_URL", "not a url"),
+            (
+                "--oidc-issuer-url",
+                "BROKER_OIDC_ISSUER_URL",
+                "idp.example.com",
+            ),
+            ("--sts-endpoint", "BROKER_STS_ENDPOINT", "localhost-4566"),
+            (
+                "--allowed-role-arns",
+                "BROKER_ALLOWED_ROLE_ARNS",
+                "arn:aws:s3:::bucket",
+            ),
+            ("--jwt-algorithms", "BROKER_JWT_ALGORITHMS", "RS256,none"),
+            (
+                "--store-startup-timeout",
+                "BROKER_STORE_STARTUP_TIMEOUT",
+                "soon",
+            ),
+            (
+                "--role-account-id",
+                "BROKER_ROLE_ACCOUNT_ID",
+                "12345678901x",
+            ),
+            ("--tag-claims", "BROKER_TAG_CLAIMS", "team,aws:x"),
+            ("--tls-cert", "BROKER_TLS_CERT", ""),
+            ("--tls-key", "BROKER_TLS_KEY", " "),
+            ("--tls-client-ca", "BROKER_TLS_CLIENT_CA", ""),
+        ];
+        for (flag, var, value) in cases {
+            let e = err(&[flag, value]);
+            assert!(e.starts_with(&format!("{var}: ")), "{flag} {value:?}: {e}");
+        }
+    }
+
+    /// An empty value leaves an optional setting unset (`VAR=` in a task definition or env
+    /// file), as before these settings were parsed by clap.
+    #[test]
+    fn empty_values_mean_unset() {
+        let c = args(&[
+            "--metrics-listen",
+            "",
+            "--oidc-issuer-url",
+            " ",
+            "--sts-endpoint",
+            "",
+            "--jwt-algorithms",
+            "",
+            "--role-account-id",
+            "",
+            "--audit-log",
+            "",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(c.metrics_listen, None);
+        assert!(c.jwks.is_none());
+        assert_eq!(c.sts_endpoint, None);
+        assert_eq!(c.algorithms, vec![Algorithm::HS256]);
+        assert_eq!(c.role_account_id, None);
+        assert!(c.audit.is_none());
+        assert_eq!(
+            c.store_startup_timeout, None,
+            "default 0 waits without limit"
+        );
+        let e = err(&["--allowed-role-arns", ""]);
+        assert!(
+            e.starts_with("BROKER_ALLOWED_ROLE_ARNS: no role allowlist"),
+            "{e}"
+        );
+    }
+
+    /// The parsed values reach the configuration as typed: an address, a duration, the URL as
+    /// written (an OIDC issuer stays byte for byte what tokens carry), globs, an account.
+    #[test]
+    fn parsed_values_reach_the_config() {
+        let c = args(&[
+            "--metrics-listen",
+            "127.0.0.1:9464",
+            "--store-startup-timeout",
+            "90s",
+            "--sts-endpoint",
+            "http://127.0.0.1:4566",
+            "--allowed-role-arns",
+            "arn:aws:iam::123456789012:role/a-*,,arn:aws:iam::123456789012:role/b",
+            "--role-account-id",
+            "123456789012",
+            "--audit-log",
+            "stdout",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.store_startup_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.sts_endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(c.allowed_roles.map(|g| g.len()), Some(2));
+        assert_eq!(c.role_account_id.as_deref(), Some("123456789012"));
+        assert_eq!(c.audit, Some(AuditTarget::Stdout));
+        let c = args(&[
+            "--oidc-issuer-url",
+            "https://idp.example.com",
+            "--jwt-audience",
+            "mcp",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(c.issuers, vec!["https://idp.example.com"], "not normalised");
+    }
+
+    /// TLS material comes through the kit's PemSource: inline PEM text or a file, and a
+    /// certificate without its key (or the other way round) names the missing variable.
+    #[test]
+    fn tls_settings_load_through_pem_source() {
+        const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+        const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----";
+        let c = args(&["--tls-cert", CERT, "--tls-key", KEY])
+            .validate()
+            .unwrap();
+        let tls = c.tls.expect("TLS on");
+        assert!(
+            String::from_utf8(tls.cert_pem)
+                .unwrap()
+                .contains("\nMIIB\n")
+        );
+        assert!(!format!("{:?}", args(&["--tls-key", KEY])).contains("MIIE"));
+        assert!(err(&["--tls-cert", CERT]).starts_with("BROKER_TLS_KEY: "));
+        assert!(err(&["--tls-key", KEY]).starts_with("BROKER_TLS_CERT: "));
+        assert!(err(&["--tls-client-ca", CERT]).starts_with("BROKER_TLS_CLIENT_CA: "));
+        let e = err(&["--tls-cert", "/nonexistent/cert.pem", "--tls-key", KEY]);
+        assert!(e.starts_with("BROKER_TLS_CERT: cannot read"), "{e}");
+    }
+
+    /// A secret given both as a value and as a file is refused, naming both variables.
+    #[test]
+    fn a_secret_and_its_file_together_are_refused() {
+        for (extra, var) in [
+            (
+                &["--cache-key", "AAAA", "--cache-key-file", "/dev/null"][..],
+                "BROKER_CACHE_KEY",
+            ),
+            (
+                &["--handle-key", "AAAA", "--handle-key-file", "/dev/null"][..],
+                "BROKER_HANDLE_KEY",
+            ),
+            (
+                &["--jwt-hs256-secret-file", "/dev/null"][..],
+                "BROKER_JWT_HS256_SECRET",
+            ),
+        ] {
+            let e = err(extra);
+            assert!(
+                e.starts_with(&format!("{var}: give either {var} or {var}_FILE, not both")),
+                "{extra:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl RoleArn {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c == '-')
             && partition.starts_with("aws");
-        let account_ok = account.len() == 12 && account.chars().all(|c| c.is_ascii_digit());
+        let account_ok = is_account_id(account);
         let path_and_name = resource.strip_prefix("role/")?;
         let segments: Vec<&str> = path_and_name.split('/').collect();
         let segments_ok = segments
@@ -85,6 +85,29 @@ impl fmt::Display for RoleArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// An AWS account id: exactly 12 ASCII digits (the one rule for ARNs and BROKER_ROLE_ACCOUNT_ID).
+fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.chars().all(|c| c.is_ascii_digit())
+}
+
+/// BROKER_ROLE_ACCOUNT_ID as clap parses it: a 12-digit account id, refused at start otherwise.
+pub fn parse_account_id(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !is_account_id(value) {
+        return Err(format!("{value:?} is not a 12-digit AWS account id"));
+    }
+    Ok(value.to_string())
+}
+
+/// BROKER_ALLOWED_ROLE_ARNS as clap parses it: comma-separated [`ArnGlob`]s, empty entries
+/// skipped, so one bad glob stops the start with the variable's name.
+pub fn parse_allowlist(list: &str) -> Result<Vec<ArnGlob>, String> {
+    list.split(',')
+        .filter(|g| !g.trim().is_empty())
+        .map(ArnGlob::parse)
+        .collect()
 }
 
 /// IAM name characters: `[A-Za-z0-9+=,.@_-]`.

@@ -1,8 +1,8 @@
 //! `sts:AssumeRole` with SourceIdentity, session tags and an optional session policy.
 
 use super::{
-    IssueError, IssueRequest, Issued, StsSettings, classify, convert, is_duration_too_long,
-    sts_client,
+    IssueError, IssueRequest, Issued, StsSettings, classify, convert, sts_client,
+    with_duration_fallback,
 };
 use aws_sdk_sts::types::Tag;
 use tracing::Instrument;
@@ -20,24 +20,13 @@ impl AssumeRoleIssuer {
         }
     }
 
-    /// One AssumeRole call. A duration above the role's maximum is retried once at 3600 s (every
-    /// role allows an hour), so `BROKER_CREDENTIAL_TTL` acts as "up to the role's limit".
+    /// One AssumeRole call (a duration above the role's maximum is retried at 3600 s: see
+    /// [`with_duration_fallback`]).
     pub async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssueError> {
         let span = tracing::info_span!("sts.assume_role", role = %req.role_arn, session_name = %req.role_session_name);
-        async {
-            match self.call(req, req.duration_secs).await {
-                Err(e) if is_duration_too_long(&e) && req.duration_secs > 3600 => {
-                    tracing::warn!(
-                        requested = req.duration_secs,
-                        "duration above the role's maximum; retrying with 3600 s"
-                    );
-                    self.call(req, 3600).await
-                }
-                other => other,
-            }
-        }
-        .instrument(span)
-        .await
+        with_duration_fallback(req.duration_secs, |duration| self.call(req, duration))
+            .instrument(span)
+            .await
     }
 
     async fn call(&self, req: &IssueRequest, duration: i32) -> Result<Issued, IssueError> {

@@ -270,8 +270,31 @@ pub(crate) fn convert(
 }
 
 /// STS's message when the requested duration is above the role's MaxSessionDuration.
-pub(crate) fn is_duration_too_long(e: &IssueError) -> bool {
+fn is_duration_too_long(e: &IssueError) -> bool {
     matches!(e, IssueError::Rejected(m) if m.contains("DurationSeconds"))
+}
+
+/// Both issuers' duration rule: `call` at the requested duration; one above the role's maximum
+/// is retried once at 3600 s (every role allows an hour), so `BROKER_CREDENTIAL_TTL` acts as
+/// "up to the role's limit".
+pub(crate) async fn with_duration_fallback<F, Fut>(
+    requested: i32,
+    call: F,
+) -> Result<Issued, IssueError>
+where
+    F: Fn(i32) -> Fut,
+    Fut: std::future::Future<Output = Result<Issued, IssueError>>,
+{
+    match call(requested).await {
+        Err(e) if is_duration_too_long(&e) && requested > 3600 => {
+            tracing::warn!(
+                requested,
+                "duration above the role's maximum; retrying with 3600 s"
+            );
+            call(3600).await
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]

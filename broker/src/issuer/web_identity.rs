@@ -3,8 +3,8 @@
 //! tags and source identity from the token itself in this mode, so only the session policy is sent.
 
 use super::{
-    IssueError, IssueRequest, Issued, StsSettings, classify, convert, is_duration_too_long,
-    sts_client,
+    IssueError, IssueRequest, Issued, StsSettings, classify, convert, sts_client,
+    with_duration_fallback,
 };
 use tracing::Instrument;
 
@@ -21,18 +21,13 @@ impl WebIdentityIssuer {
         }
     }
 
+    /// One AssumeRoleWithWebIdentity call (a duration above the role's maximum is retried at
+    /// 3600 s: see [`with_duration_fallback`]).
     pub async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssueError> {
         let span = tracing::info_span!("sts.assume_role_with_web_identity", role = %req.role_arn, session_name = %req.role_session_name);
-        async {
-            match self.call(req, req.duration_secs).await {
-                Err(e) if is_duration_too_long(&e) && req.duration_secs > 3600 => {
-                    self.call(req, 3600).await
-                }
-                other => other,
-            }
-        }
-        .instrument(span)
-        .await
+        with_duration_fallback(req.duration_secs, |duration| self.call(req, duration))
+            .instrument(span)
+            .await
     }
 
     async fn call(&self, req: &IssueRequest, duration: i32) -> Result<Issued, IssueError> {

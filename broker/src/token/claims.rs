@@ -112,6 +112,16 @@ pub enum ClaimError {
 }
 
 impl RawClaims {
+    /// `nbf`, seconds since the epoch, when the token has one: the validator judges it against
+    /// the broker's injected clock (as it does `exp`), not the library against the system's.
+    pub(crate) fn not_before(&self) -> Result<Option<i64>, ClaimError> {
+        self.nbf
+            .clone()
+            .filter(|v| !v.is_null())
+            .map(|nbf| time_claim("nbf", nbf))
+            .transpose()
+    }
+
     /// Interprets the raw claims; `tag_claims` names the claims that become session tags.
     pub(crate) fn into_claims(self, tag_claims: &[String]) -> Result<Claims, ClaimError> {
         let subject = subject(self.sub)?;

@@ -39,6 +39,24 @@ pub(crate) fn check_exp(expires_at_s: i64, now_ms: i64) -> Result<(), TokenError
     Ok(())
 }
 
+/// `nbf` on the same clock as `exp`: a token is usable from `nbf - leeway` on (the leeway absorbs
+/// skew between the issuer's clock and ours).
+pub(crate) fn check_nbf(
+    not_before_s: Option<i64>,
+    now_ms: i64,
+    leeway_secs: u64,
+) -> Result<(), TokenError> {
+    let leeway_ms = i64::try_from(leeway_secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    match not_before_s {
+        Some(nbf) if nbf.saturating_mul(1000) > now_ms.saturating_add(leeway_ms) => {
+            Err(TokenError::NotYetValid)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// RFC 8725 §3.11 explicit typing: the `typ` header, compared case-insensitively with an optional
 /// `application/` prefix removed (RFC 7515 §4.1.9), must be one of `allowed` when any is set.
 pub(crate) fn check_type(typ: Option<&str>, allowed: &[String]) -> Result<(), TokenError> {
@@ -62,7 +80,8 @@ pub struct TokenValidator {
     config: ValidatorConfig,
     hmac: Option<Arc<DecodingKey>>,
     jwks: Option<Jwks>,
-    /// The clock `exp` is checked against (the broker's injected clock; a manual one in tests).
+    /// The clock `exp` and `nbf` are checked against (the broker's injected clock; a manual one
+    /// in tests).
     clock: crate::clock::Clock,
 }
 
@@ -89,9 +108,9 @@ impl TokenValidator {
         }
     }
 
-    /// Checks `exp` against `clock` (the one the engine and sessions read) instead of the
-    /// system's. jsonwebtoken still checks `nbf`, and `exp` within the leeway, on the system
-    /// clock as a second, looser rule.
+    /// Checks `exp` and `nbf` against `clock` (the one the engine and sessions read) instead of
+    /// the system's. jsonwebtoken still checks `exp` within the leeway on the system clock, as a
+    /// second, looser rule.
     pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
         self.clock = clock;
         self
@@ -129,8 +148,11 @@ impl TokenValidator {
         let key = self.key_for(header.kid.as_deref(), alg).await?;
         let data = decode::<RawClaims>(token.expose(), &key, &self.validation(alg))
             .map_err(|e| map_error(e.kind()))?;
+        let not_before = data.claims.not_before();
         let claims = data.claims.into_claims(&self.config.tag_claims)?;
-        check_exp(claims.expires_at, self.clock.now_ms())?;
+        let now_ms = self.clock.now_ms();
+        check_exp(claims.expires_at, now_ms)?;
+        check_nbf(not_before?, now_ms, self.config.leeway_secs)?;
         Ok(claims)
     }
 
@@ -153,7 +175,8 @@ impl TokenValidator {
         v.algorithms = vec![alg];
         v.leeway = self.config.leeway_secs;
         v.validate_exp = true;
-        v.validate_nbf = true;
+        // `nbf` is checked by `check_nbf`, on the injected clock.
+        v.validate_nbf = false;
         // `exp` is required by `claims` (which also bounds it); asking the library to require it
         // too would report an unparsable `exp` (1e300) as a missing one.
         let mut required = vec![];
@@ -281,6 +304,36 @@ mod tests {
         assert!(check(&v, token.clone()).await.is_ok());
         manual.advance(std::time::Duration::from_secs(601));
         assert!(matches!(check(&v, token).await, Err(TokenError::Expired)));
+    }
+
+    /// `nbf` is judged by the injected clock too (it was the system clock's, through
+    /// jsonwebtoken): a token not yet valid for the wall clock is accepted once the broker's
+    /// clock has passed its `nbf`, and one valid for the wall clock is refused while the
+    /// broker's clock stands before it. Fails on the old code in both directions.
+    #[tokio::test]
+    async fn nbf_is_checked_against_the_injected_clock() {
+        let token = |nbf: i64| {
+            sign(
+                json!({"sub": "alice", "exp": now() + 3600, "nbf": nbf, "role_arn": "arn:aws:iam::123456789012:role/demo-rw"}),
+            )
+        };
+        // Ahead: the wall clock would refuse nbf = now + 600 (beyond the 60 s leeway).
+        let (clock, manual) = crate::clock::Clock::manual();
+        manual.advance(std::time::Duration::from_secs(1200));
+        let ahead = validator(&[], &[]).with_clock(clock);
+        assert!(check(&ahead, token(now() + 600)).await.is_ok());
+        // Behind: the wall clock would accept nbf = now - 100.
+        let behind = validator(&[], &[]).with_clock(crate::clock::Clock::from_source(
+            crate::clock::ManualClock::new(crate::clock::now_ms() - 600_000),
+        ));
+        assert_eq!(
+            check(&behind, token(now() - 100)).await,
+            Err(TokenError::NotYetValid)
+        );
+        // Within the leeway of the injected clock: accepted.
+        let manual_at_nbf = crate::clock::ManualClock::new(crate::clock::now_ms() - 600_000);
+        let at = validator(&[], &[]).with_clock(crate::clock::Clock::from_source(manual_at_nbf));
+        assert!(check(&at, token(now() - 600 + 30)).await.is_ok());
     }
 
     #[tokio::test]
