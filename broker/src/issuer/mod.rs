@@ -357,6 +357,38 @@ pub mod fake {
 mod tests {
     use super::*;
 
+    /// Both issuers' duration rule, one place: a duration STS refuses as above the role's
+    /// maximum is retried once at 3600 s; an hour or less, or any other error, is not retried.
+    #[tokio::test]
+    async fn a_duration_above_the_roles_maximum_is_retried_once_at_an_hour() {
+        let tried = std::sync::Mutex::new(Vec::new());
+        let call = |answer: fn(i32) -> Result<Issued, IssueError>| {
+            let tried = &tried;
+            move |duration: i32| {
+                tried.lock().unwrap().push(duration);
+                std::future::ready(answer(duration))
+            }
+        };
+        let too_long = |_| {
+            Err(IssueError::Rejected(
+                "ValidationError: The requested DurationSeconds exceeds the MaxSessionDuration"
+                    .into(),
+            ))
+        };
+        let result = with_duration_fallback(43_200, call(too_long)).await;
+        assert!(matches!(result, Err(IssueError::Rejected(_))));
+        assert_eq!(*tried.lock().unwrap(), vec![43_200, 3600]);
+
+        tried.lock().unwrap().clear();
+        let _ = with_duration_fallback(3600, call(too_long)).await;
+        assert_eq!(*tried.lock().unwrap(), vec![3600], "an hour is not retried");
+
+        tried.lock().unwrap().clear();
+        let other = |_| Err(IssueError::Retryable("throttled".into()));
+        let _ = with_duration_fallback(43_200, call(other)).await;
+        assert_eq!(*tried.lock().unwrap(), vec![43_200], "other errors are not");
+    }
+
     #[test]
     fn a_403_naming_access_denied_without_a_code_is_a_denial() {
         let moto = br#"<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>AccessDenied</Code><Message>User is not authorized</Message></Error></Errors><RequestID>x</RequestID></Response>"#;
