@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// Address of the Prometheus metrics listener (off when unset).
     #[arg(long, env = "BROKER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Once the metrics listener listens, write its bound address (`host:port`) to this file:
+    /// with a port of 0 in BROKER_METRICS_LISTEN, how a starter learns the port.
+    #[arg(long, env = "BROKER_METRICS_ADDR_FILE")]
+    pub metrics_addr_file: Option<PathBuf>,
     /// Shared secret for HS256/384/512 tokens.
     #[arg(long, env = "BROKER_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<Secret>,
@@ -350,6 +354,8 @@ pub struct Config {
     /// Where to write the bound address once listening (BROKER_LISTEN_ADDR_FILE).
     pub listen_addr_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to write the metrics listener's bound address (BROKER_METRICS_ADDR_FILE).
+    pub metrics_addr_file: Option<PathBuf>,
     pub hs256_secret: Option<Secret>,
     pub jwks: Option<JwksSource>,
     pub jwks_refetch_interval: Duration,
@@ -714,6 +720,7 @@ impl ServeArgs {
             listen,
             listen_addr_file: self.listen_addr_file.clone(),
             metrics_listen,
+            metrics_addr_file: self.metrics_addr_file.clone(),
             hs256_secret,
             jwks,
             jwks_refetch_interval: self.jwks_refetch_interval,
