@@ -13,7 +13,6 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::adapter::AdapterBuilder;
 use e2e::aws;
 use e2e::load::{Outcome, Recorder, Sample, keys_by_subject, tally};
 use e2e::mcp::McpHttp;
@@ -59,24 +58,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn mixed_load_has_zero_wrong_and_zero_lost_answers() {
     let length = run_length();
     let redis = RedisServer::start().await;
+    let replicas = Replicas::start(&redis.url(), 2).await;
+    let adapters = replicas.adapters(|b| b.env("RUST_LOG", "warn")).await;
     let Replicas {
         brokers,
         proxy,
         moto,
         minter,
         ..
-    } = Replicas::start(&redis.url(), 2).await;
-    let mut adapters = Vec::new();
-    for (i, broker) in brokers.iter().enumerate() {
-        adapters.push(
-            AdapterBuilder::new(&broker.endpoint())
-                .name(&format!("adapter-{}", i + 1))
-                .s3_endpoint(&moto.endpoint())
-                .env("RUST_LOG", "warn")
-                .start()
-                .await,
-        );
-    }
+    } = replicas;
     let seed = moto.seed().clone();
     let demo = seed.buckets.demo.clone();
     let (rw, ro) = (seed.roles.read_write.clone(), seed.roles.read_only.clone());
