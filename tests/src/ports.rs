@@ -24,13 +24,16 @@
 //! - `ecs_replay`: the rendered task definitions name the broker's and the adapter's ports (the
 //!   adapter's resource URL, the broker URL the adapter dials, the container health checks)
 //!   before either process starts, as ECS's would;
-//! - `clients_js` (the browser frontend, twice): the page's origin must be in the adapter's
-//!   `ADAPTER_ALLOWED_ORIGINS` before the adapter starts, and the page servers (the page's and a
-//!   foreign one) are started later by the Node driver;
-//! - `local_stack`: `deploy/local/up` takes fixed ports (`LOCAL_*_PORT`, checked free and printed
-//!   into the walkthrough it writes; several adapters on consecutive ports), as a developer runs it;
+//! - `clients_js::page_ports` (both browser-frontend tests): the page's origin must be in the
+//!   adapter's `ADAPTER_ALLOWED_ORIGINS` before the adapter starts, and the page servers (the
+//!   page's and a foreign one) are started later by the Node driver;
+//! - `local_stack` (`Up::start`, `local_up_refuses_a_taken_port_by_name`): `deploy/local/up` takes
+//!   fixed ports (`LOCAL_*_PORT`, checked free and printed into the walkthrough it writes; several
+//!   adapters on consecutive ports), as a developer runs it; it has no port-0 mode;
 //! - `redis_store::rediss_verifies_the_server_certificate`: redis-server's `--tls-port 0`
-//!   disables TLS instead of picking a port.
+//!   disables TLS instead of picking a port;
+//! - the benchmark (`bench/src/setup.rs` floor server, `bench/src/scenarios/adapter.rs` Python
+//!   MCP server): its own helper servers take `--listen` / a port and do not report one.
 //!
 //! A child that then cannot bind such a port fails its start loudly rather than talking to
 //! someone else.

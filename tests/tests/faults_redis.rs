@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use e2e::load::{Outcome, Recorder, Sample, first_served_after, keys_by_subject, tally};
 use e2e::mcp::McpHttp;
 use e2e::redis::RedisServer;
-use e2e::stack::{Replicas, new_session_id};
+use e2e::stack::Replicas;
 use serde_json::json;
 
 /// Seconds from `base` to `t` (negative: before).
@@ -100,20 +100,10 @@ async fn redis_killed_and_restarted_under_load_serves_no_wrong_credential_and_re
             put_worker += 1;
         }
     }
-    for broker in &brokers {
-        let client = broker.client().await;
-        for (subject, token) in &users {
-            recorder.grpc_worker(
-                grpc_worker,
-                client.clone(),
-                subject,
-                token,
-                new_session_id(),
-                pause,
-            );
-            grpc_worker += 1;
-        }
-    }
+    let grpc_users: Vec<(&str, &str)> = users.iter().map(|(s, t)| (*s, t.as_str())).collect();
+    recorder
+        .grpc_workers(&brokers, &grpc_users, &mut grpc_worker, pause)
+        .await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed = Instant::now();

@@ -118,20 +118,10 @@ async fn mixed_load_has_zero_wrong_and_zero_lost_answers() {
             put_worker += 1;
         }
     }
-    for broker in &brokers {
-        let client = broker.client().await;
-        for (subject, _, token) in &users {
-            recorder.grpc_worker(
-                grpc_worker,
-                client.clone(),
-                subject,
-                token,
-                new_session_id(),
-                pause,
-            );
-            grpc_worker += 1;
-        }
-    }
+    let grpc_users: Vec<(&str, &str)> = users.iter().map(|(s, _, t)| (*s, t.as_str())).collect();
+    recorder
+        .grpc_workers(&brokers, &grpc_users, &mut grpc_worker, pause)
+        .await;
     let started = Instant::now();
     tokio::time::sleep(length).await;
     recorder.stop().await;
