@@ -165,6 +165,11 @@ pub struct Config {
     /// Address of the Prometheus listener (`/metrics`); off when unset.
     #[arg(long, env = "ADAPTER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Once the metrics listener listens, write its bound address (`host:port`) to this file:
+    /// with a port of 0 in ADAPTER_METRICS_LISTEN, how a starter learns the port.
+    #[arg(long, env = "ADAPTER_METRICS_ADDR_FILE")]
+    pub metrics_addr_file: Option<PathBuf>,
 }
 
 /// Subcommands of `mcp-adapter`.

@@ -25,10 +25,7 @@ pub fn init(format: LogFormat) {
         json_spans: false,
         warn_only_targets: &["rmcp"],
         // Spans exported over OTLP when the OTEL_* variables ask for it (`telemetry`).
-        layers: crate::telemetry::layer()
-            .into_iter()
-            .map(|l| Box::new(l) as credbroker_kit::logging::BoxedLayer)
-            .collect(),
+        layers: crate::telemetry::layer().into_iter().collect(),
     });
 }
 

@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
 async fn run(mut config: Config) -> anyhow::Result<()> {
     let broker_tls = config.broker_tls().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(listen) = config.metrics_listen {
-        metrics::install(listen)?;
+        metrics::install(listen, config.metrics_addr_file.as_deref()).await?;
     }
     if config.authorization_servers.is_empty() {
         tracing::warn!(

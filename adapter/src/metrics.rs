@@ -1,4 +1,5 @@
-//! Prometheus metrics on `ADAPTER_METRICS_LISTEN` (text format at `/metrics`, own listener).
+//! Prometheus metrics on `ADAPTER_METRICS_LISTEN` (text format at `/metrics`, own listener;
+//! port 0 works, the bound address goes to `ADAPTER_METRICS_ADDR_FILE`).
 //!
 //! Names, so dashboards and alerts can rely on them:
 //! - `mcp_adapter_tool_calls_total{tool,outcome}`: outcome `ok`, `tool_error` (an argument or
@@ -12,16 +13,24 @@
 //! (anything else counts as `unknown`).
 
 use std::net::SocketAddr;
+use std::path::Path;
 
-/// Starts the exporter's HTTP listener. Without it the `metrics` macros are no-ops.
-pub fn install(listen: SocketAddr) -> Result<(), credbroker_kit::config::ConfigError> {
-    credbroker_kit::metrics::install(
-        "ADAPTER_METRICS_LISTEN",
+/// Binds the metrics listener on `listen` (port 0: the kernel picks), writes the bound address to
+/// `addr_file` (ADAPTER_METRICS_ADDR_FILE) when set, and serves `/metrics`. Without it the
+/// `metrics` macros are no-ops.
+pub async fn install(
+    listen: SocketAddr,
+    addr_file: Option<&Path>,
+) -> Result<SocketAddr, credbroker_kit::config::ConfigError> {
+    credbroker_kit::metrics::serve(credbroker_kit::metrics::Exporter {
+        listen_variable: "ADAPTER_METRICS_LISTEN",
         listen,
-        &[
+        buckets: &[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ],
-    )
+        addr_file: addr_file.map(|path| ("ADAPTER_METRICS_ADDR_FILE", path)),
+    })
+    .await
 }
 
 /// One finished `tools/call`.

@@ -92,9 +92,13 @@ pub struct ServeArgs {
     /// BROKER_LISTEN, how whoever started the broker learns the port the kernel chose.
     #[arg(long, env = "BROKER_LISTEN_ADDR_FILE")]
     pub listen_addr_file: Option<PathBuf>,
-    /// Address of the Prometheus metrics listener (off when unset or empty).
+    /// Address of the Prometheus metrics listener (off when unset or empty; port 0 picks one).
     #[arg(long, env = "BROKER_METRICS_LISTEN", default_value = "", hide_default_value = true, value_parser = unless_empty(parse_addr))]
     pub metrics_listen: Maybe<SocketAddr>,
+    /// Once the metrics listener listens, write its bound address (`host:port`) to this file:
+    /// with a port of 0 in BROKER_METRICS_LISTEN, how a starter learns the port.
+    #[arg(long, env = "BROKER_METRICS_ADDR_FILE")]
+    pub metrics_addr_file: Option<PathBuf>,
     /// Shared secret for HS256/384/512 tokens.
     #[arg(long, env = "BROKER_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<Secret>,
@@ -347,6 +351,8 @@ pub struct Config {
     /// Where to write the bound address once listening (BROKER_LISTEN_ADDR_FILE).
     pub listen_addr_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to write the metrics listener's bound address (BROKER_METRICS_ADDR_FILE).
+    pub metrics_addr_file: Option<PathBuf>,
     pub hs256_secret: Option<Secret>,
     pub jwks: Option<JwksSource>,
     pub jwks_refetch_interval: Duration,
@@ -695,6 +701,7 @@ impl ServeArgs {
             listen: self.listen,
             listen_addr_file: self.listen_addr_file.clone(),
             metrics_listen: self.metrics_listen.0,
+            metrics_addr_file: self.metrics_addr_file.clone(),
             hs256_secret,
             jwks,
             jwks_refetch_interval: self.jwks_refetch_interval,

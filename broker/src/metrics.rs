@@ -19,16 +19,24 @@
 //! belong in logs.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
-/// Starts the exporter's HTTP listener. Without a listener the `metrics` macros are no-ops.
-pub fn install(listen: SocketAddr) -> Result<(), credbroker_kit::config::ConfigError> {
-    credbroker_kit::metrics::install(
-        "BROKER_METRICS_LISTEN",
+/// Binds the metrics listener on `listen` (port 0: the kernel picks), writes the bound address to
+/// `addr_file` (BROKER_METRICS_ADDR_FILE) when set, and serves `/metrics`. Without a listener
+/// the `metrics` macros are no-ops.
+pub async fn install(
+    listen: SocketAddr,
+    addr_file: Option<&Path>,
+) -> Result<SocketAddr, credbroker_kit::config::ConfigError> {
+    credbroker_kit::metrics::serve(credbroker_kit::metrics::Exporter {
+        listen_variable: "BROKER_METRICS_LISTEN",
         listen,
-        &[
+        buckets: &[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ],
-    )
+        addr_file: addr_file.map(|path| ("BROKER_METRICS_ADDR_FILE", path)),
+    })
+    .await
 }
 
 /// One answered request.

@@ -21,10 +21,7 @@ pub fn init_logging(format: LogFormat) {
         json_spans: true,
         warn_only_targets: &[],
         // Spans exported over OTLP when the OTEL_* variables ask for it (`telemetry`).
-        layers: crate::telemetry::layer()
-            .into_iter()
-            .map(|l| Box::new(l) as credbroker_kit::logging::BoxedLayer)
-            .collect(),
+        layers: crate::telemetry::layer().into_iter().collect(),
     });
 }
 

@@ -114,7 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health::new(reporter).await;
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::install(addr)?;
+        crate::metrics::install(addr, config.metrics_addr_file.as_deref()).await?;
     }
     let listener = Arc::new(
         tokio::net::TcpListener::bind(config.listen)

@@ -3,6 +3,7 @@
 //!
 //! - [`signals`]: the shutdown signal (SIGTERM and SIGINT, registered before serving);
 //! - [`logging`]: log setup, one function composing the layers, and [`logging::LogFormat`];
+//! - [`telemetry`]: OpenTelemetry traces over OTLP, off unless an `OTEL_*` endpoint is set;
 //! - [`metrics`]: the Prometheus exporter's installation;
 //! - [`pem`]: [`pem::PemSource`], a PEM setting that is a file path or the PEM text itself;
 //! - [`config`]: [`config::ConfigError`], a setting that cannot be used, named with its variable;
@@ -16,3 +17,4 @@ pub mod metrics;
 pub mod pem;
 pub mod s3;
 pub mod signals;
+pub mod telemetry;

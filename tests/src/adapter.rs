@@ -10,8 +10,10 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ports::ClosedPort;
 use crate::process::{ChildProcess, ReportedAddr, Scratch};
 use crate::tools;
 
@@ -24,6 +26,9 @@ pub struct AdapterBuilder {
     env: BTreeMap<String, String>,
     args: Vec<String>,
     ambient: Option<(String, String)>,
+    /// The closed port the broker URL names, held for the adapter's life (see
+    /// [`AdapterBuilder::unreachable_broker`]).
+    dead_broker: Option<Arc<ClosedPort>>,
 }
 
 impl AdapterBuilder {
@@ -40,7 +45,17 @@ impl AdapterBuilder {
             env,
             args: Vec::new(),
             ambient: None,
+            dead_broker: None,
         }
+    }
+
+    /// An adapter whose broker URL names a port nobody listens on (every broker call is
+    /// refused), kept closed for as long as the adapter runs.
+    pub fn unreachable_broker() -> AdapterBuilder {
+        let closed = crate::ports::closed_port();
+        let mut builder = AdapterBuilder::new(&format!("http://{}", closed.addr()));
+        builder.dead_broker = Some(Arc::new(closed));
+        builder
     }
 
     pub fn name(mut self, name: &str) -> AdapterBuilder {
@@ -61,6 +76,12 @@ impl AdapterBuilder {
     pub fn without_env(mut self, key: &str) -> AdapterBuilder {
         self.env.remove(key);
         self
+    }
+
+    /// `ADAPTER_METRICS_LISTEN=127.0.0.1:0`: a metrics listener on a port the kernel picks, which
+    /// the adapter reports (`ADAPTER_METRICS_ADDR_FILE`) and [`Adapter::metrics_url`] reads.
+    pub fn metrics(self) -> AdapterBuilder {
+        self.env("ADAPTER_METRICS_LISTEN", "127.0.0.1:0")
     }
 
     pub fn arg(mut self, arg: &str) -> AdapterBuilder {
@@ -100,13 +121,17 @@ impl AdapterBuilder {
                 .expect("write ~/.aws/config");
         }
         let addr_file = scratch.join("listen.addr");
+        let metrics_addr_file = scratch.join("metrics.addr");
         cmd.envs(&self.env)
-            .env("ADAPTER_LISTEN_ADDR_FILE", &addr_file);
+            .env("ADAPTER_LISTEN_ADDR_FILE", &addr_file)
+            .env("ADAPTER_METRICS_ADDR_FILE", &metrics_addr_file);
         let process = ChildProcess::spawn(&self.name, &mut cmd, &scratch.join("adapter.log"));
         Adapter {
             process,
             scratch,
             addr: ReportedAddr::new(addr_file),
+            metrics_addr: ReportedAddr::new(metrics_addr_file),
+            _dead_broker: self.dead_broker,
         }
     }
 
@@ -138,6 +163,10 @@ pub struct Adapter {
     scratch: Scratch,
     /// The bound address, as the adapter reports it (`ADAPTER_LISTEN_ADDR_FILE`).
     addr: ReportedAddr,
+    /// The metrics listener's bound address (`ADAPTER_METRICS_ADDR_FILE`), when it has one.
+    metrics_addr: ReportedAddr,
+    /// Keeps an unreachable broker's port closed while the adapter runs.
+    _dead_broker: Option<Arc<ClosedPort>>,
 }
 
 impl Adapter {
@@ -151,6 +180,15 @@ impl Adapter {
         format!("{}/mcp", self.url())
     }
 
+    /// `http://127.0.0.1:PORT/metrics` of an adapter built with [`AdapterBuilder::metrics`] (it
+    /// binds the metrics listener before the main one, so a started adapter has reported it).
+    pub fn metrics_url(&self) -> String {
+        format!(
+            "http://{}/metrics",
+            self.metrics_addr.get(&self.process, START_TIMEOUT)
+        )
+    }
+
     /// The address the adapter listens on (blocks until reported after a bare `spawn`).
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr.get(&self.process, START_TIMEOUT)
@@ -160,28 +198,10 @@ impl Adapter {
         self.addr().port()
     }
 
-    pub fn log_text(&self) -> String {
-        self.process.log_text()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
     /// The adapter's scratch directory (its `HOME`).
     pub fn dir(&self) -> &std::path::Path {
         self.scratch.path()
     }
-
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    pub fn sigterm(&mut self) {
-        self.process.sigterm();
-    }
-
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        self.process.wait_exit(timeout).await
-    }
 }
+
+crate::process::deref_to_process!(Adapter);

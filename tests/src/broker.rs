@@ -136,6 +136,12 @@ impl BrokerBuilder {
         self.env("BROKER_CACHE_URL", url)
     }
 
+    /// `BROKER_METRICS_LISTEN=127.0.0.1:0`: a metrics listener on a port the kernel picks, which
+    /// the broker reports (`BROKER_METRICS_ADDR_FILE`) and [`Broker::metrics_url`] reads.
+    pub fn metrics(self) -> BrokerBuilder {
+        self.env("BROKER_METRICS_LISTEN", "127.0.0.1:0")
+    }
+
     /// Every start of this builder and of its clones listens on one port, so clients keep the
     /// broker's address across a kill and restart. The port is drawn below the kernel's ephemeral
     /// range (see `ports`); a first start that finds it taken draws another.
@@ -148,6 +154,7 @@ impl BrokerBuilder {
     pub fn spawn(self) -> Broker {
         let scratch = Scratch::new(&self.name);
         let addr_file = scratch.join("listen.addr");
+        let metrics_addr_file = scratch.join("metrics.addr");
         let mut env = self.env;
         if !env.contains_key("BROKER_LISTEN") {
             let port = match &self.listen {
@@ -163,13 +170,15 @@ impl BrokerBuilder {
             // An empty HOME: no developer ~/.aws can lend the broker an identity.
             .env("HOME", scratch.path())
             .envs(&env)
-            .env("BROKER_LISTEN_ADDR_FILE", &addr_file);
+            .env("BROKER_LISTEN_ADDR_FILE", &addr_file)
+            .env("BROKER_METRICS_ADDR_FILE", &metrics_addr_file);
         let log = scratch.join("broker.log");
         let process = ChildProcess::spawn(&self.name, &mut cmd, &log);
         Broker {
             process,
             scratch,
             addr: ReportedAddr::new(addr_file),
+            metrics_addr: ReportedAddr::new(metrics_addr_file),
             env,
         }
     }
@@ -217,6 +226,8 @@ pub struct Broker {
     scratch: Scratch,
     /// The bound address, as the broker reports it (`BROKER_LISTEN_ADDR_FILE`).
     addr: ReportedAddr,
+    /// The metrics listener's bound address (`BROKER_METRICS_ADDR_FILE`), when it has one.
+    metrics_addr: ReportedAddr,
     env: BTreeMap<String, String>,
 }
 
@@ -276,6 +287,15 @@ impl Broker {
         format!("http://{}", self.addr())
     }
 
+    /// `http://127.0.0.1:PORT/metrics` of a broker built with [`BrokerBuilder::metrics`] (it
+    /// binds the metrics listener before the main one, so a started broker has reported it).
+    pub fn metrics_url(&self) -> String {
+        format!(
+            "http://{}/metrics",
+            self.metrics_addr.get(&self.process, START_TIMEOUT)
+        )
+    }
+
     /// A client on a fresh channel (HTTP/2: clone it freely for concurrent calls).
     pub async fn client(&self) -> CredentialBrokerClient<Channel> {
         CredentialBrokerClient::new(channel(&self.endpoint()).await.expect("connect to broker"))
@@ -296,15 +316,6 @@ impl Broker {
         health_of(&self.endpoint(), service).await
     }
 
-    /// Everything the broker logged so far.
-    pub fn log_text(&self) -> String {
-        self.process.log_text()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
     /// The environment the broker was started with.
     pub fn env(&self) -> &BTreeMap<String, String> {
         &self.env
@@ -314,26 +325,9 @@ impl Broker {
     pub fn dir(&self) -> &std::path::Path {
         self.scratch.path()
     }
-
-    /// SIGKILL and reap.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// SIGTERM: ask for a graceful shutdown; see [`Broker::wait_exit`].
-    pub fn sigterm(&mut self) {
-        self.process.sigterm();
-    }
-
-    /// Waits up to `timeout` for the process to exit.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        self.process.wait_exit(timeout).await
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
 }
+
+crate::process::deref_to_process!(Broker);
 
 /// A connected channel to `endpoint` with a short connect timeout.
 pub async fn channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {

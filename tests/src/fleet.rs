@@ -78,7 +78,7 @@ impl Fleet {
     pub fn logs(&self) -> String {
         self.adapters
             .iter()
-            .map(Adapter::log_text)
+            .map(|a| a.log_text())
             .collect::<Vec<_>>()
             .join("\n")
     }

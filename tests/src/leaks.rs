@@ -23,6 +23,25 @@ impl Secret {
             value: value.into(),
         }
     }
+
+    /// The four secrets of session `i`: its id, the token bound to it, and the secret access key
+    /// and session token of the credentials it was served.
+    pub fn of_session(
+        i: usize,
+        session_id: &str,
+        token: &str,
+        creds: &credbroker_proto::v1::AwsCredentials,
+    ) -> [Secret; 4] {
+        [
+            Secret::new(format!("session id {i}"), session_id),
+            Secret::new(format!("token {i}"), token),
+            Secret::new(
+                format!("secret access key {i}"),
+                creds.secret_access_key.clone(),
+            ),
+            Secret::new(format!("session token {i}"), creds.session_token.clone()),
+        ]
+    }
 }
 
 /// The labels of the secrets that occur in `text`. A JWT is also looked for by its signature

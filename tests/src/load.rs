@@ -154,6 +154,31 @@ impl Recorder {
         self.workers.lock().expect("lock").push(handle);
     }
 
+    /// One [`Recorder::grpc_worker`] per broker and user (`(subject, token)`), each on a new
+    /// session, numbered from `*next` on (which ends past the last one).
+    pub async fn grpc_workers(
+        &self,
+        brokers: &[crate::broker::Broker],
+        users: &[(&str, &str)],
+        next: &mut usize,
+        pause: Duration,
+    ) {
+        for broker in brokers {
+            let client = broker.client().await;
+            for (subject, token) in users {
+                self.grpc_worker(
+                    *next,
+                    client.clone(),
+                    subject,
+                    token,
+                    crate::stack::new_session_id(),
+                    pause,
+                );
+                *next += 1;
+            }
+        }
+    }
+
     /// A worker calling the broker's `GetCredentials(session_id, token)` directly.
     #[allow(clippy::too_many_arguments)]
     pub fn grpc_worker(

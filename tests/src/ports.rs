@@ -1,22 +1,42 @@
 //! Loopback ports for the processes tests start.
 //!
 //! Servers that can bind port 0 and say which port they got do so: the broker and the adapter
-//! write their bound address to a file (`BROKER_LISTEN_ADDR_FILE`, `ADAPTER_LISTEN_ADDR_FILE`),
+//! write their bound addresses to files (`BROKER_LISTEN_ADDR_FILE`, `ADAPTER_LISTEN_ADDR_FILE`,
+//! and for their metrics listeners `BROKER_METRICS_ADDR_FILE`, `ADAPTER_METRICS_ADDR_FILE`),
 //! moto prints ` * Running on http://127.0.0.1:PORT`. Nothing is probed and then handed over, so
 //! there is no check-then-bind race between tests running in parallel.
 //!
-//! Two cases still need a port number before the process starts, and draw one here:
-//! - a server that must come back on the SAME port after a kill (redis-server, whose `--port 0`
-//!   disables TCP; a broker a fault test restarts behind a running adapter): [`unassigned_port`]
-//!   draws at random from BELOW the kernel's ephemeral range (usually 32768–60999), because a port
-//!   the kernel hands out for `bind(0)` can be handed out again for an outgoing connection (or a
-//!   self-connect) while the server is down, and the restart could not bind it. The port is not
-//!   probed: the starter sees the child fail with "address in use" and draws again
-//!   (retry-on-conflict, see `redis.rs` and `broker.rs`);
-//! - a port nobody listens on (a "dead broker" URL) or one a rendered configuration names before
-//!   the process exists (the ECS replay's task definitions, metrics listeners): [`free_port`],
-//!   bound and released by us, so it was free a moment ago; a child that then cannot bind it
-//!   fails its start loudly rather than talking to someone else.
+//! A port NOBODY listens on (a "dead broker" URL, an unreachable Redis, a failing health check)
+//! is a [`ClosedPort`]: a socket bound to it without `listen`, held by the test, so a connection
+//! is refused and no other process can take the port meanwhile.
+//!
+//! A server that must come back on the SAME port after a kill (redis-server, whose `--port 0`
+//! disables TCP; a broker a fault test restarts behind a running adapter) draws one from
+//! [`unassigned_port`], BELOW the kernel's ephemeral range (usually 32768–60999), because a port
+//! the kernel hands out for `bind(0)` can be handed out again for an outgoing connection (or a
+//! self-connect) while the server is down, and the restart could not bind it. The port is not
+//! probed: the starter sees the child fail with "address in use" and draws again
+//! (retry-on-conflict, see `redis.rs` and `broker.rs`).
+//!
+//! [`free_port`] (bound and released by us, so free a moment ago: a check-then-bind race) is left
+//! only where a port must be named before the process that binds it exists, and that process
+//! cannot report one it picked itself:
+//! - `ecs_replay`: the rendered task definitions name the broker's and the adapter's ports (the
+//!   adapter's resource URL, the broker URL the adapter dials, the container health checks)
+//!   before either process starts, as ECS's would;
+//! - `clients_js::page_ports` (both browser-frontend tests): the page's origin must be in the
+//!   adapter's `ADAPTER_ALLOWED_ORIGINS` before the adapter starts, and the page servers (the
+//!   page's and a foreign one) are started later by the Node driver;
+//! - `local_stack` (`Up::start`, `local_up_refuses_a_taken_port_by_name`): `deploy/local/up` takes
+//!   fixed ports (`LOCAL_*_PORT`, checked free and printed into the walkthrough it writes; several
+//!   adapters on consecutive ports), as a developer runs it; it has no port-0 mode;
+//! - `redis_store::rediss_verifies_the_server_certificate`: redis-server's `--tls-port 0`
+//!   disables TLS instead of picking a port;
+//! - the benchmark (`bench/src/setup.rs` floor server, `bench/src/scenarios/adapter.rs` Python
+//!   MCP server): its own helper servers take `--listen` / a port and do not report one.
+//!
+//! A child that then cannot bind such a port fails its start loudly rather than talking to
+//! someone else.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
@@ -46,13 +66,51 @@ pub fn unassigned_port_with_bus() -> u16 {
     rand::rng().random_range(LOW..ephemeral_start() - 10000)
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (bound to port 0 and released): for an address
-/// nobody should answer on, or one a configuration must name before its process starts.
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0 and released): only for a
+/// port a configuration must name before its process starts (the uses are listed in the module
+/// documentation). For an address nobody answers on, use [`closed_port`].
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
+}
+
+/// A loopback port nobody listens on while this value lives: a TCP socket bound to it without
+/// `listen`. Connecting is refused (the kernel answers RST), and no other process can bind the
+/// port meanwhile, so the address stays dead for the whole test.
+#[derive(Debug)]
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl ClosedPort {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        loopback(self.port)
+    }
+}
+
+/// A [`ClosedPort`] the kernel picks (bound to port 0, never listened on).
+pub fn closed_port() -> ClosedPort {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+    socket.bind(&loopback(0).into()).expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("the bound address");
+    ClosedPort {
+        _socket: socket,
+        port,
+    }
 }
 
 /// `127.0.0.1:port`.

@@ -261,6 +261,27 @@ impl Drop for ChildProcess {
     }
 }
 
+/// `Deref` / `DerefMut` from a server handle to its `process` field: the handle has every
+/// [`ChildProcess`] method (`log_text`, `pid`, `kill`, `sigterm`, `wait_exit`, `is_running`, …),
+/// one set of process methods for every server the harness starts.
+macro_rules! deref_to_process {
+    ($server:ty) => {
+        impl std::ops::Deref for $server {
+            type Target = $crate::process::ChildProcess;
+            fn deref(&self) -> &$crate::process::ChildProcess {
+                &self.process
+            }
+        }
+
+        impl std::ops::DerefMut for $server {
+            fn deref_mut(&mut self) -> &mut $crate::process::ChildProcess {
+                &mut self.process
+            }
+        }
+    };
+}
+pub(crate) use deref_to_process;
+
 /// The address a server reports once it listens (it binds port 0 and writes the address to a
 /// file, see [`credbroker_kit::listen`]), read once and kept.
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 //! Tests that need something different change the [`BrokerBuilder`] in
 //! [`BrokerStack::start_with`], or build their own from the parts.
 
+use crate::adapter::{Adapter, AdapterBuilder};
 use crate::broker::{Broker, BrokerBuilder};
 use crate::moto::{ACCOUNT_ID, Moto, MotoSeed};
 use crate::sts_proxy::StsProxy;
@@ -85,6 +86,28 @@ impl BrokerStack {
     /// The operator plane of the broker, called as the configured operator.
     pub async fn admin(&self) -> crate::rpc::Admin {
         self.broker.admin(Some(&self.operator_token())).await
+    }
+
+    /// Writes `text` at `key` in the seeded demo bucket straight to moto, with the credentials
+    /// the broker gives `token` (the owner's own object, put without the adapter); returns its
+    /// `s3://` URI.
+    pub async fn put_own_object(&self, token: &str, key: &str, text: &str) -> String {
+        let bucket = &self.seed().buckets.demo;
+        let mut c = self.broker.client().await;
+        let creds = crate::rpc::exchange(&mut c, token, "")
+            .await
+            .expect("the owner's credentials")
+            .credentials
+            .expect("credentials in the answer");
+        crate::aws::put_object(
+            &crate::aws::s3(&self.aws_endpoint(), &creds),
+            bucket,
+            key,
+            text.as_bytes(),
+        )
+        .await
+        .expect("put the owner's object");
+        format!("s3://{bucket}/{key}")
     }
 }
 
@@ -186,16 +209,28 @@ pub struct Replicas {
 impl Replicas {
     /// Starts `n` replicas (`broker-1` …) on `cache_url`, at the same time.
     pub async fn start(cache_url: &str, n: usize) -> Replicas {
+        Replicas::start_with(cache_url, n, |b| b).await
+    }
+
+    /// [`Replicas::start`], each replica's builder passed through `configure` first (limits,
+    /// metrics, …).
+    pub async fn start_with(
+        cache_url: &str,
+        n: usize,
+        configure: impl Fn(BrokerBuilder) -> BrokerBuilder,
+    ) -> Replicas {
         let moto = Moto::start().await;
         let proxy = StsProxy::start(moto.port());
         let secret = random_string(48);
         let cache_key = cache_key();
         let builders: Vec<BrokerBuilder> = (1..=n)
             .map(|i| {
-                standard_broker(moto.seed(), &proxy.endpoint(), &secret)
-                    .name(&format!("broker-{i}"))
-                    .cache_url(cache_url)
-                    .env("BROKER_CACHE_KEY", &cache_key)
+                configure(
+                    standard_broker(moto.seed(), &proxy.endpoint(), &secret)
+                        .name(&format!("broker-{i}"))
+                        .cache_url(cache_url)
+                        .env("BROKER_CACHE_KEY", &cache_key),
+                )
             })
             .collect();
         let brokers =
@@ -208,6 +243,27 @@ impl Replicas {
             secret,
             cache_key,
         }
+    }
+
+    /// One adapter per replica (`adapter-1` … in front of `broker-1` …), on moto's S3, each
+    /// builder passed through `configure` first; started at the same time.
+    pub async fn adapters(
+        &self,
+        configure: impl Fn(AdapterBuilder) -> AdapterBuilder,
+    ) -> Vec<Adapter> {
+        let builders: Vec<AdapterBuilder> = self
+            .brokers
+            .iter()
+            .enumerate()
+            .map(|(i, broker)| {
+                configure(
+                    AdapterBuilder::new(&broker.endpoint())
+                        .name(&format!("adapter-{}", i + 1))
+                        .s3_endpoint(&self.moto.endpoint()),
+                )
+            })
+            .collect();
+        futures::future::join_all(builders.into_iter().map(AdapterBuilder::start)).await
     }
 
     /// A token for the seeded read-write role.

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use e2e::adapter::{Adapter, AdapterBuilder};
 use e2e::mcp::McpHttp;
-use e2e::ports::free_port;
 use e2e::stack::AdapterStack;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -33,9 +32,8 @@ fn tool_call(id: i64) -> Value {
 async fn adapter_without_broker(
     configure: impl FnOnce(AdapterBuilder) -> AdapterBuilder,
 ) -> Adapter {
-    let dead_broker = format!("http://127.0.0.1:{}", free_port());
     configure(
-        AdapterBuilder::new(&dead_broker)
+        AdapterBuilder::unreachable_broker()
             .env("ADAPTER_BROKER_TIMEOUT", "500ms")
             .env("ADAPTER_REQUIRE_AUTH", "tools")
             // Without a broker, sessions can only live in this process (shared sessions need

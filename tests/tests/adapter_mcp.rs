@@ -11,7 +11,6 @@
 //! credentials for the same token names the assumed role; and moto's `AccessKeyLastUsed` shows
 //! the ambient IAM user's key was never presented to it.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use credbroker_proto::v1::ExchangeTokenRequest;
@@ -20,9 +19,7 @@ use e2e::aws::{self, StaticCreds};
 use e2e::leaks::{Secret, assert_no_secrets};
 use e2e::stack::{AdapterStack, BrokerStack};
 use e2e::tokens::Claims;
-use e2e::tools;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const MODES: [&str; 2] = ["legacy", "auto"];
 const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -101,30 +98,14 @@ where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let script = tools::workspace_root().join("tests/clients/python/mcp_plan.py");
-    let mut child = tokio::process::Command::new(tools::python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mcp_plan.py");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{plan}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut run = e2e::mcp_plan::PlanRun::start(&plan).await;
     let mut connected = Value::Null;
     let mut steps = Vec::new();
     let read_all = async {
-        while let Some(line) = lines.next_line().await.expect("read mcp_plan.py") {
-            let event: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+        while let Some(event) = run.next_event().await {
             if let Some(name) = event.get("paused").and_then(Value::as_str) {
                 on_pause(name.to_string()).await;
-                stdin.write_all(b"go\n").await.unwrap();
+                run.resume().await;
             } else if event.get("connected").is_some() || event.get("connect_error").is_some() {
                 connected = event;
             } else if event.get("step").is_some() {
@@ -135,12 +116,7 @@ where
     tokio::time::timeout(PLAN_TIMEOUT, read_all)
         .await
         .expect("mcp_plan.py finished in time");
-    let output = child.wait_with_output().await.expect("mcp_plan.py exit");
-    assert!(
-        output.status.success(),
-        "mcp_plan.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run.finish().await;
     Run { connected, steps }
 }
 
@@ -659,7 +635,8 @@ async fn ambient_aws_credentials_are_never_used() {
     // A second adapter with the same ambient identity whose broker is unreachable. Its sessions
     // live in this process (with shared sessions a dead broker refuses even `initialize`, 503):
     // so the tool calls reach the tool handlers, the last place a fallback could hide.
-    let dead_broker = format!("http://127.0.0.1:{}", e2e::ports::free_port());
+    let nobody = e2e::ports::closed_port();
+    let dead_broker = format!("http://{}", nobody.addr());
     let orphan = AdapterBuilder::new(&dead_broker)
         .name("mcp-adapter-no-broker")
         .s3_endpoint(&stack.aws_endpoint())

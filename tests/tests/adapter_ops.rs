@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use e2e::adapter::AdapterBuilder;
 use e2e::mcp::McpHttp;
-use e2e::ports::free_port;
 use e2e::stack::BrokerStack;
 use e2e::tools;
 use serde_json::json;
@@ -51,13 +50,9 @@ async fn healthcheck(addr: &str) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_tool_calls_refusals_and_broker_calls() {
     let stack = BrokerStack::start().await;
-    let metrics_port = free_port();
     let adapter = AdapterBuilder::new(&stack.broker.endpoint())
         .s3_endpoint(&stack.aws_endpoint())
-        .env(
-            "ADAPTER_METRICS_LISTEN",
-            &format!("127.0.0.1:{metrics_port}"),
-        )
+        .metrics()
         .start()
         .await;
     let mcp = McpHttp::new(&adapter.mcp_url());
@@ -86,7 +81,7 @@ async fn metrics_count_tool_calls_refusals_and_broker_calls() {
         .unwrap();
     assert!(listed.is_tool_success(), "{}", listed.text);
 
-    let text = scrape(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
+    let text = scrape(&adapter.metrics_url()).await;
     assert_eq!(
         sample(
             &text,
@@ -122,6 +117,7 @@ async fn metrics_count_tool_calls_refusals_and_broker_calls() {
     // The health check ECS runs: 0 against the adapter, 1 against a dead port.
     let live = healthcheck(&format!("127.0.0.1:{}", adapter.port())).await;
     assert!(live.success(), "{live:?}");
-    let dead = healthcheck(&format!("127.0.0.1:{}", free_port())).await;
+    let nobody = e2e::ports::closed_port();
+    let dead = healthcheck(&nobody.addr().to_string()).await;
     assert_eq!(dead.code(), Some(1), "{dead:?}");
 }

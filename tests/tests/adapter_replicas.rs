@@ -7,15 +7,12 @@
 //! tool call through the balancer (or, for the direct checks, on the first replica that did not
 //! answer `initialize`).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use e2e::fleet::Fleet;
 use e2e::mcp::{Call, McpHttp, SESSION_VERSION};
-use e2e::tools;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const ADAPTERS: usize = 3;
 const CALLS: usize = 50;
@@ -28,26 +25,10 @@ const SESSION_GONE: i64 = -32004;
 
 /// Everything `mcp_plan.py` printed, one JSON value per line.
 async fn run_python(plan: Value, mut on_step: impl FnMut(usize)) -> Vec<Value> {
-    let script = tools::workspace_root().join("tests/clients/python/mcp_plan.py");
-    let mut child = tokio::process::Command::new(tools::python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mcp_plan.py");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{plan}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut run = e2e::mcp_plan::PlanRun::start(&plan).await;
     let mut events = Vec::new();
     let read_all = async {
-        while let Some(line) = lines.next_line().await.expect("read mcp_plan.py") {
-            let event: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+        while let Some(event) = run.next_event().await {
             if let Some(step) = event.get("step").and_then(Value::as_u64) {
                 on_step(step as usize);
             }
@@ -57,12 +38,7 @@ async fn run_python(plan: Value, mut on_step: impl FnMut(usize)) -> Vec<Value> {
     tokio::time::timeout(CLIENT_TIMEOUT, read_all)
         .await
         .expect("mcp_plan.py finished in time");
-    let output = child.wait_with_output().await.expect("mcp_plan.py exit");
-    assert!(
-        output.status.success(),
-        "mcp_plan.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run.finish().await;
     events
 }
 
@@ -188,16 +164,17 @@ async fn python_legacy_session_of_50_calls_through_a_balancer_without_stickiness
 
 #[tokio::test]
 async fn typescript_sdk_session_of_50_calls_through_a_balancer_without_stickiness_has_no_error() {
-    let build = Build::new("replicas");
+    let build = e2e::node::Build::new("replicas");
     let fleet = Fleet::start(ADAPTERS, |b| b).await;
-    let out = run_node(
-        &build.dir.join("sdk_calls.mjs"),
+    let out = e2e::node::run_script(
+        &build.file("sdk_calls.mjs"),
         &json!({
             "url": fleet.balancer.mcp_url(),
             "bucket": fleet.bucket(),
             "token": fleet.rw_token("carol-replicas"),
             "calls": CALLS,
         }),
+        CLIENT_TIMEOUT,
     )
     .await;
     assert_eq!(out["session_id"], true, "no session: {out}");
@@ -420,69 +397,6 @@ async fn a_session_without_a_token_in_tools_mode_crosses_replicas_until_a_token_
         let (status, body) = call_on(&fleet, i, &session, &mallory).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "adapter {i}: {body}");
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Node (tests/clients/js, as in clients_js.rs)
-
-/// `tests/clients/js/src` compiled by esbuild into `dist/<name>-<pid>`; removed on drop.
-struct Build {
-    dir: std::path::PathBuf,
-}
-
-impl Build {
-    fn new(name: &str) -> Build {
-        let js = tools::js_dir();
-        let relative = format!("dist/{name}-{}", std::process::id());
-        let output = std::process::Command::new(tools::node())
-            .arg("build.mjs")
-            .arg(&relative)
-            .current_dir(&js)
-            .output()
-            .expect("run node build.mjs");
-        assert!(
-            output.status.success(),
-            "node build.mjs {relative} failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Build {
-            dir: js.join(relative),
-        }
-    }
-}
-
-impl Drop for Build {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn run_node(script: &std::path::Path, input: &Value) -> Value {
-    let mut child = tokio::process::Command::new(tools::node())
-        .arg(script)
-        .current_dir(tools::js_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start node");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.to_string().as_bytes()).await.unwrap();
-    drop(stdin);
-    let output = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("node finished in time")
-        .expect("node's exit");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "node failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {stdout}"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,10 +14,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::adapter::{Adapter, AdapterBuilder};
-use e2e::aws;
 use e2e::held_proxy::HeldProxy;
 use e2e::mcp::{Call, McpHttp, McpResponse, SESSION_VERSION, next_id, tool_call};
-use e2e::rpc::exchange;
 use e2e::stack::BrokerStack;
 use e2e::tokens::random_string;
 use reqwest::StatusCode;
@@ -47,26 +45,12 @@ async fn fixture(mode: &str) -> Fixture {
     let alice = stack.rw_token("alice");
     let mallory = stack.rw_token("mallory");
     // The victim's object, written straight to moto with her own credentials.
-    let bucket = stack.seed().buckets.demo.clone();
     let key = format!("alice-private-{}.txt", random_string(8));
     let text = format!("alice's private note {}", random_string(16));
-    let mut c = stack.broker.client().await;
-    let creds = exchange(&mut c, &alice, "")
-        .await
-        .expect("alice's credentials")
-        .credentials
-        .unwrap();
-    aws::put_object(
-        &aws::s3(&stack.aws_endpoint(), &creds),
-        &bucket,
-        &key,
-        text.as_bytes(),
-    )
-    .await
-    .expect("put alice's object");
+    let uri = stack.put_own_object(&alice, &key, &text).await;
     let mcp = McpHttp::new(&adapter.mcp_url());
     Fixture {
-        uri: format!("s3://{bucket}/{key}"),
+        uri,
         adapter,
         s3,
         stack,

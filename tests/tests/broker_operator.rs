@@ -42,17 +42,8 @@ async fn operator_views_show_handles_and_no_secret_and_the_log_stays_clean() {
             .expect("get")
             .credentials
             .unwrap();
-        secrets.push(Secret::new(format!("session id {i}"), session_id.clone()));
-        tokens.push(token.clone());
-        secrets.push(Secret::new(format!("token {i}"), token));
-        secrets.push(Secret::new(
-            format!("secret access key {i}"),
-            creds.secret_access_key,
-        ));
-        secrets.push(Secret::new(
-            format!("session token {i}"),
-            creds.session_token,
-        ));
+        secrets.extend(Secret::of_session(i, &session_id, &token, &creds));
+        tokens.push(token);
         handles.push(info.session_handle);
         ids.push(session_id);
     }

@@ -5,7 +5,6 @@
 use credbroker_proto::v1::GetCredentialsRequest;
 use credbroker_proto::v1::credential_broker_client::CredentialBrokerClient;
 use e2e::moto::Moto;
-use e2e::ports::free_port;
 use e2e::process::Scratch;
 use e2e::stack::{BrokerStack, new_session_id, standard_broker, standard_minter};
 use e2e::tokens::random_string;
@@ -248,21 +247,14 @@ async fn healthcheck_exits_zero_only_when_serving() {
     let stack = BrokerStack::start().await;
     let (code, out) = healthcheck(&["--addr", &stack.broker.addr().to_string()]);
     assert_eq!((code, out.as_str()), (0, "SERVING"));
-    let nobody = format!("127.0.0.1:{}", free_port());
-    let (code, _) = healthcheck(&["--addr", &nobody, "--timeout", "1s"]);
+    let nobody = e2e::ports::closed_port();
+    let (code, _) = healthcheck(&["--addr", &nobody.addr().to_string(), "--timeout", "1s"]);
     assert_eq!(code, 1, "nothing listening: unhealthy");
 }
 
 #[tokio::test]
 async fn metrics_count_requests_sts_calls_and_cache_hits() {
-    let metrics_port = free_port();
-    let stack = BrokerStack::start_with(|b| {
-        b.env(
-            "BROKER_METRICS_LISTEN",
-            &format!("127.0.0.1:{metrics_port}"),
-        )
-    })
-    .await;
+    let stack = BrokerStack::start_with(|b| b.metrics()).await;
     let mut c = stack.broker.client().await;
     let token = stack.rw_token("alice");
     for _ in 0..3 {
@@ -283,7 +275,7 @@ async fn metrics_count_requests_sts_calls_and_cache_hits() {
             mcp: None,
         })
         .await;
-    let body = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+    let body = reqwest::get(stack.broker.metrics_url())
         .await
         .unwrap()
         .text()

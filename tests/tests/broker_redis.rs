@@ -199,16 +199,7 @@ async fn redis_holds_no_plaintext_secret_and_plaintext_needs_an_explicit_flag() 
             .expect("bind")
             .credentials
             .unwrap();
-        secrets.push(Secret::new(format!("session id {i}"), session_id));
-        secrets.push(Secret::new(format!("token {i}"), token));
-        secrets.push(Secret::new(
-            format!("secret access key {i}"),
-            creds.secret_access_key,
-        ));
-        secrets.push(Secret::new(
-            format!("session token {i}"),
-            creds.session_token,
-        ));
+        secrets.extend(Secret::of_session(i, &session_id, &token, &creds));
     }
     let exchanged = exchange(&mut c, &stack.rw_token("svc"), "")
         .await
@@ -369,16 +360,7 @@ async fn a_three_master_cluster_is_a_shared_store_too() {
             .expect("served by replica 2")
             .credentials
             .unwrap();
-        secrets.push(Secret::new(format!("session id {i}"), session_id));
-        secrets.push(Secret::new(format!("token {i}"), token));
-        secrets.push(Secret::new(
-            format!("secret access key {i}"),
-            creds.secret_access_key,
-        ));
-        secrets.push(Secret::new(
-            format!("session token {i}"),
-            creds.session_token,
-        ));
+        secrets.extend(Secret::of_session(i, &session_id, &token, &creds));
     }
     assert_eq!(stack.proxy.assume_role_count(), 5);
     assert_redis_clean(&cluster.dump_all().await, &secrets);

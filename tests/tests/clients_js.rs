@@ -12,15 +12,14 @@
 //! package's gitignored `dist/`, runs a Node program that prints one JSON object, and asserts on
 //! it. Each prints the versions it exercised.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
+use e2e::node::{Build, NodeRun};
 use e2e::ports::free_port;
 use e2e::stack::AdapterStack;
 use e2e::tools;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 const NODE_TIMEOUT: Duration = Duration::from_secs(90);
 const TOOLS: usize = 7;
@@ -33,110 +32,13 @@ type Fixture = AdapterStack;
 // ---------------------------------------------------------------------------------------------
 // Node
 
-/// `tests/clients/js/src` compiled by esbuild into `dist/<name>-<pid>`; removed on drop.
-struct Build {
-    dir: PathBuf,
-}
-
-impl Build {
-    fn new(name: &str) -> Build {
-        let js = tools::js_dir();
-        let relative = format!("dist/{name}-{}", std::process::id());
-        let output = std::process::Command::new(tools::node())
-            .arg("build.mjs")
-            .arg(&relative)
-            .current_dir(&js)
-            .output()
-            .expect("run node build.mjs");
-        assert!(
-            output.status.success(),
-            "node build.mjs {relative} failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Build {
-            dir: js.join(relative),
-        }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Build {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// What a Node program did.
-struct NodeRun {
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl NodeRun {
-    /// The JSON the program printed (all of stdout, or its last line); panics with its stderr.
-    fn json(&self, what: &str) -> Value {
-        assert!(
-            self.status.success(),
-            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        let line = self.stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(self.stdout.trim())
-            .or_else(|_| serde_json::from_str(line))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{what} printed no JSON ({e}):\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout, self.stderr
-                )
-            })
-    }
-}
-
 /// Runs `node <args…>` in the JS package's directory with `stdin` as its input.
 async fn run_node(args: &[&std::ffi::OsStr], stdin: Option<&Value>) -> NodeRun {
-    let started = Instant::now();
-    let mut child = tokio::process::Command::new(tools::node())
-        .args(args)
-        .current_dir(tools::js_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start node");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(value) = stdin {
-        input
-            .write_all(value.to_string().as_bytes())
-            .await
-            .expect("write node's stdin");
-    }
-    drop(input);
-    let output = tokio::time::timeout(NODE_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("node {args:?} did not finish in {NODE_TIMEOUT:?}"))
-        .expect("node's exit");
-    NodeRun {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        took: started.elapsed(),
-    }
+    e2e::node::run_node(args, stdin, NODE_TIMEOUT).await
 }
 
 async fn run_script(script: &Path, input: &Value) -> Value {
-    let run = run_node(&[script.as_os_str()], Some(input)).await;
-    let name = script.file_name().unwrap().to_string_lossy().into_owned();
-    println!("{name} took {:?}", run.took);
-    run.json(&name)
+    e2e::node::run_script(script, input, NODE_TIMEOUT).await
 }
 
 fn node_version() -> String {
@@ -443,17 +345,25 @@ async fn mcp_inspector_cli_lists_and_writes_with_a_bearer_header_and_is_refused_
 // ---------------------------------------------------------------------------------------------
 // c. The incident's frontend in headless Chromium
 
-#[tokio::test]
-async fn browser_frontend_broken_client_gets_401_and_fixed_client_lists_and_writes() {
-    let build = Build::new("browser");
+/// The ports of the page's origin and of a foreign origin, two different ones. Drawn before the
+/// adapter starts (see `e2e::ports`): its `ADAPTER_ALLOWED_ORIGINS` must name the page's origin,
+/// and the Node driver serves both pages only later.
+fn page_ports() -> (u16, u16) {
     let page_port = free_port();
-    let page_origin = format!("http://127.0.0.1:{page_port}");
     let foreign_port = loop {
         let port = free_port();
         if port != page_port {
             break port;
         }
     };
+    (page_port, foreign_port)
+}
+
+#[tokio::test]
+async fn browser_frontend_broken_client_gets_401_and_fixed_client_lists_and_writes() {
+    let build = Build::new("browser");
+    let (page_port, foreign_port) = page_ports();
+    let page_origin = format!("http://127.0.0.1:{page_port}");
     let fx = Fixture::start_with(|b| b.env("ADAPTER_ALLOWED_ORIGINS", &page_origin)).await;
     let token = fx.stack.rw_token("dana-browser");
     browser_frontend(
@@ -472,14 +382,8 @@ async fn browser_frontend_broken_client_gets_401_and_fixed_client_lists_and_writ
 #[tokio::test]
 async fn browser_frontend_through_a_balancer_over_three_adapters() {
     let build = Build::new("browser-replicas");
-    let page_port = free_port();
+    let (page_port, foreign_port) = page_ports();
     let page_origin = format!("http://127.0.0.1:{page_port}");
-    let foreign_port = loop {
-        let port = free_port();
-        if port != page_port {
-            break port;
-        }
-    };
     let fleet =
         e2e::fleet::Fleet::start(3, |b| b.env("ADAPTER_ALLOWED_ORIGINS", &page_origin)).await;
     let token = fleet.rw_token("dana-browser-replicas");

@@ -145,8 +145,8 @@ async fn ecs_task_definitions_stay_healthy_through_a_redis_outage() {
         .env("BROKER_ROLE_ACCOUNT_ID", e2e::moto::ACCOUNT_ID);
     let mut ab = AdapterBuilder::new("https://unused").s3_endpoint(&moto.endpoint());
     // The task definitions name these ports before the processes exist (see `e2e::ports`).
-    let (broker_port, broker_metrics, adapter_port, adapter_metrics) =
-        (free_port(), free_port(), free_port(), free_port());
+    // The metrics listeners are not named anywhere else: they bind port 0.
+    let (broker_port, adapter_port) = (free_port(), free_port());
 
     let values: BTreeMap<&str, String> = [
         ("Region", "us-east-1".to_string()),
@@ -218,10 +218,9 @@ async fn ecs_task_definitions_stay_healthy_through_a_redis_outage() {
     broker_c
         .env
         .insert("BROKER_LISTEN".into(), format!("0.0.0.0:{broker_port}"));
-    broker_c.env.insert(
-        "BROKER_METRICS_LISTEN".into(),
-        format!("0.0.0.0:{broker_metrics}"),
-    );
+    broker_c
+        .env
+        .insert("BROKER_METRICS_LISTEN".into(), "0.0.0.0:0".to_string());
     // The task's `audit` volume, mounted at /audit in the broker container (BROKER_AUDIT_LOG lives
     // there): a scratch directory stands in for it, as ECS mounts the volume at that path.
     let audit_volume = e2e::process::Scratch::new("ecs-audit-volume");
@@ -250,10 +249,9 @@ async fn ecs_task_definitions_stay_healthy_through_a_redis_outage() {
     adapter_c
         .env
         .insert("ADAPTER_LISTEN".into(), format!("0.0.0.0:{adapter_port}"));
-    adapter_c.env.insert(
-        "ADAPTER_METRICS_LISTEN".into(),
-        format!("0.0.0.0:{adapter_metrics}"),
-    );
+    adapter_c
+        .env
+        .insert("ADAPTER_METRICS_LISTEN".into(), "0.0.0.0:0".to_string());
 
     // Both container checks pass once the processes are up (ECS's startPeriod covers the wait).
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -15,11 +15,10 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::adapter::AdapterBuilder;
 use e2e::load::{Outcome, Recorder, Sample, first_served_after, keys_by_subject, tally};
 use e2e::mcp::McpHttp;
 use e2e::redis::RedisServer;
-use e2e::stack::{Replicas, new_session_id};
+use e2e::stack::Replicas;
 use serde_json::json;
 
 /// Seconds from `base` to `t` (negative: before).
@@ -53,24 +52,17 @@ fn judge(s: &Sample) -> Option<String> {
 #[tokio::test]
 async fn redis_killed_and_restarted_under_load_serves_no_wrong_credential_and_recovers_within_5s() {
     let mut redis = RedisServer::start().await;
+    let replicas = Replicas::start(&redis.url(), 2).await;
+    let adapters = replicas
+        .adapters(|b| b.env("ADAPTER_BROKER_TIMEOUT", "2s"))
+        .await;
     let Replicas {
         brokers,
         proxy: _proxy,
         moto,
         minter,
         ..
-    } = Replicas::start(&redis.url(), 2).await;
-    let mut adapters = Vec::new();
-    for (i, broker) in brokers.iter().enumerate() {
-        adapters.push(
-            AdapterBuilder::new(&broker.endpoint())
-                .name(&format!("adapter-{}", i + 1))
-                .s3_endpoint(&moto.endpoint())
-                .env("ADAPTER_BROKER_TIMEOUT", "2s")
-                .start()
-                .await,
-        );
-    }
+    } = replicas;
     let seed = moto.seed().clone();
     let demo = seed.buckets.demo.clone();
     let users = [
@@ -108,20 +100,10 @@ async fn redis_killed_and_restarted_under_load_serves_no_wrong_credential_and_re
             put_worker += 1;
         }
     }
-    for broker in &brokers {
-        let client = broker.client().await;
-        for (subject, token) in &users {
-            recorder.grpc_worker(
-                grpc_worker,
-                client.clone(),
-                subject,
-                token,
-                new_session_id(),
-                pause,
-            );
-            grpc_worker += 1;
-        }
-    }
+    let grpc_users: Vec<(&str, &str)> = users.iter().map(|(s, t)| (*s, t.as_str())).collect();
+    recorder
+        .grpc_workers(&brokers, &grpc_users, &mut grpc_worker, pause)
+        .await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed = Instant::now();

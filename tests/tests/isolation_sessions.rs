@@ -271,7 +271,7 @@ fn estimated_bits(ids: &[String]) -> f64 {
 async fn adapter_session_ids_carry_at_least_128_random_bits() {
     // No broker here, so sessions open without a token: the `tools` compatibility mode, with room
     // for all of them, in this process only (shared sessions need the broker).
-    let adapter = AdapterBuilder::new(&format!("http://127.0.0.1:{}", e2e::ports::free_port()))
+    let adapter = AdapterBuilder::unreachable_broker()
         .env("ADAPTER_REQUIRE_AUTH", "tools")
         .env("ADAPTER_SESSION_SHARING", "process")
         .env("ADAPTER_MAX_ANONYMOUS_SESSIONS", "600")

@@ -13,7 +13,6 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::adapter::AdapterBuilder;
 use e2e::aws;
 use e2e::load::{Outcome, Recorder, Sample, keys_by_subject, tally};
 use e2e::mcp::McpHttp;
@@ -59,24 +58,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn mixed_load_has_zero_wrong_and_zero_lost_answers() {
     let length = run_length();
     let redis = RedisServer::start().await;
+    let replicas = Replicas::start(&redis.url(), 2).await;
+    let adapters = replicas.adapters(|b| b.env("RUST_LOG", "warn")).await;
     let Replicas {
         brokers,
         proxy,
         moto,
         minter,
         ..
-    } = Replicas::start(&redis.url(), 2).await;
-    let mut adapters = Vec::new();
-    for (i, broker) in brokers.iter().enumerate() {
-        adapters.push(
-            AdapterBuilder::new(&broker.endpoint())
-                .name(&format!("adapter-{}", i + 1))
-                .s3_endpoint(&moto.endpoint())
-                .env("RUST_LOG", "warn")
-                .start()
-                .await,
-        );
-    }
+    } = replicas;
     let seed = moto.seed().clone();
     let demo = seed.buckets.demo.clone();
     let (rw, ro) = (seed.roles.read_write.clone(), seed.roles.read_only.clone());
@@ -128,20 +118,10 @@ async fn mixed_load_has_zero_wrong_and_zero_lost_answers() {
             put_worker += 1;
         }
     }
-    for broker in &brokers {
-        let client = broker.client().await;
-        for (subject, _, token) in &users {
-            recorder.grpc_worker(
-                grpc_worker,
-                client.clone(),
-                subject,
-                token,
-                new_session_id(),
-                pause,
-            );
-            grpc_worker += 1;
-        }
-    }
+    let grpc_users: Vec<(&str, &str)> = users.iter().map(|(s, _, t)| (*s, t.as_str())).collect();
+    recorder
+        .grpc_workers(&brokers, &grpc_users, &mut grpc_worker, pause)
+        .await;
     let started = Instant::now();
     tokio::time::sleep(length).await;
     recorder.stop().await;

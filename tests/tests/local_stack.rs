@@ -590,7 +590,7 @@ async fn local_up_stops_the_rest_and_fails_when_a_child_dies() {
 #[tokio::test]
 async fn local_up_refuses_a_taken_port_by_name() {
     let scratch = Scratch::new("local-stack-port");
-    let held = std::net::TcpListener::bind(ports::loopback(ports::free_port())).expect("bind");
+    let held = std::net::TcpListener::bind(ports::loopback(0)).expect("bind");
     let port = held.local_addr().expect("addr").port();
     let mut cmd = up_command(&scratch);
     cmd.env("LOCAL_MOTO_PORT", port.to_string())

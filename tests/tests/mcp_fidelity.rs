@@ -14,11 +14,8 @@
 use std::time::Duration;
 
 use e2e::adapter::{Adapter, AdapterBuilder};
-use e2e::aws;
 use e2e::held_proxy::HeldProxy;
 use e2e::mcp::{ACCEPT, next_id, tool_call};
-use e2e::ports::free_port;
-use e2e::rpc::exchange;
 use e2e::stack::BrokerStack;
 use e2e::tokens::random_string;
 use reqwest::StatusCode;
@@ -44,37 +41,19 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let stack = BrokerStack::start().await;
     let s3 = HeldProxy::start(stack.moto.port());
-    let metrics_port = free_port();
     let adapter = AdapterBuilder::new(&stack.broker.endpoint())
         .s3_endpoint(&s3.endpoint())
-        .env(
-            "ADAPTER_METRICS_LISTEN",
-            &format!("127.0.0.1:{metrics_port}"),
-        )
+        .metrics()
         .env("ADAPTER_LISTED_BUCKETS", &stack.seed().buckets.demo)
         .start()
         .await;
     let alice = stack.rw_token("alice");
-    let bucket = stack.seed().buckets.demo.clone();
     let key = format!("alice-note-{}.txt", random_string(8));
     let text = format!("alice's note {}", random_string(16));
-    let mut c = stack.broker.client().await;
-    let creds = exchange(&mut c, &alice, "")
-        .await
-        .expect("alice's credentials")
-        .credentials
-        .unwrap();
-    aws::put_object(
-        &aws::s3(&stack.aws_endpoint(), &creds),
-        &bucket,
-        &key,
-        text.as_bytes(),
-    )
-    .await
-    .expect("put alice's object");
+    let uri = stack.put_own_object(&alice, &key, &text).await;
     Fixture {
-        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
-        uri: format!("s3://{bucket}/{key}"),
+        metrics: adapter.metrics_url(),
+        uri,
         adapter,
         s3,
         stack,

@@ -21,17 +21,10 @@ use std::collections::{HashMap, HashSet};
 
 use credbroker_proto::v1::AwsCredentials;
 use e2e::adapter::AdapterBuilder;
-use e2e::broker::BrokerBuilder;
 use e2e::mcp::McpHttp;
-use e2e::moto::Moto;
-use e2e::ports::free_port;
 use e2e::redis::RedisServer;
 use e2e::rpc::{bind, exchange, get_credentials};
-use e2e::stack::{
-    BrokerStack, Replicas, cache_key, new_session_id, standard_broker, standard_minter,
-};
-use e2e::sts_proxy::StsProxy;
-use e2e::tokens::random_string;
+use e2e::stack::{BrokerStack, Replicas, new_session_id};
 use futures::StreamExt;
 use futures::future::join_all;
 use serde_json::json;
@@ -39,36 +32,6 @@ use tonic::{Code, Status};
 
 /// One token an hour, six at once: nothing refills while a test runs.
 const SUBJECT_RATE: &str = "1/h,burst=6";
-
-/// `n` replicas on `cache_url`, as `Replicas::start` makes them, each configured by `configure`.
-async fn replicas(
-    cache_url: &str,
-    n: usize,
-    configure: impl Fn(usize, BrokerBuilder) -> BrokerBuilder,
-) -> Replicas {
-    let moto = Moto::start().await;
-    let proxy = StsProxy::start(moto.port());
-    let secret = random_string(48);
-    let cache_key = cache_key();
-    let builders: Vec<BrokerBuilder> = (0..n)
-        .map(|i| {
-            let builder = standard_broker(moto.seed(), &proxy.endpoint(), &secret)
-                .name(&format!("broker-{}", i + 1))
-                .cache_url(cache_url)
-                .env("BROKER_CACHE_KEY", &cache_key);
-            configure(i, builder)
-        })
-        .collect();
-    let brokers = join_all(builders.into_iter().map(BrokerBuilder::start)).await;
-    Replicas {
-        brokers,
-        proxy,
-        minter: standard_minter(&secret),
-        moto,
-        secret,
-        cache_key,
-    }
-}
 
 /// The pushback of a RESOURCE_EXHAUSTED answer, in milliseconds.
 fn pushback_ms(status: &Status) -> u64 {
@@ -87,7 +50,7 @@ fn pushback_ms(status: &Status) -> u64 {
 async fn one_principal_over_its_rate_on_two_replicas_is_refused_with_a_pushback_and_others_are_served()
  {
     let mut redis = RedisServer::start().await;
-    let fleet = replicas(&redis.url(), 2, |_, b| {
+    let fleet = Replicas::start_with(&redis.url(), 2, |b| {
         b.env("BROKER_RATE_PER_SUBJECT", SUBJECT_RATE)
     })
     .await;
@@ -267,11 +230,12 @@ fn grants(log: &str) -> Vec<i64> {
         .collect()
 }
 
-/// The sum of a metric's samples whose line starts with `prefix` (0 when none).
-async fn metric(ports: &[u16], prefix: &str) -> f64 {
+/// The sum of a metric's samples whose line starts with `prefix` (0 when none), over the
+/// `/metrics` URLs of several brokers.
+async fn metric(urls: &[String], prefix: &str) -> f64 {
     let mut total = 0.0;
-    for port in ports {
-        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    for url in urls {
+        let body = reqwest::get(url)
             .await
             .expect("metrics endpoint")
             .text()
@@ -293,16 +257,13 @@ async fn a_burst_of_200_new_principals_is_held_at_the_sts_budget_and_every_one_i
     const INTERVAL_US: i64 = 20_000;
     const BURST: i64 = 10;
     let redis = RedisServer::start().await;
-    let metrics_ports = [free_port(), free_port()];
-    let fleet = replicas(&redis.url(), 2, |i, b| {
+    let fleet = Replicas::start_with(&redis.url(), 2, |b| {
         b.env("BROKER_STS_RATE", "50/s,burst=10")
             .env("BROKER_STS_MAX_WAIT", "10s")
-            .env(
-                "BROKER_METRICS_LISTEN",
-                &format!("127.0.0.1:{}", metrics_ports[i]),
-            )
+            .metrics()
     })
     .await;
+    let metrics_urls: Vec<String> = fleet.brokers.iter().map(|b| b.metrics_url()).collect();
     let clients = [
         fleet.brokers[0].client().await,
         fleet.brokers[1].client().await,
@@ -396,7 +357,7 @@ async fn a_burst_of_200_new_principals_is_held_at_the_sts_budget_and_every_one_i
     // The metrics say the same: 200 grants of the first-issue class, the refusals the test saw.
     assert_eq!(
         metric(
-            &metrics_ports,
+            &metrics_urls,
             r#"credbroker_sts_budget_wait_seconds_count{class="first_issue"}"#
         )
         .await,
@@ -404,7 +365,7 @@ async fn a_burst_of_200_new_principals_is_held_at_the_sts_budget_and_every_one_i
     );
     assert_eq!(
         metric(
-            &metrics_ports,
+            &metrics_urls,
             r#"credbroker_limit_refusals_total{limit="sts_budget"}"#
         )
         .await,
@@ -492,7 +453,7 @@ async fn a_new_principal_the_budget_cannot_serve_in_time_is_told_so_at_once_and_
 async fn on_redis_cluster_both_limits_are_shared_by_the_replicas() {
     let cluster = e2e::redis::RedisCluster::start().await;
     let url = format!("redis+cluster://{}", cluster.host_ports());
-    let fleet = replicas(&url, 2, |_, b| {
+    let fleet = Replicas::start_with(&url, 2, |b| {
         b.env("BROKER_RATE_PER_SUBJECT", "1/h,burst=2")
             .env("BROKER_STS_RATE", "1/h,burst=3,reserve=1")
     })

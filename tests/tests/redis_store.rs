@@ -521,7 +521,8 @@ async fn the_broker_refuses_a_redis_url_without_a_cache_key() {
     );
 
     // Redis unreachable for BROKER_STORE_STARTUP_TIMEOUT: a clear exit naming the target.
-    let closed = e2e::ports::free_port();
+    let nobody = e2e::ports::closed_port();
+    let closed = nobody.port();
     let (status, log) = base()
         .cache_url(&format!("redis://:hunter2-pass@127.0.0.1:{closed}"))
         .env("BROKER_CACHE_KEY", &cache_key())

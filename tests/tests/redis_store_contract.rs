@@ -537,7 +537,8 @@ async fn connection_errors_never_show_the_password() {
     assert!(!dbg.contains(&password), "{dbg}");
 
     // Nothing listening: refused after the startup wait, naming the target but no password.
-    let closed = e2e::ports::free_port();
+    let nobody = e2e::ports::closed_port();
+    let closed = nobody.port();
     let url = format!("redis://:{password}@127.0.0.1:{closed}");
     let err = RedisStore::connect(&Secret::new(&url), &[new_key()], false)
         .await

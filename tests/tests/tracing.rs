@@ -342,9 +342,8 @@ async fn an_unsupported_otlp_protocol_stops_both_binaries_naming_the_variable() 
 #[tokio::test]
 async fn spans_still_queued_at_sigterm_are_exported_before_exit() {
     let receiver = OtlpReceiver::start(Protocol::Grpc).await;
-    let dead_broker = format!("http://127.0.0.1:{}", e2e::ports::free_port());
     // A batch delay far beyond the test: only the shutdown flush can deliver the span.
-    let mut adapter = AdapterBuilder::new(&dead_broker)
+    let mut adapter = AdapterBuilder::unreachable_broker()
         .env("ADAPTER_REQUIRE_AUTH", "tools")
         .env("ADAPTER_SESSION_SHARING", "process")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())
