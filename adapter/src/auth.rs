@@ -249,11 +249,19 @@ impl Authenticator {
                 // The access key id is not a secret (CloudTrail shows it); it ties a tool call
                 // to the STS session that made its S3 requests.
                 let access_key_id = issued.credentials.access_key_id();
-                if live_session.is_some() {
+                if let Some(session_id) = live_session {
                     if issued.rebound {
                         tracing::info!(session = %tag, session_handle = %issued.session_handle, role = %issued.role_arn, %access_key_id, "new token for session, re-authenticating");
                     } else if envelope.is_single_tool_call() {
-                        tracing::info!(session = %tag, session_handle = %issued.session_handle, %access_key_id, "using cached credentials for session");
+                        // One line per call at debug; at info a summary per session, every
+                        // `SUMMARY_EVERY` calls and when it closes (`sessions`).
+                        tracing::debug!(session = %tag, session_handle = %issued.session_handle, %access_key_id, "using cached credentials for session");
+                        let calls = self.sessions.count_tool_call(session_id).unwrap_or(0);
+                        if calls == 1
+                            || (calls > 0 && calls.is_multiple_of(crate::sessions::SUMMARY_EVERY))
+                        {
+                            tracing::info!(session = %tag, session_handle = %issued.session_handle, %access_key_id, tool_calls = calls, "tool calls on the session's cached credentials");
+                        }
                     } else {
                         tracing::debug!(session = %tag, session_handle = %issued.session_handle, methods = %methods(envelope), "token verified for session");
                     }

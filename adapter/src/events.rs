@@ -157,12 +157,7 @@ impl Session {
         let id = buffer.next_id;
         buffer.next_id += 1;
         event.event_id = Some(id.to_string());
-        let size = event
-            .message
-            .as_ref()
-            .and_then(|m| serde_json::to_vec(m.as_ref()).ok())
-            .map_or(0, |json| json.len())
-            + 32;
+        let size = event.message.as_ref().map_or(0, |m| json_len(m.as_ref())) + 32;
         buffer.bytes += size;
         self.total.fetch_add(size, Ordering::Relaxed);
         buffer.events.push_back(Kept {
@@ -184,6 +179,28 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|version| version.as_str() >= ProtocolVersion::V_2025_11_25.as_str())
+    }
+}
+
+/// The length of a message's JSON, counted as it is written rather than kept: the buffer's
+/// byte limits need the size, not a second copy of every answer (an allocation and a copy per
+/// event; BENCHMARKS.md, issue 16).
+fn json_len(message: &ServerJsonRpcMessage) -> usize {
+    /// Counts bytes and drops them.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, message) {
+        Ok(()) => count.0,
+        Err(_) => 0,
     }
 }
 
@@ -479,6 +496,15 @@ mod tests {
             .iter()
             .map(|e| e.event_id.as_deref().unwrap().parse().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn an_event_is_sized_as_the_bytes_of_its_json() {
+        for n in [0, 7, 123_456] {
+            let event = message(n);
+            let m = event.message.as_deref().unwrap();
+            assert_eq!(json_len(m), serde_json::to_vec(m).unwrap().len());
+        }
     }
 
     #[tokio::test]

@@ -34,6 +34,7 @@ RUN mkdir -p broker/src adapter/src tests/src bench/src/bin \
  && echo 'fn main() {}' > bench/src/main.rs && touch bench/src/lib.rs \
  && echo 'fn main() {}' > bench/src/bin/s3-stub.rs \
  && echo 'fn main() {}' > bench/src/bin/adapter-floor.rs \
+ && echo 'fn main() {}' > bench/src/bin/adapter-counted.rs \
  && cargo build --profile dist --locked -p mcp-adapter \
  && rm -rf adapter/src
 

@@ -274,13 +274,15 @@ async fn spawn_listening(
     name: &str,
     tag: &str,
     args: &[&str],
+    env: &[(&str, &str)],
     scratch: &Scratch,
 ) -> anyhow::Result<(ChildProcess, String)> {
     let mut cmd = Command::new(tools::bin_dir().join(name));
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
     // A log of its own: the address is read from it.
     let log = scratch.join(&format!("{name}-{tag}.log"));
     let mut process = ChildProcess::spawn(name, &mut cmd, &log);
@@ -317,6 +319,127 @@ struct BackendFigures {
     ratios: Vec<(usize, f64, f64, f64, f64, f64)>,
     /// Paired added latency (p25, median, p75), µs.
     paired: (f64, f64, f64),
+    /// What the adapter allocates per call (`adapter-counted`).
+    allocations: Option<Allocations>,
+}
+
+/// Allocations per call in the adapter process, counted by `adapter-counted`'s allocator.
+#[derive(Debug, Clone, Copy)]
+struct Allocations {
+    /// `tools/call bucket_objects_list`: (allocations, bytes allocated) per call.
+    tool_call: (f64, f64),
+    /// `tools/list`: (allocations, bytes allocated) per call.
+    tools_list: (f64, f64),
+}
+
+/// The adapter process's allocation counters (`adapter-counted`'s `GET /`).
+async fn counters(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
+    let v: Value = http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let n = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    Ok((
+        n("allocations"),
+        n("bytes_allocated") + n("bytes_reallocated"),
+    ))
+}
+
+/// Allocations per call of the adapter's code (its router in `adapter-counted`, configured as the
+/// adapter processes here), over `CALLS` sequential calls on one warmed-up session: the counters
+/// before and after, divided by the calls. Bytes count `realloc` growth too.
+#[allow(clippy::too_many_arguments)]
+async fn count_allocations(
+    stack: &BrokerStack,
+    endpoint: &str,
+    http: &reqwest::Client,
+    token: &str,
+    arguments: &Value,
+    expect: usize,
+    tag: &str,
+    scratch: &Scratch,
+) -> anyhow::Result<Allocations> {
+    const CALLS: usize = 400;
+    let home = scratch.join(&format!("counted-{tag}"));
+    std::fs::create_dir_all(&home)?;
+    let broker = stack.broker.endpoint();
+    let (process, url) = spawn_listening(
+        "adapter-counted",
+        tag,
+        &[],
+        &[
+            ("ADAPTER_LISTEN", "127.0.0.1:0"),
+            ("ADAPTER_BROKER_URL", &broker),
+            ("ADAPTER_S3_ENDPOINT", endpoint),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("HOME", &home.to_string_lossy()),
+        ],
+        scratch,
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let counters_url = loop {
+        if let Some(addr) = process
+            .log_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("counters on "))
+        {
+            break format!("http://{}/", addr.trim());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "adapter-counted: no counters address:\n{}",
+                process.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mcp_url = format!("{url}/mcp");
+    let mut tool = ToolCall {
+        session: McpSession::open(http, &mcp_url, token)
+            .await
+            .map_err(anyhow::Error::msg)?,
+        arguments: arguments.clone(),
+        expect,
+    };
+    let mut list = ToolsList {
+        session: McpSession::open(http, &mcp_url, token)
+            .await
+            .map_err(anyhow::Error::msg)?,
+    };
+    let tool_call = per_call(&mut tool, http, &counters_url, CALLS).await?;
+    let tools_list = per_call(&mut list, http, &counters_url, CALLS).await?;
+    drop(process);
+    Ok(Allocations {
+        tool_call,
+        tools_list,
+    })
+}
+
+/// (allocations, bytes) per call of `op` in the process behind `counters_url`: 50 calls to warm
+/// up, then the counters around `calls` calls.
+async fn per_call<O: Op>(
+    op: &mut O,
+    http: &reqwest::Client,
+    counters_url: &str,
+    calls: usize,
+) -> anyhow::Result<(f64, f64)> {
+    for _ in 0..50 {
+        op.call().await.map_err(anyhow::Error::msg)?;
+    }
+    let before = counters(http, counters_url).await?;
+    for _ in 0..calls {
+        op.call().await.map_err(anyhow::Error::msg)?;
+    }
+    let after = counters(http, counters_url).await?;
+    Ok((
+        (after.0 - before.0) / calls as f64,
+        (after.1 - before.1) / calls as f64,
+    ))
 }
 
 pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()> {
@@ -359,7 +482,8 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 _process: None,
             },
             BackendKind::Stub => {
-                let (process, endpoint) = spawn_listening("s3-stub", "stub", &[], &scratch).await?;
+                let (process, endpoint) =
+                    spawn_listening("s3-stub", "stub", &[], &[], &scratch).await?;
                 Backend {
                     kind,
                     endpoint,
@@ -488,6 +612,17 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 .collect::<Vec<_>>()
                 .join(", "),
         ));
+        if let Some(a) = f.allocations {
+            md.push_str(&format!(
+                "- on {}: adapter allocations per call (adapter-counted): `tools/call {TOOL}` \
+                 {:.0} allocations, {:.1} KiB; `tools/list` {:.0} allocations, {:.1} KiB\n",
+                kind.label(),
+                a.tool_call.0,
+                a.tool_call.1 / 1024.0,
+                a.tools_list.0,
+                a.tools_list.1 / 1024.0,
+            ));
+        }
     }
     report.add(
         "Adapter: tools/list and the targets",
@@ -558,6 +693,7 @@ async fn run_backend(
         "adapter-floor",
         backend.kind.tag(),
         &[&stack.broker.endpoint(), &backend.endpoint],
+        &[],
         scratch,
     )
     .await?;
@@ -702,6 +838,19 @@ async fn run_backend(
         quantile(&diffs, 0.5),
         quantile(&diffs, 0.75),
     );
+    figures.allocations = Some(
+        count_allocations(
+            stack,
+            &backend.endpoint,
+            http,
+            &tokens[0],
+            &arguments,
+            expect,
+            backend.kind.tag(),
+            scratch,
+        )
+        .await?,
+    );
     let mut md = format!(
         "On **{label}** ({endpoint_note}). `tools/call {TOOL}` on `{bucket}` ({expect} objects in \
          one page), {users} users, each worker its own MCP session (`initialize`, \
@@ -749,6 +898,10 @@ async fn run_backend(
             "incident_python_over_adapter_cpu": r.3, "adapter_calls_per_s": r.4, "lean_python_calls_per_s": r.5,
         })).collect::<Vec<_>>(),
         "paired_median_us": figures.paired.1,
+        "allocations_per_call": figures.allocations.map(|a| json!({
+            "tool_call": {"allocations": a.tool_call.0, "bytes": a.tool_call.1},
+            "tools_list": {"allocations": a.tools_list.0, "bytes": a.tools_list.1},
+        })),
     });
     Ok((figures, json))
 }
