@@ -27,9 +27,10 @@
 //! - `clients_js::page_ports` (both browser-frontend tests): the page's origin must be in the
 //!   adapter's `ADAPTER_ALLOWED_ORIGINS` before the adapter starts, and the page servers (the
 //!   page's and a foreign one) are started later by the Node driver;
-//! - `local_stack` (`Up::start`, `local_up_refuses_a_taken_port_by_name`): `deploy/local/up` takes
-//!   fixed ports (`LOCAL_*_PORT`, checked free and printed into the walkthrough it writes; several
-//!   adapters on consecutive ports), as a developer runs it; it has no port-0 mode;
+//! - `local_stack` (`Up::start`, `local_up_refuses_a_taken_port_by_name`): moto and the broker
+//!   bind port 0 (`LOCAL_MOTO_PORT=0`, `LOCAL_BROKER_PORT=0`; the script reports the ports in
+//!   `stack.env`), but the adapter's port is named before it starts: the adapter's resource URL,
+//!   the balancer's port and the replicas' consecutive ports are derived from it;
 //! - `redis_store::rediss_verifies_the_server_certificate`: redis-server's `--tls-port 0`
 //!   disables TLS instead of picking a port;
 //! - the benchmark (`bench/src/setup.rs` floor server, `bench/src/scenarios/adapter.rs` Python

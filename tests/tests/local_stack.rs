@@ -39,22 +39,17 @@ struct Up {
 }
 
 impl Up {
-    /// Starts the script with the debug binaries, the test venv, free ports and a temporary state
-    /// directory, plus `extra` environment variables; waits for its ready line.
+    /// Starts the script with the debug binaries, the test venv and a temporary state directory,
+    /// plus `extra` environment variables; waits for its ready line. moto and the broker bind
+    /// port 0 and the script reports what they got (`stack.env`); the adapter's port is named
+    /// up front, because its resource URL and the balancer's ports are derived from it.
     async fn start(extra: &[(&str, &str)]) -> Up {
         let scratch = Scratch::new("local-stack");
-        let mut ports_taken = Vec::new();
-        while ports_taken.len() < 3 {
-            let port = ports::free_port();
-            if !ports_taken.contains(&port) {
-                ports_taken.push(port);
-            }
-        }
-        let ports = [ports_taken[0], ports_taken[1], ports_taken[2]];
+        let adapter_port = ports::free_port();
         let mut cmd = up_command(&scratch);
-        cmd.env("LOCAL_MOTO_PORT", ports[0].to_string())
-            .env("LOCAL_BROKER_PORT", ports[1].to_string())
-            .env("LOCAL_ADAPTER_PORT", ports[2].to_string());
+        cmd.env("LOCAL_MOTO_PORT", "0")
+            .env("LOCAL_BROKER_PORT", "0")
+            .env("LOCAL_ADAPTER_PORT", adapter_port.to_string());
         for (key, value) in extra {
             cmd.env(key, value);
         }
@@ -62,7 +57,7 @@ impl Up {
         let mut up = Up {
             process,
             scratch,
-            ports,
+            ports: [0, 0, adapter_port],
         };
         let out = up.scratch.join("up.out");
         up.process
@@ -71,6 +66,18 @@ impl Up {
                 async move { ready }
             })
             .await;
+        let env = up.stack_env();
+        let port = |key: &str| -> u16 {
+            env.get(key)
+                .and_then(|p| p.parse().ok())
+                .filter(|p| *p != 0)
+                .unwrap_or_else(|| panic!("{key} in stack.env is not the bound port: {env:?}"))
+        };
+        up.ports = [
+            port("LOCAL_MOTO_PORT"),
+            port("LOCAL_BROKER_PORT"),
+            adapter_port,
+        ];
         up
     }
 
@@ -593,8 +600,10 @@ async fn local_up_refuses_a_taken_port_by_name() {
     let held = std::net::TcpListener::bind(ports::loopback(0)).expect("bind");
     let port = held.local_addr().expect("addr").port();
     let mut cmd = up_command(&scratch);
+    // The script stops at the moto check, before it binds anything: the adapter's port is never
+    // bound, so probing it is harmless here.
     cmd.env("LOCAL_MOTO_PORT", port.to_string())
-        .env("LOCAL_BROKER_PORT", ports::free_port().to_string())
+        .env("LOCAL_BROKER_PORT", "0")
         .env("LOCAL_ADAPTER_PORT", ports::free_port().to_string());
     let mut process = ChildProcess::spawn("deploy/local/up", &mut cmd, &scratch.join("up.out"));
     let status = process
