@@ -11,10 +11,6 @@ use mcp_adapter::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc instead of glibc's malloc: fewer CPU cycles per request in a server that allocates
-/// and frees many small buffers per call from several threads (BENCHMARKS.md, issue 16).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long open connections (SSE streams, tool calls in flight) get to finish after a signal.
 /// Time requests in flight get after SIGTERM before sessions are closed.

@@ -15,10 +15,6 @@ use credbroker_bench::scenarios::startup::StartupConfig;
 use credbroker_bench::scenarios::steady::SteadyConfig;
 use credbroker_bench::scenarios::warm::WarmConfig;
 
-/// The broker's allocator, also for the floor server this binary runs as its own process
-/// (`floor`): broker ÷ floor then measures the broker's request path, not the allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use credbroker_bench::{floor, scenarios};
 
 #[derive(Debug, Parser)]

@@ -4,10 +4,6 @@
 use credential_broker::config::{Cli, Command};
 use credential_broker::{mint, ops, server, telemetry};
 
-/// mimalloc instead of glibc's malloc: fewer CPU cycles per request in a server that allocates
-/// and frees many small buffers per call from several threads (BENCHMARKS.md, issue 16).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = match Cli::parse_from_env(std::env::args_os()) {

@@ -2,10 +2,6 @@
 //! `credbroker_bench::adapter_floor`). Binds ADDR (default `127.0.0.1:0`) and prints
 //! `listening on <addr>` once it accepts connections.
 
-/// The adapter's allocator: the floor is what a call must cost at least with the same runtime,
-/// SDK and allocator, so adapter ÷ floor measures our request path, not the allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
