@@ -11,7 +11,6 @@ use mcp_adapter::{
 };
 use tokio_util::sync::CancellationToken;
 
-
 /// How long open connections (SSE streams, tool calls in flight) get to finish after a signal.
 /// Time requests in flight get after SIGTERM before sessions are closed.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);

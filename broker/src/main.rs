@@ -4,7 +4,6 @@
 use credential_broker::config::{Cli, Command};
 use credential_broker::{mint, ops, server, telemetry};
 
-
 fn main() -> std::process::ExitCode {
     let cli = match Cli::parse_from_env(std::env::args_os()) {
         Ok(cli) => cli,

@@ -2,7 +2,6 @@
 //! `credbroker_bench::adapter_floor`). Binds ADDR (default `127.0.0.1:0`) and prints
 //! `listening on <addr>` once it accepts connections.
 
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
