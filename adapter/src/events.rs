@@ -27,8 +27,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use futures::channel::mpsc;
+use futures::future::BoxFuture;
 use futures::{SinkExt, Stream, StreamExt};
 use rmcp::model::{ProtocolVersion, ServerJsonRpcMessage, ServerResult};
 use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
@@ -354,6 +359,42 @@ impl Streams {
         rx
     }
 
+    /// The answer stream of one POST whose answer is computed by `answer` in the task that reads
+    /// the stream (`direct`): no pump task, no channel. The answer is numbered and kept like a
+    /// pumped one; if the client goes away first, the rest of `answer` runs in a task of its own
+    /// and its result is kept for a resuming GET, as the pump would. `answer` gives `None` for a
+    /// request cancelled by the client: the stream ends without an answer.
+    pub(crate) fn direct_stream(
+        &self,
+        id: &SessionId,
+        answer: BoxFuture<'static, Option<ServerJsonRpcMessage>>,
+    ) -> DirectStream {
+        let session = self.session(id);
+        let n = {
+            let mut buffer = session.buffer();
+            let n = buffer.next_request;
+            buffer.next_request += 1;
+            buffer.open.push(n);
+            n
+        };
+        let priming = session.primes().then(|| {
+            session.push(
+                &self.limits,
+                StreamKey::Request(n),
+                ServerSseMessage::priming("", PRIMING_RETRY),
+            )
+        });
+        DirectStream {
+            priming,
+            pending: Mutex::new(Some(Pending {
+                answer,
+                session,
+                limits: self.limits,
+                n,
+            })),
+        }
+    }
+
     /// The standalone GET stream: rmcp's events renumbered, without the ones an earlier GET of
     /// the session already got, after a priming event where the revision has them.
     pub(crate) fn common_stream<S>(
@@ -466,6 +507,91 @@ impl Streams {
         )
         .flatten();
         Ok((resumed, stream))
+    }
+}
+
+/// See [`Streams::direct_stream`].
+pub(crate) struct DirectStream {
+    priming: Option<ServerSseMessage>,
+    /// Behind a `Mutex` only so that the stream is `Sync` (rmcp asks for it); polling and
+    /// dropping reach it through `get_mut`, without locking.
+    pending: Mutex<Option<Pending>>,
+}
+
+/// An answer not yet sent.
+struct Pending {
+    answer: BoxFuture<'static, Option<ServerJsonRpcMessage>>,
+    session: Arc<Session>,
+    limits: EventLimits,
+    n: u64,
+}
+
+/// Numbers and keeps the answer of request stream `n` (if any), which ends with it.
+fn finish(
+    session: &Session,
+    limits: &EventLimits,
+    n: u64,
+    message: Option<ServerJsonRpcMessage>,
+) -> Option<ServerSseMessage> {
+    let event = message.map(|message| {
+        session.push(
+            limits,
+            StreamKey::Request(n),
+            ServerSseMessage::from_message(message),
+        )
+    });
+    session.buffer().open.retain(|open| *open != n);
+    session.changed.send_modify(|c| *c += 1);
+    event
+}
+
+impl Stream for DirectStream {
+    type Item = ServerSseMessage;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerSseMessage>> {
+        let this = self.get_mut();
+        if let Some(priming) = this.priming.take() {
+            return Poll::Ready(Some(priming));
+        }
+        let slot = this.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+        let Some(pending) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let message = std::task::ready!(pending.answer.as_mut().poll(cx));
+        let Some(pending) = slot.take() else {
+            return Poll::Ready(None);
+        };
+        Poll::Ready(finish(
+            &pending.session,
+            &pending.limits,
+            pending.n,
+            message,
+        ))
+    }
+}
+
+impl Drop for DirectStream {
+    /// The client went away before the answer: it is still computed and kept (see
+    /// [`Streams::direct_stream`]).
+    fn drop(&mut self) {
+        let slot = self.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+        let Some(Pending {
+            answer,
+            session,
+            limits,
+            n,
+        }) = slot.take()
+        else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let message = answer.await;
+                finish(&session, &limits, n, message);
+            });
+        } else {
+            session.buffer().open.retain(|open| *open != n);
+        }
     }
 }
 

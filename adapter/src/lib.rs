@@ -15,6 +15,7 @@
 //! | `s3` | S3 clients from given credentials, cached while valid; `s3://` parsing |
 //! | `sessions` | rmcp's session manager, minting 256-bit session ids instead of UUID v4 |
 //! | `events` | per-session event ids, priming by revision, the bounded buffer streams resume from |
+//! | `direct` | `tools/list` and the quiet tools answered without rmcp's session worker |
 //! | `tools` | the S3 tools, one file per family |
 //! | `origin`, `protocol`, `jsonrpc` | Origin allowlist, MCP-Protocol-Version, JSON-RPC envelope/errors |
 //! | [`metrics`] | Prometheus counters and histograms on `ADAPTER_METRICS_LISTEN` |
@@ -25,6 +26,7 @@
 mod auth;
 mod broker;
 pub mod config;
+mod direct;
 mod events;
 pub mod healthcheck;
 mod jsonrpc;

@@ -87,12 +87,19 @@ pub fn app(
     let resource = config.resource();
     let metadata_url = resource_metadata_url(&resource);
 
-    let sessions = Arc::new(Sessions::new(SessionLimits {
-        idle: config.session_idle,
-        anonymous_idle: config.anonymous_session_idle,
-        max_anonymous: config.max_anonymous_sessions as usize,
-        max_per_subject: config.max_sessions_per_subject as usize,
-    }));
+    let listed_buckets = Arc::new(config.listed_buckets.clone());
+    let sessions = Arc::new(
+        Sessions::new(SessionLimits {
+            idle: config.session_idle,
+            anonymous_idle: config.anonymous_session_idle,
+            max_anonymous: config.max_anonymous_sessions as usize,
+            max_per_subject: config.max_sessions_per_subject as usize,
+        })
+        .with_direct(crate::direct::Direct::new(BucketTools::new(
+            s3.clone(),
+            listed_buckets.clone(),
+        ))),
+    );
     sessions.spawn_reaper();
 
     let hosts = config.effective_allowed_hosts();
@@ -110,7 +117,6 @@ pub fn app(
     } else {
         rmcp_config.with_allowed_hosts(hosts)
     };
-    let listed_buckets = Arc::new(config.listed_buckets.clone());
     // Sessions are shared by every replica through the broker (see `sessions`): rmcp restores a
     // session this process does not hold from the record the gate got in its broker call.
     let shared = config.session_sharing == SessionSharing::Broker;

@@ -44,7 +44,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt};
 use rmcp::model::InitializeRequestParams;
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, ProtocolVersion, RequestId, ServerJsonRpcMessage,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::direct::Direct;
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
 use rmcp::transport::streamable_http_server::session::local::{
@@ -153,6 +158,24 @@ struct Handovers {
     restorable: HashMap<SessionId, Restorable>,
 }
 
+/// The direct calls in flight (see [`Sessions::direct_stream`]).
+type DirectCalls = Arc<Mutex<HashMap<(SessionId, RequestId), CancellationToken>>>;
+
+/// Takes a direct call off [`DirectCalls`] when it ends, however it ends.
+struct Registered {
+    calls: DirectCalls,
+    key: (SessionId, RequestId),
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
 /// rmcp's in-process session manager, minting 256-bit session ids and keeping owners.
 #[derive(Debug)]
 pub(crate) struct Sessions {
@@ -162,6 +185,10 @@ pub(crate) struct Sessions {
     /// Event ids, priming and the resumption buffer of every session (`events`).
     pub(crate) streams: Streams,
     handovers: Mutex<Handovers>,
+    /// Answers computed without the session worker (`direct`); `None`: every request goes to it.
+    direct: Option<Direct>,
+    /// The direct calls in flight, by session and request id, for `notifications/cancelled`.
+    direct_calls: DirectCalls,
 }
 
 impl Default for Sessions {
@@ -171,11 +198,12 @@ impl Default for Sessions {
 }
 
 impl Sessions {
-    /// Sessions closed after `limits.idle` without a request (rmcp's idle timeout), and after
-    /// `limits.anonymous_idle` while they have no owner (see [`Sessions::spawn_reaper`]).
+    /// Sessions closed after `limits.idle` without a request, and after `limits.anonymous_idle`
+    /// while they have no owner (see [`Sessions::spawn_reaper`]). Not rmcp's own idle timeout:
+    /// it counts only what reaches a session's worker, and direct answers never do.
     pub(crate) fn new(limits: SessionLimits) -> Self {
         let mut inner = LocalSessionManager::default();
-        inner.session_config.keep_alive = Some(limits.idle);
+        inner.session_config.keep_alive = None;
         // Priming events come from `events`, only for the revisions that have them.
         inner.session_config.sse_retry = None;
         Self {
@@ -184,7 +212,15 @@ impl Sessions {
             entries: Mutex::new(HashMap::new()),
             streams: Streams::new(crate::events::EventLimits::default()),
             handovers: Mutex::new(Handovers::default()),
+            direct: None,
+            direct_calls: DirectCalls::default(),
         }
+    }
+
+    /// Answers what it can without the session worker (`direct`).
+    pub(crate) fn with_direct(mut self, direct: Direct) -> Self {
+        self.direct = Some(direct);
+        self
     }
 
     /// The limits these sessions were made with (the gate tells the broker the idle timeouts).
@@ -260,6 +296,36 @@ impl Sessions {
         Ok(())
     }
 
+    fn direct_calls(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(SessionId, RequestId), CancellationToken>> {
+        self.direct_calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A direct answer's event stream. The call is registered for `notifications/cancelled`
+    /// until it ends; a cancelled call ends its stream without an answer, as rmcp's worker does.
+    fn direct_stream(
+        &self,
+        id: &SessionId,
+        answer: crate::direct::Answer,
+    ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<> {
+        let cancel = CancellationToken::new();
+        let key = (id.clone(), answer.id);
+        self.direct_calls().insert(key.clone(), cancel.clone());
+        let calls = self.direct_calls.clone();
+        let message = answer.message;
+        self.streams.direct_stream(
+            id,
+            Box::pin(async move {
+                let _registered = Registered { calls, key };
+                tokio::select! {
+                    message = message => Some(message),
+                    () = cancel.cancelled() => None,
+                }
+            }),
+        )
+    }
+
     fn config(&self) -> SessionConfig {
         self.inner.session_config.clone()
     }
@@ -333,23 +399,30 @@ impl Sessions {
         Claim::Claimed { evicted }
     }
 
-    /// Sessions without an owner idle longer than `ADAPTER_ANONYMOUS_SESSION_IDLE`.
-    fn idle_anonymous(&self, now: Instant) -> Vec<SessionId> {
+    /// Sessions idle past their limit: `ADAPTER_ANONYMOUS_SESSION_IDLE` without an owner,
+    /// `ADAPTER_SESSION_IDLE` with one.
+    fn idle(&self, now: Instant) -> Vec<SessionId> {
         self.entries()
             .iter()
             .filter(|(_, e)| {
-                e.owner.is_none() && now.duration_since(e.last_used) >= self.limits.anonymous_idle
+                let limit = if e.owner.is_none() {
+                    self.limits.anonymous_idle
+                } else {
+                    self.limits.idle
+                };
+                now.duration_since(e.last_used) >= limit
             })
             .map(|(key, _)| key.clone())
             .collect()
     }
 
-    /// Starts the task that closes ownerless sessions once idle for
-    /// `ADAPTER_ANONYMOUS_SESSION_IDLE` (rmcp's own timeout is fixed per session at creation, when
-    /// nobody knows yet whether a token will follow). The task ends with the last `Arc`.
+    /// Starts the task that closes sessions idle past their limit ([`Sessions::idle`]; rmcp's own
+    /// timeout is off, see [`Sessions::new`]). It looks every quarter of the shorter limit
+    /// (250 ms to 5 s), so a session ends at most that much after its limit. The task ends with
+    /// the last `Arc`.
     pub(crate) fn spawn_reaper(self: &Arc<Self>) {
         let weak: Weak<Self> = Arc::downgrade(self);
-        let period = (self.limits.anonymous_idle / 4)
+        let period = (self.limits.anonymous_idle.min(self.limits.idle) / 4)
             .clamp(Duration::from_millis(250), Duration::from_secs(5));
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
@@ -359,9 +432,9 @@ impl Sessions {
                 let Some(sessions) = weak.upgrade() else {
                     return;
                 };
-                let idle = sessions.idle_anonymous(Instant::now());
+                let idle = sessions.idle(Instant::now());
                 if !idle.is_empty() {
-                    tracing::debug!(count = idle.len(), "closing idle sessions without an owner");
+                    tracing::debug!(count = idle.len(), "closing idle sessions");
                 }
                 for id in idle {
                     let _ = sessions.close_session(&id).await;
@@ -465,8 +538,19 @@ impl SessionManager for Sessions {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let message = match (&self.direct, self.streams.revision(id)) {
+            (Some(direct), Some(revision))
+                if revision.as_str() < ProtocolVersion::V_2026_07_28.as_str() =>
+            {
+                if let Some(answer) = direct.answer(&message) {
+                    return Ok(self.direct_stream(id, answer).left_stream());
+                }
+                message
+            }
+            _ => message,
+        };
         let events = self.inner.create_stream(id, message).await?;
-        Ok(self.streams.request_stream(id, events))
+        Ok(self.streams.request_stream(id, events).right_stream())
     }
 
     async fn accept_message(
@@ -474,6 +558,13 @@ impl SessionManager for Sessions {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
+        if let ClientJsonRpcMessage::Notification(notification) = &message
+            && let ClientNotification::CancelledNotification(cancelled) = &notification.notification
+            && let Some(request) = &cancelled.params.request_id
+            && let Some(call) = self.direct_calls().remove(&(id.clone(), request.clone()))
+        {
+            call.cancel();
+        }
         self.inner.accept_message(id, message).await
     }
 
@@ -728,6 +819,59 @@ mod tests {
         assert!(
             sessions.has_session(&b).await.unwrap(),
             "owned sessions stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn owned_sessions_close_after_the_session_idle_limit() {
+        // rmcp's own idle timeout is off (direct answers never reach its worker); the reaper
+        // closes owned sessions after `idle` without a request.
+        let sessions = Arc::new(Sessions::new(SessionLimits {
+            idle: Duration::from_millis(300),
+            anonymous_idle: Duration::from_secs(3600),
+            ..SessionLimits::default()
+        }));
+        sessions.spawn_reaper();
+        let (a, _ta) = sessions.create_session().await.unwrap();
+        sessions.claim(&a, &alice());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sessions.entries().contains_key(&a) {
+            assert!(
+                Instant::now() < deadline,
+                "the idle owned session was not closed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !sessions.has_session(&a).await.unwrap(),
+            "rmcp's session closed too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_direct_call_ends_its_stream_without_an_answer() {
+        let sessions = Sessions::default();
+        let (id, _transport) = sessions.create_session().await.unwrap();
+        let request = rmcp::model::NumberOrString::Number(7);
+        let answer = crate::direct::Answer {
+            id: request.clone(),
+            message: Box::pin(futures::future::pending()),
+        };
+        let mut stream = std::pin::pin!(sessions.direct_stream(&id, answer));
+        let cancelled: ClientJsonRpcMessage = serde_json::from_value(serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": 7, "reason": "user" }
+        }))
+        .unwrap();
+        let _ = sessions.accept_message(&id, cancelled).await;
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream ends once cancelled");
+        assert!(next.is_none(), "no answer to a cancelled request: {next:?}");
+        assert!(
+            sessions.direct_calls().is_empty(),
+            "the call is no longer registered"
         );
     }
 

@@ -816,3 +816,108 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Issue 16: `tools/list` and the tools that send no notifications are answered without rmcp's
+/// session worker (`adapter/src/direct.rs`); a request with `_meta` still goes to the worker. The
+/// client must not be able to tell: same results, same event stream shape.
+#[tokio::test]
+async fn direct_answers_are_the_session_workers_answers() {
+    let fx = fixture().await;
+    fx.s3.release();
+    let session = fx.open("2025-11-25").await;
+    let worker_meta = json!({ "progressToken": "via-worker" });
+    for (method, params) in [
+        ("tools/list", json!({})),
+        (
+            "tools/call",
+            json!({ "name": "bucket_object_text", "arguments": { "s3_uri": fx.uri } }),
+        ),
+        (
+            "tools/call",
+            json!({ "name": "bucket_objects_list", "arguments": { "bucket": fx.uri.rsplit_once('/').unwrap().0 } }),
+        ),
+        (
+            "tools/call",
+            json!({ "name": "bucket_object_info", "arguments": { "s3_uri": "s3://no-such-bucket-here/x" } }),
+        ),
+    ] {
+        let direct = fx.request(&session, method, params.clone()).await;
+        let mut via_worker = params.clone();
+        via_worker["_meta"] = worker_meta.clone();
+        let worker = fx.request(&session, method, via_worker).await;
+        assert_eq!(
+            direct.len(),
+            worker.len(),
+            "{method}: {direct:?} / {worker:?}"
+        );
+        let answer = |messages: &[Value]| {
+            let mut answer = messages
+                .iter()
+                .find(|m| m.get("result").is_some() || m.get("error").is_some())
+                .unwrap_or_else(|| panic!("{method}: no answer in {messages:?}"))
+                .clone();
+            answer.as_object_mut().unwrap().remove("id");
+            answer
+        };
+        let (direct, worker) = (answer(&direct), answer(&worker));
+        if method == "tools/call" && params["arguments"]["s3_uri"] == fx.uri {
+            assert_eq!(direct["result"]["structuredContent"]["text"], fx.text);
+        }
+        assert_eq!(direct, worker, "{method} {params}");
+    }
+}
+
+/// A direct tool call stops on `notifications/cancelled` as the MCP spec asks (no answer follows),
+/// and the session goes on.
+#[tokio::test]
+async fn notifications_cancelled_stops_a_direct_tool_call() {
+    let fx = fixture().await;
+    let session = fx.open("2025-11-25").await;
+    let call = tool_call(next_id(), "bucket_object_text", json!({ "s3_uri": fx.uri }));
+    let mut answer = fx
+        .post(
+            call.to_string(),
+            Some(&fx.alice),
+            Some(&session),
+            Some("2025-11-25"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let (_, data) = first_event(&mut answer).await;
+    assert_eq!(data.as_deref(), Some(""), "priming first");
+    fx.s3.wait_for(1, Duration::from_secs(60)).await;
+    let cancel = json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": { "requestId": call["id"], "reason": "the user pressed stop" }
+    });
+    let ack = fx
+        .post(
+            cancel.to_string(),
+            Some(&fx.alice),
+            Some(&session),
+            Some("2025-11-25"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), StatusCode::ACCEPTED);
+    let rest = tokio::time::timeout(Duration::from_secs(60), answer.text())
+        .await
+        .expect("the cancelled call's stream ends")
+        .unwrap();
+    assert!(
+        !rest.contains(&fx.text) && !rest.contains("\"result\""),
+        "a cancelled call answered: {rest}"
+    );
+    fx.s3.release();
+    let result = fx
+        .result(
+            &session,
+            "tools/call",
+            json!({ "name": "bucket_object_text", "arguments": { "s3_uri": fx.uri } }),
+        )
+        .await;
+    assert_eq!(result["structuredContent"]["text"], fx.text);
+}

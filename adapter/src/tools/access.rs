@@ -201,7 +201,7 @@ impl BucketTools {
             open_world_hint = true
         )
     )]
-    async fn bucket_access_check(
+    pub(super) async fn bucket_access_check(
         &self,
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<AccessArgs>,

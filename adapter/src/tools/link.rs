@@ -58,7 +58,7 @@ impl BucketTools {
         description = "A presigned HTTPS GET URL for an S3 object, valid for `expiration` seconds (default 3600, at most 604800, never longer than your current credentials).",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn bucket_object_link(
+    pub(super) async fn bucket_object_link(
         &self,
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<LinkArgs>,

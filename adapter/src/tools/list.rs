@@ -38,7 +38,7 @@ impl BucketTools {
         description = "List objects in an S3 bucket, one page at a time. Returns bucket, prefix, objects [{key, s3_uri, size, last_modified, etag}], count, is_truncated and next_continuation_token.",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn bucket_objects_list(
+    pub(super) async fn bucket_objects_list(
         &self,
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<ListArgs>,

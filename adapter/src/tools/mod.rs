@@ -22,6 +22,7 @@ mod resources;
 use std::{borrow::Cow, sync::Arc, time::SystemTime};
 
 use aws_sdk_s3::Client;
+use futures::future::BoxFuture;
 use http::request::Parts;
 use rmcp::{
     ServerHandler,
@@ -127,34 +128,26 @@ impl ServerHandler for BucketTools {
         request: rmcp::model::CallToolRequestParams,
         context: rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
-        let tool = if self.tool_router.has_route(&request.name) {
-            request.name.to_string()
-        } else {
-            "unknown".to_string()
-        };
-        let bucket = request
-            .arguments
-            .as_ref()
-            .and_then(|arguments| arguments.get("bucket"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let tool = self.tool_label(&request.name);
         let span = crate::telemetry::tool_span(
             context.extensions.get::<Parts>(),
-            &tool,
-            bucket.as_deref(),
+            tool,
+            bucket_argument(&request),
         );
         let context = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
-        let response = self
-            .tool_router
-            .call(context)
-            .instrument(span.clone())
-            .await;
-        let result = outcome(&response);
-        if result != "ok" {
-            crate::telemetry::record_tool_failure(&span, result);
-        }
-        crate::metrics::tool_call(&tool, result);
-        response
+        observed(tool, span, self.tool_router.call(context)).await
+    }
+
+    /// The tool list, built by [`BucketTools::tool_list`] (which `direct` uses too).
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let cache_hints = context
+            .protocol_version()
+            .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
+        Ok(self.tool_list(cache_hints))
     }
 
     async fn list_resource_templates(
@@ -228,6 +221,132 @@ impl ServerHandler for BucketTools {
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         Cow::Borrowed(crate::protocol::SUPPORTED)
     }
+}
+
+impl BucketTools {
+    /// The `tool` label of a call: the tool's name, or `unknown` for a name that is not a tool
+    /// (a label per made-up name would let callers grow the metrics without bound).
+    fn tool_label(&self, name: &str) -> &'static str {
+        DIRECT_TOOLS
+            .iter()
+            .chain(NOTIFYING_TOOLS)
+            .find(|tool| **tool == name && self.tool_router.has_route(name))
+            .copied()
+            .unwrap_or("unknown")
+    }
+
+    /// Every tool, in one page: what rmcp's generated `list_tools` answers. `cache_hints`: the
+    /// revision (2026-07-28 and later) has `ttlMs` and `cacheScope`.
+    pub(crate) fn tool_list(&self, cache_hints: bool) -> rmcp::model::ListToolsResult {
+        rmcp::model::ListToolsResult {
+            result_type: Some(rmcp::model::ResultType::COMPLETE),
+            tools: self.tool_router.list_all(),
+            meta: None,
+            next_cursor: None,
+            ttl_ms: cache_hints.then_some(0),
+            cache_scope: cache_hints.then_some(rmcp::model::CacheScope::Public),
+        }
+    }
+
+    /// The call of one of [`DIRECT_TOOLS`] as a future that needs nothing of rmcp's session
+    /// worker (`direct`), observed like [`ServerHandler::call_tool`]. `None` for any other tool,
+    /// and for arguments that do not deserialize: rmcp words that error, so the worker answers.
+    pub(crate) fn direct_call(
+        self: &Arc<Self>,
+        params: &rmcp::model::CallToolRequestParams,
+        parts: Parts,
+    ) -> Option<BoxFuture<'static, Result<rmcp::model::CallToolResponse, rmcp::ErrorData>>> {
+        use rmcp::handler::server::{tool::Extension, wrapper::Parameters};
+        use serde::Deserialize;
+        let arguments = params.arguments.as_ref()?;
+        let tool = self.tool_label(&params.name);
+        let span = crate::telemetry::tool_span(Some(&parts), tool, bucket_argument(params));
+        let tools = self.clone();
+        let call: BoxFuture<'static, Result<CallToolResult, rmcp::ErrorData>> = match tool {
+            "bucket_objects_list" => {
+                let args = list::ListArgs::deserialize(arguments).ok()?;
+                Box::pin(async move {
+                    tools
+                        .bucket_objects_list(Extension(parts), Parameters(args))
+                        .await
+                })
+            }
+            "bucket_object_info" => {
+                let args = object::InfoArgs::deserialize(arguments).ok()?;
+                Box::pin(async move {
+                    tools
+                        .bucket_object_info(Extension(parts), Parameters(args))
+                        .await
+                })
+            }
+            "bucket_object_text" => {
+                let args = object::TextArgs::deserialize(arguments).ok()?;
+                Box::pin(async move {
+                    tools
+                        .bucket_object_text(Extension(parts), Parameters(args))
+                        .await
+                })
+            }
+            "bucket_object_link" => {
+                let args = link::LinkArgs::deserialize(arguments).ok()?;
+                Box::pin(async move {
+                    tools
+                        .bucket_object_link(Extension(parts), Parameters(args))
+                        .await
+                })
+            }
+            "bucket_access_check" => {
+                let args = access::AccessArgs::deserialize(arguments).ok()?;
+                Box::pin(async move {
+                    tools
+                        .bucket_access_check(Extension(parts), Parameters(args))
+                        .await
+                })
+            }
+            _ => return None,
+        };
+        Some(Box::pin(async move {
+            observed(tool, span, async move { call.await.map(Into::into) }).await
+        }))
+    }
+}
+
+/// The tools that never talk back while they run (no progress, no log messages): one to three
+/// bounded S3 requests each. `direct` may answer them without rmcp's session worker.
+pub(crate) const DIRECT_TOOLS: &[&str] = &[
+    "bucket_access_check",
+    "bucket_object_info",
+    "bucket_object_link",
+    "bucket_object_text",
+    "bucket_objects_list",
+];
+
+/// The tools that send `notifications/progress` or `notifications/message` on the session, which
+/// only rmcp's worker can deliver.
+const NOTIFYING_TOOLS: &[&str] = &["bucket_object_fetch", "bucket_objects_put"];
+
+/// The `bucket` argument, for the tool's span.
+fn bucket_argument(params: &rmcp::model::CallToolRequestParams) -> Option<&str> {
+    params
+        .arguments
+        .as_ref()
+        .and_then(|arguments| arguments.get("bucket"))
+        .and_then(Value::as_str)
+}
+
+/// Runs a tool call in its span and counts it in `mcp_adapter_tool_calls_total{tool,outcome}`.
+async fn observed(
+    tool: &str,
+    span: tracing::Span,
+    call: impl Future<Output = Result<rmcp::model::CallToolResponse, rmcp::ErrorData>>,
+) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+    let response = call.instrument(span.clone()).await;
+    let result = outcome(&response);
+    if result != "ok" {
+        crate::telemetry::record_tool_failure(&span, result);
+    }
+    crate::metrics::tool_call(tool, result);
+    response
 }
 
 /// The `outcome` label of a finished tool call.
@@ -362,6 +481,31 @@ mod tests {
             refused.structured_content.unwrap()["error"]["code"],
             "CredentialBrokerUnavailable"
         );
+    }
+
+    #[test]
+    fn every_tool_is_either_direct_or_notifying_and_labelled_by_name() {
+        let tools = BucketTools::new(Arc::new(S3Clients::new("us-east-1", None)), Arc::default());
+        let mut classified: Vec<&str> = DIRECT_TOOLS
+            .iter()
+            .chain(NOTIFYING_TOOLS)
+            .copied()
+            .collect();
+        classified.sort_unstable();
+        let routed: Vec<String> = tools
+            .tool_router
+            .list_all()
+            .into_iter()
+            .map(|tool| tool.name.to_string())
+            .collect();
+        assert_eq!(
+            routed, classified,
+            "a new tool must be put in one of the two lists"
+        );
+        for name in &routed {
+            assert_eq!(tools.tool_label(name), name);
+        }
+        assert_eq!(tools.tool_label("made_up"), "unknown");
     }
 
     #[test]

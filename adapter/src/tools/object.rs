@@ -237,7 +237,7 @@ impl BucketTools {
         description = "Metadata of one S3 object: size, content type, etag, last modified, user metadata and version id.",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn bucket_object_info(
+    pub(super) async fn bucket_object_info(
         &self,
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<InfoArgs>,
@@ -286,7 +286,7 @@ impl BucketTools {
         description = "Read the start of an S3 object as text (at most max_bytes bytes, default 65536).",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn bucket_object_text(
+    pub(super) async fn bucket_object_text(
         &self,
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<TextArgs>,
