@@ -295,7 +295,7 @@ impl Streams {
     }
 
     /// Frees what no session may resume any more: events past the age limit in every session,
-    /// and everything of the sessions in `gone` (rmcp closes idle sessions on its own).
+    /// and everything of the sessions in `gone` (closed sessions).
     pub(crate) fn sweep(&self, gone: &[SessionId]) {
         let now = Instant::now();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());

@@ -32,7 +32,7 @@
 //! under the same id, with the owner the broker named) and replays the client's `initialize` to
 //! it. After an `initialize`, rmcp hands the params to `SessionStore::store`; the gate takes them
 //! ([`Sessions::take_opened`]) to open the shared record before the client learns the id.
-//! Closing a session here (rmcp's own idle timeout, shutdown, the reaper) is local only: ending
+//! Closing a session here (the idle reaper, shutdown) is local only: ending
 //! it for every replica is a DELETE, which the gate tells the broker.
 
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ pub(crate) struct Owner {
 /// The limits on sessions (see the module doc).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SessionLimits {
-    /// rmcp's idle timeout for every session (`ADAPTER_SESSION_IDLE`).
+    /// How long an owned session lives without a request (`ADAPTER_SESSION_IDLE`; the reaper).
     pub(crate) idle: Duration,
     /// Idle timeout of a session without an owner (`ADAPTER_ANONYMOUS_SESSION_IDLE`).
     pub(crate) anonymous_idle: Duration,
