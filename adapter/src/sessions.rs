@@ -312,12 +312,16 @@ impl Sessions {
         let cancel = CancellationToken::new();
         let key = (id.clone(), answer.id);
         self.direct_calls().insert(key.clone(), cancel.clone());
-        let calls = self.direct_calls.clone();
+        // Made here, not in the future: a future dropped before its first poll still unregisters.
+        let registered = Registered {
+            calls: self.direct_calls.clone(),
+            key,
+        };
         let message = answer.message;
         self.streams.direct_stream(
             id,
             Box::pin(async move {
-                let _registered = Registered { calls, key };
+                let _registered = registered;
                 tokio::select! {
                     message = message => Some(message),
                     () = cancel.cancelled() => None,

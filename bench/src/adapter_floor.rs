@@ -6,7 +6,9 @@
 //! session worker, no SSE, no authentication gate beyond what the broker checks.
 //!
 //! adapter ÷ floor CPU per call, measured in the same run with the same client, is the adapter's
-//! own overhead, whatever the machine. It is not an MCP server anyone should deploy: it answers
+//! own overhead, whatever the machine. Given the adapter's tool list, it also answers `tools/list`
+//! after the same broker call: the least a `tools/list` costs where every request is checked at
+//! the broker (issue 12). It is not an MCP server anyone should deploy: it answers
 //! `initialize` with the least a client accepts and nothing else of the protocol.
 
 use std::collections::HashMap;
@@ -37,10 +39,18 @@ struct Floor {
     http: aws_sdk_s3::config::SharedHttpClient,
     /// access key id → client, as the adapter caches them.
     clients: Arc<Mutex<HashMap<String, aws_sdk_s3::Client>>>,
+    /// The `result` of the adapter's `tools/list`, when given.
+    tools: Arc<Option<Value>>,
 }
 
-/// Serves the floor on `listener`, calling the broker at `broker` and S3 at `s3_endpoint`.
-pub async fn run(listener: TcpListener, broker: &str, s3_endpoint: &str) -> anyhow::Result<()> {
+/// Serves the floor on `listener`, calling the broker at `broker` and S3 at `s3_endpoint`;
+/// `tools` is the `result` it answers `tools/list` with (`None`: it answers no `tools/list`).
+pub async fn run(
+    listener: TcpListener,
+    broker: &str,
+    s3_endpoint: &str,
+    tools: Option<Value>,
+) -> anyhow::Result<()> {
     let channel = Channel::from_shared(broker.to_string())?
         .tcp_nodelay(true)
         .connect()
@@ -54,6 +64,7 @@ pub async fn run(listener: TcpListener, broker: &str, s3_endpoint: &str) -> anyh
             ))
             .build_https(),
         clients: Arc::default(),
+        tools: Arc::new(tools),
     };
     let app = Router::new().route("/mcp", post(handle)).with_state(floor);
     let listener = listener.tap_io(|tcp| {
@@ -99,10 +110,14 @@ async fn handle(
             Some(session) => tools_call(&floor, &id, &message, session, token).await,
             None => rpc_error(&id, StatusCode::BAD_REQUEST, "Mcp-Session-Id required"),
         },
+        Some("tools/list") if floor.tools.is_some() => match session {
+            Some(session) => tools_list(&floor, &id, session, token).await,
+            None => rpc_error(&id, StatusCode::BAD_REQUEST, "Mcp-Session-Id required"),
+        },
         _ => rpc_error(
             &id,
             StatusCode::BAD_REQUEST,
-            "the floor answers initialize and tools/call",
+            "the floor answers initialize, tools/call and (given a tool list) tools/list",
         ),
     }
 }
@@ -159,18 +174,8 @@ async fn tools_call(
         .get("max_keys")
         .and_then(Value::as_i64)
         .unwrap_or(100);
-    let request = GetCredentialsRequest {
-        session_id: session,
-        token,
-        role_arn: String::new(),
-        mcp: Some(McpSessionUse {
-            action: Action::Continue as i32,
-            initialize_params_json: String::new(),
-            idle_ms: IDLE_MS,
-        }),
-    };
-    let credentials = match floor.broker.clone().get_credentials(request).await {
-        Ok(r) => r.into_inner().credentials.unwrap_or_default(),
+    let credentials = match continue_session(floor, session, token).await {
+        Ok(credentials) => credentials,
         Err(status) => return rpc_error(id, StatusCode::UNAUTHORIZED, status.message()),
     };
     let client = floor.client(&credentials);
@@ -217,6 +222,48 @@ async fn tools_call(
             "isError": false,
         },
     }))
+    .into_response()
+}
+
+/// The broker call the adapter makes on every request of a session: its credentials, after the
+/// broker checked the token and the session (`CONTINUE`).
+async fn continue_session(
+    floor: &Floor,
+    session: String,
+    token: String,
+) -> Result<credbroker_proto::v1::AwsCredentials, tonic::Status> {
+    let request = GetCredentialsRequest {
+        session_id: session,
+        token,
+        role_arn: String::new(),
+        mcp: Some(McpSessionUse {
+            action: Action::Continue as i32,
+            initialize_params_json: String::new(),
+            idle_ms: IDLE_MS,
+        }),
+    };
+    let response = floor.broker.clone().get_credentials(request).await?;
+    Ok(response.into_inner().credentials.unwrap_or_default())
+}
+
+/// `tools/list`: the broker's check, then the adapter's tool list, serialised per request as the
+/// adapter does.
+async fn tools_list(floor: &Floor, id: &Value, session: String, token: String) -> Response {
+    if let Err(status) = continue_session(floor, session, token).await {
+        return rpc_error(id, StatusCode::UNAUTHORIZED, status.message());
+    }
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: &'a Value,
+    }
+    let result = floor.tools.as_ref().as_ref().unwrap_or(&Value::Null);
+    axum::Json(Answer {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
     .into_response()
 }
 

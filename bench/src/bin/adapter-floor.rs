@@ -1,6 +1,7 @@
 //! `adapter-floor BROKER_URL S3_ENDPOINT [ADDR]`: the adapter's floor for the benchmarks (see
 //! `credbroker_bench::adapter_floor`). Binds ADDR (default `127.0.0.1:0`) and prints
-//! `listening on <addr>` once it accepts connections.
+//! `listening on <addr>` once it accepts connections. With `FLOOR_TOOLS_JSON` naming a file
+//! holding the `result` of the adapter's `tools/list`, it answers `tools/list` too.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -11,5 +12,9 @@ async fn main() -> anyhow::Result<()> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
-    credbroker_bench::adapter_floor::run(listener, &broker, &s3).await
+    let tools = match std::env::var_os("FLOOR_TOOLS_JSON") {
+        Some(path) => Some(serde_json::from_slice(&std::fs::read(&path)?)?),
+        None => None,
+    };
+    credbroker_bench::adapter_floor::run(listener, &broker, &s3, tools).await
 }

@@ -319,6 +319,8 @@ struct BackendFigures {
     ratios: Vec<(usize, f64, f64, f64, f64, f64)>,
     /// Paired added latency (p25, median, p75), µs.
     paired: (f64, f64, f64),
+    /// The same for the floor: what a bare handler with the same broker call adds.
+    floor_paired: (f64, f64, f64),
     /// What the adapter allocates per call (`adapter-counted`).
     allocations: Option<Allocations>,
 }
@@ -515,8 +517,28 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         .env("RUST_LOG", "info")
         .start()
         .await;
+    // The floor's `tools/list`: the same broker call, then the adapter's own tool list.
+    let tools = McpSession::open(&http, &adapter.mcp_url(), &tokens[0])
+        .await
+        .map_err(anyhow::Error::msg)?
+        .request("tools/list", json!({}))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let tools_file = scratch.join("tools-list.json");
+    std::fs::write(&tools_file, serde_json::to_vec(&tools)?)?;
+    let tools_path = tools_file.to_string_lossy().into_owned();
+    let (floor, floor_url) = spawn_listening(
+        "adapter-floor",
+        "tools-list",
+        &[&stack.broker.endpoint(), &stack.aws_endpoint()],
+        &[("FLOOR_TOOLS_JSON", tools_path.as_str())],
+        &scratch,
+    )
+    .await?;
+    let floor_url = format!("{floor_url}/mcp");
     let mut list_rows = Vec::new();
     let mut list_cpu = Vec::new();
+    let mut floor_list_cpu = Vec::new();
     for &c in &cfg.concurrency {
         let spec = LoadSpec {
             concurrency: c,
@@ -539,40 +561,63 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
             stack.broker.pid(),
         )
         .await?;
-        let s = pt.result.summary();
-        let cpu = pt.server_cpu_us.unwrap_or(f64::NAN);
-        list_cpu.push((c, cpu, pt.broker_cpu_us.unwrap_or(f64::NAN)));
-        list_rows.push(load_row(
-            pt.label,
-            &s,
-            &[
-                format!(
-                    "{cpu:.0} µs ({:.0} µs)",
-                    pt.broker_cpu_us.unwrap_or(f64::NAN)
-                ),
-                format!("{:.2}", pt.load1),
-            ],
-        ));
+        let mut ops = Vec::new();
+        for i in 0..c {
+            ops.push(ToolsList {
+                session: McpSession::open(&http, &floor_url, &tokens[i % tokens.len()])
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            });
+        }
+        let floor_pt = measure(
+            "floor (axum handler) + broker: tools/list",
+            spec,
+            ops,
+            &[floor.pid(), stack.broker.pid()],
+            stack.broker.pid(),
+        )
+        .await?;
+        for (pt, into) in [(&pt, &mut list_cpu), (&floor_pt, &mut floor_list_cpu)] {
+            let s = pt.result.summary();
+            let cpu = pt.server_cpu_us.unwrap_or(f64::NAN);
+            into.push((c, cpu, pt.broker_cpu_us.unwrap_or(f64::NAN)));
+            list_rows.push(load_row(
+                pt.label,
+                &s,
+                &[
+                    format!(
+                        "{cpu:.0} µs ({:.0} µs)",
+                        pt.broker_cpu_us.unwrap_or(f64::NAN)
+                    ),
+                    format!("{:.2}", pt.load1),
+                ],
+            ));
+        }
     }
-    drop(adapter);
+    drop((adapter, floor));
 
     let mut md = String::from(
-        "`tools/list` on the adapter (no S3 call): the MCP request path alone. Server CPU = \
-         adapter + broker per call (in parentheses the broker's share).\n\n\
+        "`tools/list` on the adapter (no S3 call): the MCP request path alone, beside the floor \
+         answering the same tool list after the same broker call. Server CPU = adapter (or \
+         floor) + broker per call (in parentheses the broker's share).\n\n\
          | stack | concurrency | calls/s | p50 | p99 | p99.9 | server CPU/call | load1 |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
     md.push_str(&list_rows.join("\n"));
     md.push_str("\n\nTargets (issue 16):\n\n");
     let worst_list = list_cpu.iter().map(|(_, c, _)| *c).fold(0.0, f64::max);
-    md.push_str(&format!(
-        "- `tools/list` server CPU < 150 µs: {} → {}\n",
-        list_cpu
-            .iter()
+    let at = |cpu: &[(usize, f64, f64)]| {
+        cpu.iter()
             .map(|(c, cpu, _)| format!("{cpu:.0} µs at c={c}"))
             .collect::<Vec<_>>()
-            .join(", "),
-        verdict(worst_list < 150.0)
+            .join(", ")
+    };
+    md.push_str(&format!(
+        "- `tools/list` server CPU < 150 µs: {} → {} (the floor, a bare handler with the same \
+         broker check and the same tool list: {})\n",
+        at(&list_cpu),
+        verdict(worst_list < 150.0),
+        at(&floor_list_cpu),
     ));
     for (kind, f) in &figures {
         let (lean_target, paired_target) = match kind {
@@ -583,7 +628,7 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         let worst_lean = f.ratios.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
         md.push_str(&format!(
             "- on {}: adapter ÷ floor CPU {} → ≤ 1.5× {}; lean Python ÷ adapter CPU {} → ≥ {lean_target}× {}; \
-             incident Python ÷ adapter {}; paired added latency median {} → ≤ {} {}; \
+             incident Python ÷ adapter {}; paired added latency median {} (floor {}) → ≤ {} {}; \
              calls/s adapter vs lean Python {}\n",
             kind.label(),
             f.ratios
@@ -604,6 +649,7 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 .collect::<Vec<_>>()
                 .join(", "),
             us(f.paired.1),
+            us(f.floor_paired.1),
             us(paired_target),
             verdict(f.paired.1 <= paired_target),
             f.ratios
@@ -629,6 +675,7 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         md,
         json!({
             "tools_list": list_cpu.iter().map(|(c, cpu, b)| json!({"concurrency": c, "server_cpu_us": cpu, "broker_cpu_us": b})).collect::<Vec<_>>(),
+            "floor_tools_list": floor_list_cpu.iter().map(|(c, cpu, b)| json!({"concurrency": c, "server_cpu_us": cpu, "broker_cpu_us": b})).collect::<Vec<_>>(),
             "backends": json_backends,
             "python_assume_role_calls": python_sts.assume_role_count(),
         }),
@@ -838,6 +885,23 @@ async fn run_backend(
         quantile(&diffs, 0.5),
         quantile(&diffs, 0.75),
     );
+    // The floor's, the same way: what any server with the broker hop adds.
+    let mut floor_tool = ToolCall {
+        session: McpSession::open(http, &floor_url, &tokens[0])
+            .await
+            .map_err(anyhow::Error::msg)?,
+        arguments: arguments.clone(),
+        expect,
+    };
+    for _ in 0..20 {
+        paired_added_latency(&mut direct, &mut floor_tool, 2).await?;
+    }
+    let diffs = paired_added_latency(&mut direct, &mut floor_tool, PAIRS).await?;
+    figures.floor_paired = (
+        quantile(&diffs, 0.25),
+        quantile(&diffs, 0.5),
+        quantile(&diffs, 0.75),
+    );
     figures.allocations = Some(
         count_allocations(
             stack,
@@ -875,11 +939,14 @@ async fn run_backend(
     md.push_str(&rows.join("\n"));
     md.push_str(&format!(
         "\n\nAdded latency in pairs ({PAIRS} pairs of one direct `ListObjectsV2` and one \
-         `tools/call` back to back on one session, alternating which goes first): median \
-         {}, interquartile {} to {}.\n",
+         `tools/call` back to back on one session, alternating which goes first): adapter median \
+         {}, interquartile {} to {}; floor median {}, interquartile {} to {}.\n",
         us(figures.paired.1),
         us(figures.paired.0),
         us(figures.paired.2),
+        us(figures.floor_paired.1),
+        us(figures.floor_paired.0),
+        us(figures.floor_paired.2),
     ));
     report.add(
         &format!("Adapter end to end on {}", backend.kind.label()),
@@ -888,6 +955,7 @@ async fn run_backend(
             "backend": backend.kind.label(),
             "points": json_points,
             "paired_added_latency_us": { "pairs": PAIRS, "p25": figures.paired.0, "median": figures.paired.1, "p75": figures.paired.2 },
+            "floor_paired_added_latency_us": { "pairs": PAIRS, "p25": figures.floor_paired.0, "median": figures.floor_paired.1, "p75": figures.floor_paired.2 },
         }),
     )?;
     drop((python, lean, floor, adapter));
@@ -898,6 +966,7 @@ async fn run_backend(
             "incident_python_over_adapter_cpu": r.3, "adapter_calls_per_s": r.4, "lean_python_calls_per_s": r.5,
         })).collect::<Vec<_>>(),
         "paired_median_us": figures.paired.1,
+        "floor_paired_median_us": figures.floor_paired.1,
         "allocations_per_call": figures.allocations.map(|a| json!({
             "tool_call": {"allocations": a.tool_call.0, "bytes": a.tool_call.1},
             "tools_list": {"allocations": a.tools_list.0, "bytes": a.tools_list.1},
