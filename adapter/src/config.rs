@@ -137,7 +137,8 @@ pub struct Config {
     #[arg(long, env = "ADAPTER_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
     pub max_body: usize,
 
-    /// How long an idle MCP session is kept (for example 5m).
+    /// How long an MCP session is kept without a request (for example 5m); a session still
+    /// answering a request (a long tool call) is not idle.
     #[arg(long, env = "ADAPTER_SESSION_IDLE", default_value = "5m", value_parser = parse_session_idle)]
     pub session_idle: Duration,
 

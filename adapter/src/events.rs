@@ -284,6 +284,12 @@ impl Streams {
         revision.clone()
     }
 
+    /// Whether a request stream of the session is still open (its answer not yet complete).
+    pub(crate) fn answering(&self, id: &SessionId) -> bool {
+        self.existing(id)
+            .is_some_and(|session| !session.buffer().open.is_empty())
+    }
+
     /// The sessions something is kept for.
     pub(crate) fn ids(&self) -> Vec<SessionId> {
         self.sessions

@@ -404,20 +404,27 @@ impl Sessions {
     }
 
     /// Sessions idle past their limit: `ADAPTER_ANONYMOUS_SESSION_IDLE` without an owner,
-    /// `ADAPTER_SESSION_IDLE` with one.
+    /// `ADAPTER_SESSION_IDLE` with one. A session still answering a request is not idle, and its
+    /// idle time starts again from now (a tool call longer than the limit must not lose its
+    /// session, nor leave it to be closed the moment it ends).
     fn idle(&self, now: Instant) -> Vec<SessionId> {
-        self.entries()
-            .iter()
-            .filter(|(_, e)| {
-                let limit = if e.owner.is_none() {
-                    self.limits.anonymous_idle
-                } else {
-                    self.limits.idle
-                };
-                now.duration_since(e.last_used) >= limit
-            })
-            .map(|(key, _)| key.clone())
-            .collect()
+        let mut entries = self.entries();
+        let mut idle = Vec::new();
+        for (key, entry) in entries.iter_mut() {
+            if self.streams.answering(key) {
+                entry.last_used = now;
+                continue;
+            }
+            let limit = if entry.owner.is_none() {
+                self.limits.anonymous_idle
+            } else {
+                self.limits.idle
+            };
+            if now.duration_since(entry.last_used) >= limit {
+                idle.push(key.clone());
+            }
+        }
+        idle
     }
 
     /// Starts the task that closes sessions idle past their limit ([`Sessions::idle`]; rmcp's own
@@ -849,6 +856,49 @@ mod tests {
         assert!(
             !sessions.has_session(&a).await.unwrap(),
             "rmcp's session closed too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_answering_a_request_is_not_idle() {
+        let sessions = Arc::new(Sessions::new(SessionLimits {
+            idle: Duration::from_millis(300),
+            anonymous_idle: Duration::from_millis(300),
+            ..SessionLimits::default()
+        }));
+        let (busy, _tb) = sessions.create_session().await.unwrap();
+        let (quiet, _tq) = sessions.create_session().await.unwrap();
+        sessions.claim(&busy, &alice());
+        sessions.claim(&quiet, &alice());
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let answer = crate::direct::Answer {
+            id: rmcp::model::NumberOrString::Number(1),
+            message: Box::pin(async move {
+                let _ = released.await;
+                ServerJsonRpcMessage::response(
+                    rmcp::model::ServerResult::empty(()),
+                    rmcp::model::NumberOrString::Number(1),
+                )
+            }),
+        };
+        let stream = sessions.direct_stream(&busy, answer);
+        let later = Instant::now() + Duration::from_millis(400);
+        assert_eq!(
+            sessions.idle(later),
+            vec![quiet.clone()],
+            "only the quiet one is idle"
+        );
+        // The answer ends (its stream is dropped); the session's idle time started again.
+        drop(release);
+        drop(stream);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sessions.streams.answering(&busy) {
+            assert!(Instant::now() < deadline, "the dropped call never ended");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !sessions.idle(later).contains(&busy),
+            "idle from the last look, not the request"
         );
     }
 
