@@ -178,6 +178,32 @@ impl Session {
         event
     }
 
+    /// Opens the session's next request stream (resumable until [`Session::close_request`]),
+    /// with its priming event where the revision has them.
+    fn open_request(&self, limits: &EventLimits) -> (u64, Option<ServerSseMessage>) {
+        let n = {
+            let mut buffer = self.buffer();
+            let n = buffer.next_request;
+            buffer.next_request += 1;
+            buffer.open.push(n);
+            n
+        };
+        let priming = self.primes().then(|| {
+            self.push(
+                limits,
+                StreamKey::Request(n),
+                ServerSseMessage::priming("", PRIMING_RETRY),
+            )
+        });
+        (n, priming)
+    }
+
+    /// Ends request stream `n`: a resumed reader waiting on it ends too.
+    fn close_request(&self, n: u64) {
+        self.buffer().open.retain(|open| *open != n);
+        self.changed.send_modify(|c| *c += 1);
+    }
+
     fn primes(&self) -> bool {
         self.revision
             .lock()
@@ -333,16 +359,10 @@ impl Streams {
     {
         let session = self.session(id);
         let limits = self.limits;
-        let key = {
-            let mut buffer = session.buffer();
-            let n = buffer.next_request;
-            buffer.next_request += 1;
-            buffer.open.push(n);
-            StreamKey::Request(n)
-        };
+        let (n, priming) = session.open_request(&limits);
+        let key = StreamKey::Request(n);
         let (mut tx, rx) = mpsc::channel(CHANNEL);
-        if session.primes() {
-            let priming = session.push(&limits, key, ServerSseMessage::priming("", PRIMING_RETRY));
+        if let Some(priming) = priming {
             let _ = tx.try_send(priming);
         }
         tokio::spawn(async move {
@@ -357,10 +377,7 @@ impl Streams {
                     tx = None;
                 }
             }
-            if let StreamKey::Request(n) = key {
-                session.buffer().open.retain(|open| *open != n);
-            }
-            session.changed.send_modify(|n| *n += 1);
+            session.close_request(n);
         });
         rx
     }
@@ -376,20 +393,7 @@ impl Streams {
         answer: BoxFuture<'static, Option<ServerJsonRpcMessage>>,
     ) -> DirectStream {
         let session = self.session(id);
-        let n = {
-            let mut buffer = session.buffer();
-            let n = buffer.next_request;
-            buffer.next_request += 1;
-            buffer.open.push(n);
-            n
-        };
-        let priming = session.primes().then(|| {
-            session.push(
-                &self.limits,
-                StreamKey::Request(n),
-                ServerSseMessage::priming("", PRIMING_RETRY),
-            )
-        });
+        let (n, priming) = session.open_request(&self.limits);
         DirectStream {
             priming,
             pending: Mutex::new(Some(Pending {
@@ -546,8 +550,7 @@ fn finish(
             ServerSseMessage::from_message(message),
         )
     });
-    session.buffer().open.retain(|open| *open != n);
-    session.changed.send_modify(|c| *c += 1);
+    session.close_request(n);
     event
 }
 
@@ -596,7 +599,7 @@ impl Drop for DirectStream {
                 finish(&session, &limits, n, message);
             });
         } else {
-            session.buffer().open.retain(|open| *open != n);
+            session.close_request(n);
         }
     }
 }

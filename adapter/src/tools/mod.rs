@@ -262,47 +262,20 @@ impl BucketTools {
         let tool = self.tool_label(&params.name);
         let span = crate::telemetry::tool_span(Some(&parts), tool, bucket_argument(params));
         let tools = self.clone();
+        // One arm per tool: its arguments deserialized here (`None` on failure), its handler
+        // called in the returned future.
+        macro_rules! call {
+            ($args:ty, $handler:ident) => {{
+                let args = <$args>::deserialize(arguments).ok()?;
+                Box::pin(async move { tools.$handler(Extension(parts), Parameters(args)).await })
+            }};
+        }
         let call: BoxFuture<'static, Result<CallToolResult, rmcp::ErrorData>> = match tool {
-            "bucket_objects_list" => {
-                let args = list::ListArgs::deserialize(arguments).ok()?;
-                Box::pin(async move {
-                    tools
-                        .bucket_objects_list(Extension(parts), Parameters(args))
-                        .await
-                })
-            }
-            "bucket_object_info" => {
-                let args = object::InfoArgs::deserialize(arguments).ok()?;
-                Box::pin(async move {
-                    tools
-                        .bucket_object_info(Extension(parts), Parameters(args))
-                        .await
-                })
-            }
-            "bucket_object_text" => {
-                let args = object::TextArgs::deserialize(arguments).ok()?;
-                Box::pin(async move {
-                    tools
-                        .bucket_object_text(Extension(parts), Parameters(args))
-                        .await
-                })
-            }
-            "bucket_object_link" => {
-                let args = link::LinkArgs::deserialize(arguments).ok()?;
-                Box::pin(async move {
-                    tools
-                        .bucket_object_link(Extension(parts), Parameters(args))
-                        .await
-                })
-            }
-            "bucket_access_check" => {
-                let args = access::AccessArgs::deserialize(arguments).ok()?;
-                Box::pin(async move {
-                    tools
-                        .bucket_access_check(Extension(parts), Parameters(args))
-                        .await
-                })
-            }
+            "bucket_objects_list" => call!(list::ListArgs, bucket_objects_list),
+            "bucket_object_info" => call!(object::InfoArgs, bucket_object_info),
+            "bucket_object_text" => call!(object::TextArgs, bucket_object_text),
+            "bucket_object_link" => call!(link::LinkArgs, bucket_object_link),
+            "bucket_access_check" => call!(access::AccessArgs, bucket_access_check),
             _ => return None,
         };
         Some(Box::pin(async move {

@@ -862,46 +862,34 @@ async fn run_backend(
             }));
         }
     }
-    // The adapter's added latency, in pairs (see `paired_added_latency`), on one session.
+    // The added latency of the adapter and of the floor, in pairs (see `paired_added_latency`),
+    // each on one session of its own.
     const PAIRS: usize = 400;
     let mut direct = DirectList {
         s3: direct_clients[0].clone(),
         bucket: bucket.to_string(),
     };
-    let mut tool = ToolCall {
-        session: McpSession::open(http, &adapter.mcp_url(), &tokens[0])
-            .await
-            .map_err(anyhow::Error::msg)?,
-        arguments: arguments.clone(),
-        expect,
+    let mut quartiles = async |url: &str| -> anyhow::Result<(f64, f64, f64)> {
+        let mut tool = ToolCall {
+            session: McpSession::open(http, url, &tokens[0])
+                .await
+                .map_err(anyhow::Error::msg)?,
+            arguments: arguments.clone(),
+            expect,
+        };
+        for _ in 0..20 {
+            // warm-up: connections, the server's S3 client for this credential
+            paired_added_latency(&mut direct, &mut tool, 2).await?;
+        }
+        let diffs = paired_added_latency(&mut direct, &mut tool, PAIRS).await?;
+        Ok((
+            quantile(&diffs, 0.25),
+            quantile(&diffs, 0.5),
+            quantile(&diffs, 0.75),
+        ))
     };
-    for _ in 0..20 {
-        // warm-up: connections, the adapter's S3 client for this credential
-        paired_added_latency(&mut direct, &mut tool, 2).await?;
-    }
-    let diffs = paired_added_latency(&mut direct, &mut tool, PAIRS).await?;
-    figures.paired = (
-        quantile(&diffs, 0.25),
-        quantile(&diffs, 0.5),
-        quantile(&diffs, 0.75),
-    );
-    // The floor's, the same way: what any server with the broker hop adds.
-    let mut floor_tool = ToolCall {
-        session: McpSession::open(http, &floor_url, &tokens[0])
-            .await
-            .map_err(anyhow::Error::msg)?,
-        arguments: arguments.clone(),
-        expect,
-    };
-    for _ in 0..20 {
-        paired_added_latency(&mut direct, &mut floor_tool, 2).await?;
-    }
-    let diffs = paired_added_latency(&mut direct, &mut floor_tool, PAIRS).await?;
-    figures.floor_paired = (
-        quantile(&diffs, 0.25),
-        quantile(&diffs, 0.5),
-        quantile(&diffs, 0.75),
-    );
+    figures.paired = quartiles(&adapter.mcp_url()).await?;
+    figures.floor_paired = quartiles(&floor_url).await?;
     figures.allocations = Some(
         count_allocations(
             stack,
