@@ -247,6 +247,26 @@ async fn attacks_on_a_call_in_flight_fail_and_the_victim_gets_her_result(mode: &
     let started = Instant::now();
     let mut tried = attack_every_path(&fx, &session, None, victim_id).await;
     tried += attack_every_path(&fx, &session, Some(&fx.mallory), victim_id).await;
+    // In her own session, mallory may cancel her own requests: one with the victim's request id
+    // is accepted there and must not reach the victim's call (a cancellation is looked up in the
+    // session it was sent in).
+    let own = fx.mcp.open_session(Some(&fx.mallory)).await;
+    let cancel = json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+                         "params": { "requestId": victim_id, "reason": "attacker" } });
+    let answer = fx
+        .mcp
+        .post(
+            &cancel,
+            &Call {
+                token: Some(&fx.mallory),
+                session: Some(&own),
+                version: Some(SESSION_VERSION),
+            },
+        )
+        .await
+        .expect("the adapter answers");
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    tried += 1;
     println!(
         "ADAPTER_REQUIRE_AUTH={mode}: {tried} attacks on a session with a call in flight refused \
          (401 without a token, 403 with another subject's) in {:?}",
