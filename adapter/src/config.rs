@@ -33,6 +33,20 @@ pub enum SessionSharing {
     Process,
 }
 
+/// How an answer that needs no stream is sent (README, "Answers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AnswerFormat {
+    /// `tools/list` and the tools that send nothing while they run (the reads and
+    /// `bucket_access_check`, which stores nothing) answer with one `application/json` body (the
+    /// default, as the official SDKs' JSON response mode). Such an answer is not resumable: a
+    /// client that lost the connection sends the request again, which for these tools is the
+    /// same. The tools that send notifications (fetch, put) still answer on an event stream.
+    Json,
+    /// Every answer on an event stream with event ids (and a priming event from 2025-11-25), so a
+    /// client that lost the connection resumes it with `Last-Event-ID`.
+    EventStream,
+}
+
 /// Log line format (shared with the broker).
 pub use credbroker_kit::logging::LogFormat;
 
@@ -128,6 +142,12 @@ pub struct Config {
     /// broker's store) or `process` (only the replica that opened it).
     #[arg(long, env = "ADAPTER_SESSION_SHARING", value_enum, default_value_t = SessionSharing::Broker)]
     pub session_sharing: SessionSharing,
+
+    /// How answers that need no stream are sent: `json` (tools/list and the tool calls that send
+    /// no notifications answer with one application/json body) or `event-stream` (every answer
+    /// on a resumable event stream).
+    #[arg(long, env = "ADAPTER_ANSWER_FORMAT", value_enum, default_value_t = AnswerFormat::Json)]
+    pub answer_format: AnswerFormat,
 
     /// Log format.
     #[arg(long, env = "ADAPTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

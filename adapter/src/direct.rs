@@ -17,17 +17,24 @@
 //! known yet. Sessions exist only before revision 2026-07-28, so results get what rmcp's handler
 //! does for those peers (`strip_result_type_for_legacy_peer`, `strip_non_object_output_for_legacy_peer`).
 //!
-//! What the client sees does not change: the same JSON (a test compares both paths), on the
-//! same event stream with the same event ids, priming and resumption
-//! (`events::Streams::direct_stream`), and `notifications/cancelled` stops a direct call as it
-//! stops one in the worker (`Sessions` keeps the direct calls in flight by request id).
+//! What the client sees is the same JSON (a test compares both paths), and
+//! `notifications/cancelled` stops a direct call as it stops one in the worker (`Sessions` keeps
+//! the direct calls in flight by request id). How it comes follows `ADAPTER_ANSWER_FORMAT`:
+//! - `json` (the default): the gate leaves a [`JsonAnswer`] in the request; the answer's future
+//!   goes there instead of on an event stream, and the gate awaits it and sends one
+//!   `application/json` body, as a bare handler would (no event stream, no event ids, nothing
+//!   kept for resumption: the client sends the request again, and every direct tool may be sent
+//!   again).
+//! - `event-stream`: on the same event stream as the worker's answers, with the same event ids,
+//!   priming and resumption (`events::Streams::direct_stream`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use http::request::Parts;
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientRequest, GetMeta, RequestId, ServerJsonRpcMessage, ServerResult,
+    ClientJsonRpcMessage, ClientRequest, GetExtensions, GetMeta, RequestId, ServerJsonRpcMessage,
+    ServerResult,
 };
 
 use crate::tools::BucketTools;
@@ -44,10 +51,36 @@ impl std::fmt::Debug for Direct {
     }
 }
 
-/// A request answered here: its id, and the future of the answer.
+/// A request answered here: its id, the future of the answer, and where the gate wants it when
+/// it is to be sent as one JSON body.
 pub(crate) struct Answer {
     pub(crate) id: RequestId,
     pub(crate) message: BoxFuture<'static, ServerJsonRpcMessage>,
+    pub(crate) json: Option<JsonAnswer>,
+}
+
+/// The future of an answer to send as one `application/json` body (`None` from it: the client
+/// cancelled the request, nothing is sent). The gate leaves an empty one in the extensions of a
+/// request that may be answered so (`ADAPTER_ANSWER_FORMAT=json`, a lone POSTed message); a direct
+/// answer is put in it, and rmcp gets an event stream that ends at once.
+#[derive(Clone, Default)]
+pub(crate) struct JsonAnswer(Arc<Mutex<Option<BoxFuture<'static, Option<ServerJsonRpcMessage>>>>>);
+
+impl std::fmt::Debug for JsonAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonAnswer")
+    }
+}
+
+impl JsonAnswer {
+    pub(crate) fn put(&self, answer: BoxFuture<'static, Option<ServerJsonRpcMessage>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+    }
+
+    /// The answer put here, if the request was answered directly.
+    pub(crate) fn take(&self) -> Option<BoxFuture<'static, Option<ServerJsonRpcMessage>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Direct {
@@ -67,6 +100,12 @@ impl Direct {
             return None;
         }
         let id = request.id.clone();
+        let json = request
+            .request
+            .extensions()
+            .get::<Parts>()
+            .and_then(|parts| parts.extensions.get::<JsonAnswer>())
+            .cloned();
         let answer: Option<BoxFuture<'static, Result<ServerResult, rmcp::ErrorData>>> =
             match &request.request {
                 ClientRequest::ListToolsRequest(list)
@@ -100,6 +139,7 @@ impl Direct {
         let reply_to = id.clone();
         Some(Answer {
             id,
+            json,
             message: Box::pin(async move {
                 match answer.await {
                     Ok(mut result) => {

@@ -181,13 +181,7 @@ impl Session {
     /// Opens the session's next request stream (resumable until [`Session::close_request`]),
     /// with its priming event where the revision has them.
     fn open_request(&self, limits: &EventLimits) -> (u64, Option<ServerSseMessage>) {
-        let n = {
-            let mut buffer = self.buffer();
-            let n = buffer.next_request;
-            buffer.next_request += 1;
-            buffer.open.push(n);
-            n
-        };
+        let n = self.open();
         let priming = self.primes().then(|| {
             self.push(
                 limits,
@@ -196,6 +190,15 @@ impl Session {
             )
         });
         (n, priming)
+    }
+
+    /// Numbers a request that is being answered and counts it open (the session is answering).
+    fn open(&self) -> u64 {
+        let mut buffer = self.buffer();
+        let n = buffer.next_request;
+        buffer.next_request += 1;
+        buffer.open.push(n);
+        n
     }
 
     /// Ends request stream `n`: a resumed reader waiting on it ends too.
@@ -405,6 +408,14 @@ impl Streams {
         }
     }
 
+    /// Marks session `id` as answering a request that has no event stream (a JSON answer, see
+    /// `direct`) until the guard is dropped, so that the reaper does not take it for idle.
+    pub(crate) fn answering_now(&self, id: &SessionId) -> Answering {
+        let session = self.session(id);
+        let n = session.open();
+        Answering { session, n }
+    }
+
     /// The standalone GET stream: rmcp's events renumbered, without the ones an earlier GET of
     /// the session already got, after a priming event where the revision has them.
     pub(crate) fn common_stream<S>(
@@ -601,6 +612,18 @@ impl Drop for DirectStream {
         } else {
             session.close_request(n);
         }
+    }
+}
+
+/// See [`Streams::answering_now`].
+pub(crate) struct Answering {
+    session: Arc<Session>,
+    n: u64,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.session.close_request(self.n);
     }
 }
 

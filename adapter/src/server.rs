@@ -49,7 +49,8 @@ use url::Url;
 use crate::{
     auth::{Authenticator, Caller, bearer_token},
     broker::BrokerClient,
-    config::{Config, SessionSharing},
+    config::{AnswerFormat, Config, SessionSharing},
+    direct::JsonAnswer,
     jsonrpc::{self, Envelope, code, error_response},
     origin::{OriginPolicy, OriginRejection},
     protocol,
@@ -74,6 +75,9 @@ struct Gate {
     max_anonymous: u32,
     /// `ADAPTER_SESSION_SHARING=broker`.
     shared: bool,
+    /// `ADAPTER_ANSWER_FORMAT=json`: direct answers to a lone POSTed request come as one JSON
+    /// body (`direct`).
+    json_answers: bool,
 }
 
 /// Builds the whole HTTP application. `shutdown` ends rmcp's sessions and streams.
@@ -142,6 +146,7 @@ pub fn app(
             }
         },
         shared,
+        json_answers: config.answer_format == AnswerFormat::Json,
         max_body: config.max_body,
         sessions,
         in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
@@ -298,6 +303,17 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     }
     let anonymous_open = opens_session && matches!(caller, Caller::Anonymous);
     parts.extensions.insert(caller);
+    // Where a direct answer goes to be sent as one JSON body (`direct`): a lone request whose
+    // client takes JSON (every client must, but the answer follows what it says).
+    let json_answer = (gate.json_answers
+        && parts.method == Method::POST
+        && matches!(envelope, Envelope::Messages(_))
+        && accepts_json(&parts.headers))
+    .then(|| {
+        let slot = JsonAnswer::default();
+        parts.extensions.insert(slot.clone());
+        slot
+    });
     let is_delete = parts.method == Method::DELETE;
     let is_stream = parts.method == Method::GET;
     // A session this process held when the request went in (see `ended_meanwhile`).
@@ -310,6 +326,13 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     let mut response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
+    // Answered directly: rmcp's event stream is empty, the answer is sent here. A call the
+    // client cancelled gives nothing, and rmcp's stream (which ends without an answer) is sent.
+    if let Some(answer) = json_answer.and_then(|slot| slot.take())
+        && let Some(message) = answer.await
+    {
+        response = json_body(response, &message);
+    }
     if let Some(token) = binding_token {
         let new_session = response
             .headers()
@@ -385,6 +408,37 @@ fn ended_meanwhile(
     holds: impl Fn(&str) -> bool,
 ) -> bool {
     status == StatusCode::INTERNAL_SERVER_ERROR && session.is_some_and(|s| !holds(s))
+}
+
+/// Whether the client takes an `application/json` answer (its `Accept`).
+fn accepts_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|range| range.split(';').next())
+        .any(|range| matches!(range.trim(), "application/json" | "application/*" | "*/*"))
+}
+
+/// `message` as the one JSON body of rmcp's `response` (an empty event stream): its status and
+/// headers but the event stream's.
+fn json_body(response: Response, message: &rmcp::model::ServerJsonRpcMessage) -> Response {
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CACHE_CONTROL);
+    parts.headers.remove("x-accel-buffering");
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    match serde_json::to_vec(message) {
+        Ok(body) => Response::from_parts(parts, Body::from(body)),
+        // Not seen: a message is a tree of JSON values with string keys.
+        Err(error) => {
+            tracing::error!(%error, "could not write an answer as JSON");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// Whether the request says its body is JSON (rmcp's own 415 for another type stays).
@@ -681,6 +735,23 @@ mod tests {
         );
         assert!(!ended_meanwhile(e500, None, held), "no session named");
         assert!(!ended_meanwhile(StatusCode::OK, Some("gone"), held));
+    }
+
+    #[test]
+    fn json_answers_only_for_clients_that_take_json() {
+        let accept = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+            }
+            accepts_json(&headers)
+        };
+        assert!(accept(&["application/json, text/event-stream"]));
+        assert!(accept(&["text/event-stream", "application/json;q=0.9"]));
+        assert!(accept(&["*/*"]));
+        assert!(!accept(&["text/event-stream"]));
+        assert!(!accept(&["application/jsonl, text/event-stream"]));
+        assert!(!accept(&[]));
     }
 
     #[test]

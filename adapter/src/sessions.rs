@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use rmcp::model::InitializeRequestParams;
 use rmcp::model::{
@@ -302,32 +303,55 @@ impl Sessions {
         self.direct_calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A direct answer's event stream. The call is registered for `notifications/cancelled`
-    /// until it ends; a cancelled call ends its stream without an answer, as rmcp's worker does.
-    fn direct_stream(
+    /// A direct answer as a future that gives `None` for a call the client cancelled. The call is
+    /// registered for `notifications/cancelled` until it ends, as rmcp's worker does.
+    fn direct_call(
         &self,
         id: &SessionId,
-        answer: crate::direct::Answer,
-    ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<> {
+        request: RequestId,
+        message: BoxFuture<'static, ServerJsonRpcMessage>,
+    ) -> BoxFuture<'static, Option<ServerJsonRpcMessage>> {
         let cancel = CancellationToken::new();
-        let key = (id.clone(), answer.id);
+        let key = (id.clone(), request);
         self.direct_calls().insert(key.clone(), cancel.clone());
         // Made here, not in the future: a future dropped before its first poll still unregisters.
         let registered = Registered {
             calls: self.direct_calls.clone(),
             key,
         };
-        let message = answer.message;
-        self.streams.direct_stream(
-            id,
-            Box::pin(async move {
-                let _registered = registered;
-                tokio::select! {
-                    message = message => Some(message),
-                    () = cancel.cancelled() => None,
-                }
-            }),
-        )
+        Box::pin(async move {
+            let _registered = registered;
+            tokio::select! {
+                message = message => Some(message),
+                () = cancel.cancelled() => None,
+            }
+        })
+    }
+
+    /// A direct answer's event stream (`ADAPTER_ANSWER_FORMAT=event-stream`, or a request the
+    /// gate answers on a stream); a cancelled call ends its stream without an answer.
+    fn direct_stream(
+        &self,
+        id: &SessionId,
+        answer: crate::direct::Answer,
+    ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<> {
+        let call = self.direct_call(id, answer.id, answer.message);
+        self.streams.direct_stream(id, call)
+    }
+
+    /// A direct answer for the gate to send as one JSON body: the session counts as answering
+    /// (not idle) until the future is done or dropped.
+    fn direct_json(
+        &self,
+        id: &SessionId,
+        answer: crate::direct::Answer,
+    ) -> BoxFuture<'static, Option<ServerJsonRpcMessage>> {
+        let answering = self.streams.answering_now(id);
+        let call = self.direct_call(id, answer.id, answer.message);
+        Box::pin(async move {
+            let _answering = answering;
+            call.await
+        })
     }
 
     fn config(&self) -> SessionConfig {
@@ -553,8 +577,12 @@ impl SessionManager for Sessions {
             (Some(direct), Some(revision))
                 if revision.as_str() < ProtocolVersion::V_2026_07_28.as_str() =>
             {
-                if let Some(answer) = direct.answer(&message) {
-                    return Ok(self.direct_stream(id, answer).left_stream());
+                if let Some(mut answer) = direct.answer(&message) {
+                    if let Some(slot) = answer.json.take() {
+                        slot.put(self.direct_json(id, answer));
+                        return Ok(futures::stream::empty().left_stream().left_stream());
+                    }
+                    return Ok(self.direct_stream(id, answer).right_stream().left_stream());
                 }
                 message
             }
@@ -873,6 +901,7 @@ mod tests {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let answer = crate::direct::Answer {
             id: rmcp::model::NumberOrString::Number(1),
+            json: None,
             message: Box::pin(async move {
                 let _ = released.await;
                 ServerJsonRpcMessage::response(
@@ -909,6 +938,7 @@ mod tests {
         let request = rmcp::model::NumberOrString::Number(7);
         let answer = crate::direct::Answer {
             id: request.clone(),
+            json: None,
             message: Box::pin(futures::future::pending()),
         };
         let mut stream = std::pin::pin!(sessions.direct_stream(&id, answer));
@@ -927,6 +957,40 @@ mod tests {
             sessions.direct_calls().is_empty(),
             "the call is no longer registered"
         );
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_keeps_its_session_answering_and_a_cancelled_one_gives_nothing() {
+        let sessions = Sessions::default();
+        let (id, _transport) = sessions.create_session().await.unwrap();
+        let pending = |n: i64| crate::direct::Answer {
+            id: rmcp::model::NumberOrString::Number(n),
+            json: None,
+            message: Box::pin(futures::future::pending()),
+        };
+        // Answering while the future lives, not after it is dropped (the client went away).
+        let call = sessions.direct_json(&id, pending(1));
+        assert!(sessions.streams.answering(&id));
+        drop(call);
+        assert!(!sessions.streams.answering(&id));
+        // notifications/cancelled ends it with nothing to send.
+        let call = sessions.direct_json(&id, pending(2));
+        let cancelled: ClientJsonRpcMessage = serde_json::from_value(serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": 2, "reason": "user" }
+        }))
+        .unwrap();
+        let _ = sessions.accept_message(&id, cancelled).await;
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the call ends once cancelled");
+        assert!(
+            answer.is_none(),
+            "no answer to a cancelled request: {answer:?}"
+        );
+        assert!(!sessions.streams.answering(&id));
+        assert!(sessions.direct_calls().is_empty());
     }
 
     const PARAMS: &str = r#"{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}"#;

@@ -269,9 +269,17 @@ fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&ports::loopback(port), Duration::from_secs(1)).is_ok()
 }
 
-/// The JSON-RPC answer in what a curl block printed (an event stream, possibly after other text).
+/// The JSON-RPC answer in what a curl block printed, possibly after other text: an event stream,
+/// or one JSON body (a read-only tool call or `tools/list`, `ADAPTER_ANSWER_FORMAT=json`).
 fn rpc_answer(stdout: &str) -> Value {
     mcp::parse_body("text/event-stream", stdout)
+        .or_else(|| {
+            stdout
+                .lines()
+                .rev()
+                .filter_map(|line| mcp::parse_body("application/json", line.trim()))
+                .find(|message| message.get("id").is_some())
+        })
         .unwrap_or_else(|| panic!("no JSON-RPC answer in: {stdout}"))
 }
 

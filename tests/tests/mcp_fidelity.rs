@@ -39,12 +39,22 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_answering("json").await
+}
+
+/// [`fixture`] with `ADAPTER_ANSWER_FORMAT=event-stream`: every answer on a resumable stream.
+async fn streamed_fixture() -> Fixture {
+    fixture_answering("event-stream").await
+}
+
+async fn fixture_answering(answer_format: &str) -> Fixture {
     let stack = BrokerStack::start().await;
     let s3 = HeldProxy::start(stack.moto.port());
     let adapter = AdapterBuilder::new(&stack.broker.endpoint())
         .s3_endpoint(&s3.endpoint())
         .metrics()
         .env("ADAPTER_LISTED_BUCKETS", &stack.seed().buckets.demo)
+        .env("ADAPTER_ANSWER_FORMAT", answer_format)
         .start()
         .await;
     let alice = stack.rw_token("alice");
@@ -196,6 +206,11 @@ impl Fixture {
 
     /// One request in a 2025-11-25 session with alice's token; all JSON-RPC messages of the answer.
     async fn request(&self, session: &str, method: &str, params: Value) -> Vec<Value> {
+        self.request_as(session, method, params).await.1
+    }
+
+    /// [`Fixture::request`], also returning the answer's `Content-Type`.
+    async fn request_as(&self, session: &str, method: &str, params: Value) -> (String, Vec<Value>) {
         let body = json!({ "jsonrpc": "2.0", "id": next_id(), "method": method, "params": params });
         let answer = self
             .post(
@@ -208,11 +223,10 @@ impl Fixture {
             .await
             .unwrap();
         assert_eq!(answer.status(), StatusCode::OK, "{method}");
+        let content_type = content_type(&answer);
         let text = answer.text().await.unwrap();
-        events(&text)
-            .into_iter()
-            .filter_map(|(_, data)| serde_json::from_str(&data?).ok())
-            .collect()
+        let messages = messages(&content_type, &text);
+        (content_type, messages)
     }
 
     /// The `result` of [`Fixture::request`]'s answer; panics on an error answer.
@@ -225,6 +239,27 @@ impl Fixture {
         assert!(answer.get("error").is_none(), "{method}: {answer}");
         answer["result"].clone()
     }
+}
+
+/// The `Content-Type` of an answer ("" without one).
+fn content_type(answer: &reqwest::Response) -> String {
+    answer
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The JSON-RPC messages of an answer: one JSON body, or the `data` of an SSE body's events.
+fn messages(content_type: &str, text: &str) -> Vec<Value> {
+    if content_type.starts_with("application/json") {
+        return vec![serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))];
+    }
+    events(text)
+        .into_iter()
+        .filter_map(|(_, data)| serde_json::from_str(&data?).ok())
+        .collect()
 }
 
 /// The events of an SSE body: `(id, data)` per event that has either.
@@ -405,9 +440,10 @@ async fn malformed_json_and_messages_without_a_method_are_400_with_json_rpc_erro
     }
 }
 
+/// With `ADAPTER_ANSWER_FORMAT=event-stream`, so that POST answers are event streams too.
 #[tokio::test]
 async fn event_ids_never_repeat_in_a_session_and_priming_follows_the_revision() {
-    let fx = fixture().await;
+    let fx = streamed_fixture().await;
     let session = fx.open("2025-11-25").await;
     let mut ids = Vec::new();
     // Two standalone streams one after the other, and two POST streams.
@@ -473,9 +509,11 @@ async fn event_ids_never_repeat_in_a_session_and_priming_follows_the_revision() 
     }
 }
 
+/// With `ADAPTER_ANSWER_FORMAT=event-stream`: resumption is for answers on an event stream (a JSON
+/// answer has no event id; its client sends the request again).
 #[tokio::test]
 async fn a_dropped_tool_call_is_resumed_by_its_owner_and_by_nobody_else() {
-    let fx = fixture().await;
+    let fx = streamed_fixture().await;
     let session = fx.open("2025-11-25").await;
     let call = tool_call(next_id(), "bucket_object_text", json!({ "s3_uri": fx.uri }));
     let mut answer = fx
@@ -818,11 +856,20 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 /// Issue 16: `tools/list` and the tools that send no notifications are answered without rmcp's
-/// session worker (`adapter/src/direct.rs`); a request with `_meta` still goes to the worker. The
-/// client must not be able to tell: same results, same event stream shape.
+/// session worker (`adapter/src/direct.rs`); a request with `_meta` still goes to the worker.
+/// Same results on both paths; by default (`ADAPTER_ANSWER_FORMAT=json`) the direct ones come as
+/// one `application/json` body, with `event-stream` on the same event stream as the worker's.
 #[tokio::test]
 async fn direct_answers_are_the_session_workers_answers() {
-    let fx = fixture().await;
+    for (format, fx) in [
+        ("json", fixture().await),
+        ("event-stream", streamed_fixture().await),
+    ] {
+        direct_answers_match(format, &fx).await;
+    }
+}
+
+async fn direct_answers_match(format: &str, fx: &Fixture) {
     fx.s3.release();
     let session = fx.open("2025-11-25").await;
     let worker_meta = json!({ "progressToken": "via-worker" });
@@ -841,14 +888,26 @@ async fn direct_answers_are_the_session_workers_answers() {
             json!({ "name": "bucket_object_info", "arguments": { "s3_uri": "s3://no-such-bucket-here/x" } }),
         ),
     ] {
-        let direct = fx.request(&session, method, params.clone()).await;
+        let (direct_type, direct) = fx.request_as(&session, method, params.clone()).await;
         let mut via_worker = params.clone();
         via_worker["_meta"] = worker_meta.clone();
-        let worker = fx.request(&session, method, via_worker).await;
+        let (worker_type, worker) = fx.request_as(&session, method, via_worker).await;
+        assert!(
+            worker_type.starts_with("text/event-stream"),
+            "{method} via the worker: {worker_type}"
+        );
+        let expected = match format {
+            "json" => "application/json",
+            _ => "text/event-stream",
+        };
+        assert!(
+            direct_type.starts_with(expected),
+            "{format}: {method} answered as {direct_type}"
+        );
         assert_eq!(
             direct.len(),
             worker.len(),
-            "{method}: {direct:?} / {worker:?}"
+            "{format}: {method}: {direct:?} / {worker:?}"
         );
         let answer = |messages: &[Value]| {
             let mut answer = messages
@@ -863,30 +922,54 @@ async fn direct_answers_are_the_session_workers_answers() {
         if method == "tools/call" && params["arguments"]["s3_uri"] == fx.uri {
             assert_eq!(direct["result"]["structuredContent"]["text"], fx.text);
         }
-        assert_eq!(direct, worker, "{method} {params}");
+        assert_eq!(direct, worker, "{format}: {method} {params}");
     }
+    // A tool that sends notifications (progress) answers on an event stream in either format.
+    let (fetch_type, fetched) = fx
+        .request_as(
+            &session,
+            "tools/call",
+            json!({ "name": "bucket_object_fetch", "arguments": { "s3_uri": fx.uri } }),
+        )
+        .await;
+    assert!(
+        fetch_type.starts_with("text/event-stream"),
+        "{format}: bucket_object_fetch answered as {fetch_type}"
+    );
+    assert!(
+        fetched.iter().any(|m| m.get("result").is_some()),
+        "{format}: {fetched:?}"
+    );
 }
 
 /// A direct tool call stops on `notifications/cancelled` as the MCP spec asks (no answer follows),
-/// and the session goes on.
+/// and the session goes on: in both answer formats.
 #[tokio::test]
 async fn notifications_cancelled_stops_a_direct_tool_call() {
-    let fx = fixture().await;
+    for (format, fx) in [
+        ("json", fixture().await),
+        ("event-stream", streamed_fixture().await),
+    ] {
+        cancel_a_direct_call(format, &fx).await;
+    }
+}
+
+async fn cancel_a_direct_call(format: &str, fx: &Fixture) {
     let session = fx.open("2025-11-25").await;
     let call = tool_call(next_id(), "bucket_object_text", json!({ "s3_uri": fx.uri }));
-    let mut answer = fx
-        .post(
-            call.to_string(),
-            Some(&fx.alice),
-            Some(&session),
-            Some("2025-11-25"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), StatusCode::OK);
-    let (_, data) = first_event(&mut answer).await;
-    assert_eq!(data.as_deref(), Some(""), "priming first");
+    // In a task: a JSON answer's headers come with the answer.
+    let post = fx.post(
+        call.to_string(),
+        Some(&fx.alice),
+        Some(&session),
+        Some("2025-11-25"),
+    );
+    let answer = tokio::spawn(async move {
+        let answer = post.send().await.unwrap();
+        let status = answer.status();
+        let content_type = content_type(&answer);
+        (status, content_type, answer.text().await.unwrap())
+    });
     fx.s3.wait_for(1, Duration::from_secs(60)).await;
     let cancel = json!({
         "jsonrpc": "2.0", "method": "notifications/cancelled",
@@ -903,13 +986,19 @@ async fn notifications_cancelled_stops_a_direct_tool_call() {
         .await
         .unwrap();
     assert_eq!(ack.status(), StatusCode::ACCEPTED);
-    let rest = tokio::time::timeout(Duration::from_secs(60), answer.text())
+    let (status, content_type, rest) = tokio::time::timeout(Duration::from_secs(60), answer)
         .await
-        .expect("the cancelled call's stream ends")
+        .expect("the cancelled call's answer ends")
         .unwrap();
+    // An event stream that ends without an answer (with its priming event where it has one).
+    assert_eq!(status, StatusCode::OK, "{format}: {rest}");
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{format}: {content_type}: {rest}"
+    );
     assert!(
         !rest.contains(&fx.text) && !rest.contains("\"result\""),
-        "a cancelled call answered: {rest}"
+        "{format}: a cancelled call answered: {rest}"
     );
     fx.s3.release();
     let result = fx
@@ -919,5 +1008,5 @@ async fn notifications_cancelled_stops_a_direct_tool_call() {
             json!({ "name": "bucket_object_text", "arguments": { "s3_uri": fx.uri } }),
         )
         .await;
-    assert_eq!(result["structuredContent"]["text"], fx.text);
+    assert_eq!(result["structuredContent"]["text"], fx.text, "{format}");
 }
