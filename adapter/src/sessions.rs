@@ -931,6 +931,16 @@ mod tests {
         );
     }
 
+    /// `notifications/cancelled` for request `n`.
+    fn cancelled(n: i64) -> ClientJsonRpcMessage {
+        serde_json::from_value(serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": n, "reason": "user" }
+        }))
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_cancelled_direct_call_ends_its_stream_without_an_answer() {
         let sessions = Sessions::default();
@@ -942,13 +952,7 @@ mod tests {
             message: Box::pin(futures::future::pending()),
         };
         let mut stream = std::pin::pin!(sessions.direct_stream(&id, answer));
-        let cancelled: ClientJsonRpcMessage = serde_json::from_value(serde_json::json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/cancelled",
-            "params": { "requestId": 7, "reason": "user" }
-        }))
-        .unwrap();
-        let _ = sessions.accept_message(&id, cancelled).await;
+        let _ = sessions.accept_message(&id, cancelled(7)).await;
         let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
             .await
             .expect("the stream ends once cancelled");
@@ -975,13 +979,7 @@ mod tests {
         assert!(!sessions.streams.answering(&id));
         // notifications/cancelled ends it with nothing to send.
         let call = sessions.direct_json(&id, pending(2));
-        let cancelled: ClientJsonRpcMessage = serde_json::from_value(serde_json::json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/cancelled",
-            "params": { "requestId": 2, "reason": "user" }
-        }))
-        .unwrap();
-        let _ = sessions.accept_message(&id, cancelled).await;
+        let _ = sessions.accept_message(&id, cancelled(2)).await;
         let answer = tokio::time::timeout(Duration::from_secs(10), call)
             .await
             .expect("the call ends once cancelled");
