@@ -43,6 +43,10 @@ use crate::tools::BucketTools;
 /// session's own state but its `logging/setLevel`, which only the notifying tools use).
 pub(crate) struct Direct {
     tools: Arc<BucketTools>,
+    /// The `result` of `tools/list` as JSON, written once: the list is fixed for the process, and
+    /// writing its schemas (≈ 9 KB) was most of a `tools/list`'s own CPU (BENCHMARKS.md).
+    /// `None` if it could not be written (not seen): every answer is then written per request.
+    tool_list_json: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl std::fmt::Debug for Direct {
@@ -57,14 +61,20 @@ pub(crate) struct Answer {
     pub(crate) id: RequestId,
     pub(crate) message: BoxFuture<'static, ServerJsonRpcMessage>,
     pub(crate) json: Option<JsonAnswer>,
+    /// The answer already written as one JSON body, when it needs nothing to run (`tools/list`,
+    /// when the gate wants JSON): `message` is then not polled.
+    pub(crate) body: Option<Vec<u8>>,
 }
+
+/// A direct answer written as one JSON body (`Err`: it could not be written, not seen).
+pub(crate) type JsonBody = Result<Vec<u8>, serde_json::Error>;
 
 /// The future of an answer to send as one `application/json` body (`None` from it: the client
 /// cancelled the request, nothing is sent). The gate leaves an empty one in the extensions of a
 /// request that may be answered so (`ADAPTER_ANSWER_FORMAT=json`, a lone POSTed message); a direct
 /// answer is put in it, and rmcp gets an event stream that ends at once.
 #[derive(Clone, Default)]
-pub(crate) struct JsonAnswer(Arc<Mutex<Option<BoxFuture<'static, Option<ServerJsonRpcMessage>>>>>);
+pub(crate) struct JsonAnswer(Arc<Mutex<Option<BoxFuture<'static, Option<JsonBody>>>>>);
 
 impl std::fmt::Debug for JsonAnswer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,20 +83,28 @@ impl std::fmt::Debug for JsonAnswer {
 }
 
 impl JsonAnswer {
-    pub(crate) fn put(&self, answer: BoxFuture<'static, Option<ServerJsonRpcMessage>>) {
+    pub(crate) fn put(&self, answer: BoxFuture<'static, Option<JsonBody>>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
     }
 
     /// The answer put here, if the request was answered directly.
-    pub(crate) fn take(&self) -> Option<BoxFuture<'static, Option<ServerJsonRpcMessage>>> {
+    pub(crate) fn take(&self) -> Option<BoxFuture<'static, Option<JsonBody>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
 impl Direct {
     pub(crate) fn new(tools: BucketTools) -> Self {
+        let mut list = ServerResult::ListToolsResult(tools.tool_list(false));
+        list.strip_result_type_for_legacy_peer();
+        let tool_list_json = serde_json::value::to_raw_value(&list)
+            .inspect_err(|error| {
+                tracing::warn!(%error, "could not write the tool list as JSON once; writing it per request");
+            })
+            .ok();
         Self {
             tools: Arc::new(tools),
+            tool_list_json,
         }
     }
 
@@ -106,6 +124,7 @@ impl Direct {
             .get::<Parts>()
             .and_then(|parts| parts.extensions.get::<JsonAnswer>())
             .cloned();
+        let mut body = None;
         let answer: Option<BoxFuture<'static, Result<ServerResult, rmcp::ErrorData>>> =
             match &request.request {
                 ClientRequest::ListToolsRequest(list)
@@ -114,9 +133,12 @@ impl Direct {
                         .as_ref()
                         .is_none_or(|p| p.meta.is_none() && p.cursor.is_none()) =>
                 {
-                    let result = self.tools.tool_list(false);
+                    if json.is_some() {
+                        body = self.tool_list_body(&id);
+                    }
+                    let tools = self.tools.clone();
                     Some(Box::pin(async move {
-                        Ok(ServerResult::ListToolsResult(result))
+                        Ok(ServerResult::ListToolsResult(tools.tool_list(false)))
                     }))
                 }
                 ClientRequest::CallToolRequest(call)
@@ -140,6 +162,7 @@ impl Direct {
         Some(Answer {
             id,
             json,
+            body,
             message: Box::pin(async move {
                 match answer.await {
                     Ok(mut result) => {
@@ -154,5 +177,23 @@ impl Direct {
                 }
             }),
         })
+    }
+
+    /// The answer to `tools/list` request `id` as one JSON body, around the list written once;
+    /// the same JSON as `ServerJsonRpcMessage::response` of the list (a test compares them).
+    fn tool_list_body(&self, id: &RequestId) -> Option<Vec<u8>> {
+        #[derive(serde::Serialize)]
+        struct Response<'a> {
+            jsonrpc: &'static str,
+            id: &'a RequestId,
+            result: &'a serde_json::value::RawValue,
+        }
+        let result = self.tool_list_json.as_deref()?;
+        serde_json::to_vec(&Response {
+            jsonrpc: "2.0",
+            id,
+            result,
+        })
+        .ok()
     }
 }

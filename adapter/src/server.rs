@@ -329,9 +329,9 @@ async fn mcp_gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     // Answered directly: rmcp's event stream is empty, the answer is sent here. A call the
     // client cancelled gives nothing, and rmcp's stream (which ends without an answer) is sent.
     if let Some(answer) = json_answer.and_then(|slot| slot.take())
-        && let Some(message) = answer.await
+        && let Some(body) = answer.await
     {
-        response = json_body(response, &message);
+        response = json_body(response, body);
     }
     if let Some(token) = binding_token {
         let new_session = response
@@ -421,9 +421,9 @@ fn accepts_json(headers: &HeaderMap) -> bool {
         .any(|range| matches!(range.trim(), "application/json" | "application/*" | "*/*"))
 }
 
-/// `message` as the one JSON body of rmcp's `response` (an empty event stream): its status and
+/// `body` (a direct answer) as the one JSON body of rmcp's `response` (an empty event stream): its status and
 /// headers but the event stream's.
-fn json_body(response: Response, message: &rmcp::model::ServerJsonRpcMessage) -> Response {
+fn json_body(response: Response, body: crate::direct::JsonBody) -> Response {
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CACHE_CONTROL);
     parts.headers.remove("x-accel-buffering");
@@ -431,7 +431,7 @@ fn json_body(response: Response, message: &rmcp::model::ServerJsonRpcMessage) ->
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    match serde_json::to_vec(message) {
+    match body {
         Ok(body) => Response::from_parts(parts, Body::from(body)),
         // Not seen: a message is a tree of JSON values with string keys.
         Err(error) => {

@@ -345,12 +345,15 @@ impl Sessions {
         &self,
         id: &SessionId,
         answer: crate::direct::Answer,
-    ) -> BoxFuture<'static, Option<ServerJsonRpcMessage>> {
+    ) -> BoxFuture<'static, Option<crate::direct::JsonBody>> {
+        if let Some(body) = answer.body {
+            return Box::pin(std::future::ready(Some(Ok(body))));
+        }
         let answering = self.streams.answering_now(id);
         let call = self.direct_call(id, answer.id, answer.message);
         Box::pin(async move {
             let _answering = answering;
-            call.await
+            call.await.map(|message| serde_json::to_vec(&message))
         })
     }
 
@@ -902,6 +905,7 @@ mod tests {
         let answer = crate::direct::Answer {
             id: rmcp::model::NumberOrString::Number(1),
             json: None,
+            body: None,
             message: Box::pin(async move {
                 let _ = released.await;
                 ServerJsonRpcMessage::response(
@@ -949,6 +953,7 @@ mod tests {
         let answer = crate::direct::Answer {
             id: request.clone(),
             json: None,
+            body: None,
             message: Box::pin(futures::future::pending()),
         };
         let mut stream = std::pin::pin!(sessions.direct_stream(&id, answer));
@@ -970,6 +975,7 @@ mod tests {
         let pending = |n: i64| crate::direct::Answer {
             id: rmcp::model::NumberOrString::Number(n),
             json: None,
+            body: None,
             message: Box::pin(futures::future::pending()),
         };
         // Answering while the future lives, not after it is dropped (the client went away).

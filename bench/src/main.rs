@@ -113,8 +113,9 @@ struct AdapterArgs {
     /// Unrecorded warm-up before each point.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// S3 backends (comma-separated): moto, stub.
-    #[arg(long, value_delimiter = ',', default_value = "moto,stub")]
+    /// S3 backends (comma-separated): moto, stub. `--backends` with no value measures only
+    /// `tools/list` (the MCP request path without S3).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "moto,stub")]
     backends: Vec<BackendKind>,
     #[arg(long, default_value_t = 8)]
     users: usize,

@@ -101,13 +101,15 @@ impl BucketTools {
                 })
             })
             .collect();
-        Ok(success(json!({
+        let mut result = json!({
             "bucket": bucket,
             "prefix": prefix.unwrap_or_default(),
             "count": objects.len(),
-            "objects": objects,
             "is_truncated": page.is_truncated().unwrap_or(false),
             "next_continuation_token": page.next_continuation_token(),
-        })))
+        });
+        // Moved in, not through `json!`: it would copy the whole list (`to_value` of a `&Vec`).
+        result["objects"] = Value::Array(objects);
+        Ok(success(result))
     }
 }

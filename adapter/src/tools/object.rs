@@ -310,9 +310,8 @@ impl BucketTools {
         };
         let truncated = head.truncated();
         let (text, replaced) = encoding.decode(&head.bytes, truncated);
-        Ok(success(json!({
+        let mut result = json!({
             "s3_uri": object.uri(),
-            "text": text,
             "encoding": encoding.name(),
             "bytes_read": head.bytes.len(),
             "size": head.size,
@@ -321,7 +320,10 @@ impl BucketTools {
             "content_type": head.content_type,
             "etag": head.etag,
             "last_modified": head.last_modified,
-        })))
+        });
+        // Moved in, not copied through `json!` (up to `max_bytes` of text).
+        result["text"] = Value::String(text);
+        Ok(success(result))
     }
 
     #[tool(
@@ -360,16 +362,19 @@ impl BucketTools {
                 format!("read {read} bytes of {}", object.uri()),
             )
             .await;
-        Ok(success(json!({
+        let mut result = json!({
             "s3_uri": object.uri(),
-            "data": base64::engine::general_purpose::STANDARD.encode(&head.bytes),
             "bytes_read": head.bytes.len(),
             "size": head.size,
             "truncated": head.truncated(),
             "content_type": head.content_type,
             "etag": head.etag,
             "last_modified": head.last_modified,
-        })))
+        });
+        // Moved in, not copied through `json!` (up to `max_bytes` of base64).
+        result["data"] =
+            Value::String(base64::engine::general_purpose::STANDARD.encode(&head.bytes));
+        Ok(success(result))
     }
 }
 
