@@ -127,11 +127,18 @@ pub fn app(
     if shared {
         rmcp_config.session_store = Some(sessions.clone() as Arc<dyn SessionStore>);
     }
-    let mcp = StreamableHttpService::new(
+    let rmcp = Arc::new(StreamableHttpService::new(
         move || Ok(BucketTools::new(s3.clone(), listed_buckets.clone())),
         sessions.clone(),
         rmcp_config,
-    );
+    ));
+    // rmcp's service behind an `Arc`: axum clones a route's service for every request, and
+    // rmcp's own clone copies its configuration (allowed hosts and origins) each time, twice per
+    // request; `handle` needs only `&self`.
+    let mcp = tower::service_fn(move |request: Request| {
+        let rmcp = rmcp.clone();
+        async move { Ok::<_, std::convert::Infallible>(rmcp.handle(request).await) }
+    });
 
     let origins = OriginPolicy::new(config.allowed_origins.clone());
     let gate = Arc::new(Gate {
