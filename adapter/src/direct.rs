@@ -189,11 +189,17 @@ impl Direct {
             result: &'a serde_json::value::RawValue,
         }
         let result = self.tool_list_json.as_deref()?;
-        serde_json::to_vec(&Response {
-            jsonrpc: "2.0",
-            id,
-            result,
-        })
-        .ok()
+        // Sized once: growing from serde_json's default would copy the ≈ 9 KB list several times.
+        let mut body = Vec::with_capacity(result.get().len() + 64);
+        serde_json::to_writer(
+            &mut body,
+            &Response {
+                jsonrpc: "2.0",
+                id,
+                result,
+            },
+        )
+        .ok()?;
+        Some(body)
     }
 }

@@ -353,7 +353,11 @@ impl Sessions {
         let call = self.direct_call(id, answer.id, answer.message);
         Box::pin(async move {
             let _answering = answering;
-            call.await.map(|message| serde_json::to_vec(&message))
+            call.await.map(|message| {
+                // A tool answer is a few KB: start there rather than grow from 128 bytes.
+                let mut body = Vec::with_capacity(4096);
+                serde_json::to_writer(&mut body, &message).map(|()| body)
+            })
         })
     }
 

@@ -627,9 +627,9 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
         let worst_floor = f.ratios.iter().map(|r| r.1).fold(0.0, f64::max);
         let worst_lean = f.ratios.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
         md.push_str(&format!(
-            "- on {}: adapter ÷ floor CPU {} → ≤ 1.5× {}; lean Python ÷ adapter CPU {} → ≥ {lean_target}× {}; \
-             incident Python ÷ adapter {}; paired added latency median {} (floor {}) → ≤ {} {}; \
-             calls/s adapter vs lean Python {}\n",
+            "- on {}: adapter ÷ floor CPU {} → ≤ 1.5× {}; lean Python ÷ adapter CPU {} → ≥ {lean_target}× {} \
+             (lean Python ÷ floor: {}); incident Python ÷ adapter {}; paired added latency median {} \
+             (floor {}) → ≤ {} {}; calls/s adapter vs lean Python {}\n",
             kind.label(),
             f.ratios
                 .iter()
@@ -643,6 +643,11 @@ pub async fn run(cfg: &AdapterConfig, report: &mut Report) -> anyhow::Result<()>
                 .collect::<Vec<_>>()
                 .join(", "),
             verdict(worst_lean >= lean_target),
+            f.ratios
+                .iter()
+                .map(|r| format!("{:.1}× (c={})", r.2 * r.1, r.0))
+                .collect::<Vec<_>>()
+                .join(", "),
             f.ratios
                 .iter()
                 .map(|r| format!("{:.1}× (c={})", r.3, r.0))
@@ -951,6 +956,7 @@ async fn run_backend(
         "backend": backend.kind.label(),
         "ratios": figures.ratios.iter().map(|r| json!({
             "concurrency": r.0, "adapter_over_floor_cpu": r.1, "lean_python_over_adapter_cpu": r.2,
+            "lean_python_over_floor_cpu": r.2 * r.1,
             "incident_python_over_adapter_cpu": r.3, "adapter_calls_per_s": r.4, "lean_python_calls_per_s": r.5,
         })).collect::<Vec<_>>(),
         "paired_median_us": figures.paired.1,
