@@ -428,8 +428,8 @@ fn accepts_json(headers: &HeaderMap) -> bool {
         .any(|range| matches!(range.trim(), "application/json" | "application/*" | "*/*"))
 }
 
-/// `body` (a direct answer) as the one JSON body of rmcp's `response` (an empty event stream): its status and
-/// headers but the event stream's.
+/// `body` (a direct answer) as the one JSON body of rmcp's `response` (an empty event stream):
+/// its status and headers but the event stream's.
 fn json_body(response: Response, body: crate::direct::JsonBody) -> Response {
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CACHE_CONTROL);
