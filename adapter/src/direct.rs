@@ -180,22 +180,17 @@ impl Direct {
     }
 
     /// The answer to `tools/list` request `id` as one JSON body, around the list written once;
-    /// the same JSON as `ServerJsonRpcMessage::response` of the list (a test compares them).
+    /// rmcp's own response envelope, so the same JSON as `ServerJsonRpcMessage::response` of the
+    /// list (a test compares them).
     fn tool_list_body(&self, id: &RequestId) -> Option<Vec<u8>> {
-        #[derive(serde::Serialize)]
-        struct Response<'a> {
-            jsonrpc: &'static str,
-            id: &'a RequestId,
-            result: &'a serde_json::value::RawValue,
-        }
         let result = self.tool_list_json.as_deref()?;
         // Sized once: growing from serde_json's default would copy the ≈ 9 KB list several times.
         let mut body = Vec::with_capacity(result.get().len() + 64);
         serde_json::to_writer(
             &mut body,
-            &Response {
-                jsonrpc: "2.0",
-                id,
+            &rmcp::model::JsonRpcResponse {
+                jsonrpc: rmcp::model::JsonRpcVersion2_0,
+                id: id.clone(),
                 result,
             },
         )
