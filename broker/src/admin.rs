@@ -124,11 +124,7 @@ impl AdminService {
             .await
             .map_err(|e| fail("DescribeSession", e));
         let (handle, record, creds) = self.finish(&call, target, None, result)?;
-        Ok(Response::new(session_info(
-            &handle,
-            &record,
-            creds.as_ref(),
-        )))
+        Ok(Response::new(session_info(handle, record, creds.as_ref())))
     }
 
     async fn list_sessions_inner(
@@ -147,7 +143,7 @@ impl AdminService {
             .map_err(|e| fail("ListSessions", e));
         let (page, next) = self.finish(&call, None, filter, result)?;
         let mut sessions = Vec::with_capacity(page.len());
-        for (handle, record) in &page {
+        for (handle, record) in page {
             let creds = self
                 .broker
                 .engine()

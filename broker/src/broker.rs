@@ -208,19 +208,22 @@ impl Broker {
         let handle = self.hasher.session_handle(session_id.expose());
         // One token of the principal's rate per request, whatever retries the loop makes.
         let mut counted = false;
+        let fingerprint = self.hasher.token_fingerprint(token.expose());
         for _ in 0..4 {
             let existing = self.store.get_session(&handle).await?;
             let current = existing.as_ref().map(|(r, _)| r);
-            let fingerprint = self.hasher.token_fingerprint(token.expose());
-            match (classify_token(current, &fingerprint, role), current) {
-                (Some(Binding::Revoked), _) => return Err(BrokerError::SessionGone),
-                (Some(Binding::SameToken), Some(record)) => {
-                    let record = record.clone();
+            match classify_token(current, &fingerprint, role) {
+                Some(Binding::Revoked) => return Err(BrokerError::SessionGone),
+                Some(Binding::SameToken) => {
+                    let Some((record, _)) = existing else {
+                        // classify_token answers SameToken only for a record.
+                        return Err(BrokerError::SessionGone);
+                    };
                     // The bound token itself (same fingerprint): its principal is the record's.
                     if !counted {
                         self.within_limit(&record.issuer, &record.subject).await?;
                     }
-                    return self.serve(&handle, record, Some(token), false).await;
+                    return self.serve(handle, record, Some(token), false).await;
                 }
                 _ => {}
             }
@@ -249,7 +252,7 @@ impl Broker {
                 issuer: auth.claims.issuer.clone(),
                 credential_id: self.engine.credential_id(&auth.scope),
                 scope: auth.scope.clone(),
-                token_fingerprint: fingerprint,
+                token_fingerprint: fingerprint.clone(),
                 token_expires_at: auth.claims.expires_at,
                 created_at_ms: current.map_or(now, |r| r.created_at_ms),
                 updated_at_ms: now,
@@ -287,7 +290,7 @@ impl Broker {
     /// Serves a bound session's credentials, never past its token's `exp`.
     async fn serve(
         &self,
-        handle: &SessionHandle,
+        handle: SessionHandle,
         record: SessionRecord,
         token: Option<&Secret>,
         rebound: bool,
@@ -307,7 +310,7 @@ impl Broker {
             tracing::info!(session = %handle, subject = %record.subject, role = %record.scope.role, "credentials issued for session");
         }
         Ok(SessionAnswer {
-            handle: handle.clone(),
+            handle,
             record,
             credentials: creds,
             rebound,

@@ -43,6 +43,11 @@ impl SessionHandle {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The hex string itself, without a copy (for an answer built from an owned record).
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl fmt::Display for SessionHandle {
@@ -141,12 +146,23 @@ impl KeyedHasher {
         Self::new(&k)
     }
 
+    /// The first `bytes` (at most 32) of the tag, as lowercase hex. Encoded into a stack buffer:
+    /// two of these run on every warm request, and `hex::encode` builds its string a `char` at a
+    /// time.
     fn tag(&self, label: &[u8], data: &[u8], bytes: usize) -> String {
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(label);
         ctx.update(&[0]);
         ctx.update(data);
-        hex::encode(&ctx.sign().as_ref()[..bytes])
+        let tag = ctx.sign();
+        let tag = &tag.as_ref()[..bytes.min(32)];
+        let mut buf = [0u8; 64];
+        let out = &mut buf[..tag.len() * 2];
+        match hex::encode_to_slice(tag, out) {
+            Ok(()) => String::from_utf8_lossy(out).into_owned(),
+            // Unreachable (the buffer is exactly twice the tag); the slow path keeps it total.
+            Err(_) => hex::encode(tag),
+        }
     }
 
     /// The handle of a session id.
@@ -212,6 +228,22 @@ mod tests {
         assert_eq!(a.session_handle("s"), b.session_handle("s"));
         assert_ne!(a.session_handle("s"), c.session_handle("s"));
         assert_eq!(a.session_handle("s").as_str().len(), 32);
+    }
+
+    #[test]
+    fn tags_are_the_lowercase_hex_of_the_hmac_prefix() {
+        let h = KeyedHasher::new(b"k");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let full = hmac::sign(&key, b"credbroker/token-fingerprint/v1\0tok");
+        assert_eq!(
+            h.token_fingerprint("tok"),
+            hex::encode(&full.as_ref()[..20])
+        );
+        assert_eq!(
+            h.tag(b"l", b"d", 40).len(),
+            64,
+            "a longer ask is capped at the whole tag"
+        );
     }
 
     #[test]

@@ -173,27 +173,28 @@ fn credentials(c: &CredentialRecord) -> pb::AwsCredentials {
     }
 }
 
-/// Operator view of a session: no token, no session id, no secret.
+/// Operator view of a session: no token, no session id, no secret. Takes the record by value:
+/// its strings move into the answer (this runs on every warm `GetCredentials`).
 pub(crate) fn session_info(
-    handle: &SessionHandle,
-    r: &SessionRecord,
+    handle: SessionHandle,
+    r: SessionRecord,
     creds: Option<&CredentialRecord>,
 ) -> pb::SessionInfo {
     pb::SessionInfo {
-        session_handle: handle.to_string(),
-        subject: r.subject.clone(),
-        issuer: r.issuer.clone(),
-        role_arn: r.scope.role.clone(),
+        session_handle: handle.into_string(),
+        subject: r.subject,
+        issuer: r.issuer,
+        role_arn: r.scope.role,
         assumed_role_arn: creds
             .map(|c| c.assumed_role_arn.clone())
             .unwrap_or_default(),
-        source_identity: r.scope.source_identity.clone(),
+        source_identity: r.scope.source_identity,
         token_expires_at: Some(timestamp(r.token_expires_at * 1000)),
         credentials_expire_at: creds.map(|c| timestamp(c.expires_at_ms)),
         created_at: Some(timestamp(r.created_at_ms)),
         updated_at: Some(timestamp(r.updated_at_ms)),
-        buckets: r.scope.buckets.clone(),
-        tags: r.scope.tags.clone().into_iter().collect(),
+        buckets: r.scope.buckets,
+        tags: r.scope.tags.into_iter().collect(),
         role_session_name: creds
             .map(|c| c.role_session_name.clone())
             .unwrap_or_default(),
@@ -201,10 +202,10 @@ pub(crate) fn session_info(
     }
 }
 
-fn answer(a: &SessionAnswer) -> pb::GetCredentialsResponse {
+fn answer(a: SessionAnswer) -> pb::GetCredentialsResponse {
     pb::GetCredentialsResponse {
         credentials: Some(credentials(&a.credentials)),
-        session: Some(session_info(&a.handle, &a.record, Some(&a.credentials))),
+        session: Some(session_info(a.handle, a.record, Some(&a.credentials))),
         rebound: a.rebound,
         mcp_session: None,
     }
@@ -368,8 +369,8 @@ impl BrokerService {
         };
         audit_session("BindSession", &a, &peer)?;
         Ok(Response::new(session_info(
-            &a.handle,
-            &a.record,
+            a.handle,
+            a.record,
             Some(&a.credentials),
         )))
     }
@@ -423,15 +424,20 @@ impl BrokerService {
             }
         };
         audit_session("GetCredentials", &a, &peer)?;
-        let mut response = answer(&a);
-        if let Some((u, handle, prior)) = mcp {
-            let record = self
-                .mcp_after_token(u, &handle, prior, &a, &peer)
-                .await
-                .map_err(|e| mcp_status("GetCredentials", e))?;
-            response.mcp_session = Some(mcp_answer(&record));
-        }
-        Ok(Response::new(response))
+        let mcp_session = match mcp {
+            None => None,
+            Some((u, handle, prior)) => {
+                let record = self
+                    .mcp_after_token(u, &handle, prior, &a, &peer)
+                    .await
+                    .map_err(|e| mcp_status("GetCredentials", e))?;
+                Some(mcp_answer(&record))
+            }
+        };
+        Ok(Response::new(pb::GetCredentialsResponse {
+            mcp_session,
+            ..answer(a)
+        }))
     }
 
     /// The shared record's change once the token was accepted: written (OPEN), refreshed and

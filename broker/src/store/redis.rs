@@ -102,8 +102,13 @@ fn lock_key(id: &str) -> String {
     format!("cb:v1:lock:{{{id}}}")
 }
 
+/// Built without `format!` (which grows its string as it writes): this runs on every warm request.
 fn session_key(handle: &str) -> String {
-    format!("cb:v1:sess:{{{handle}}}")
+    let mut key = String::with_capacity(handle.len() + 13);
+    key.push_str("cb:v1:sess:{");
+    key.push_str(handle);
+    key.push('}');
+    key
 }
 
 /// A single-node or cluster connection; both multiplex and reconnect by themselves, and clone
