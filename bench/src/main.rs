@@ -54,6 +54,10 @@ struct WarmArgs {
     sessions: usize,
     #[arg(long, default_value_t = 8)]
     users: usize,
+    /// Rounds of floor, memory and Redis per concurrency, back to back; each row is the median
+    /// round (a VM's speed drifts by more than the differences measured).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -160,6 +164,7 @@ fn warm(a: &WarmArgs) -> WarmConfig {
         connections: a.connections,
         sessions: a.sessions,
         users: a.users,
+        rounds: a.rounds,
     }
 }
 
