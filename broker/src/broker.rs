@@ -136,10 +136,13 @@ impl Broker {
         let Some(limit) = &self.settings.subject_limit else {
             return Ok(());
         };
-        limit.check(issuer, subject).await.map_err(|e| match e {
-            LimitError::Exceeded(e) => BrokerError::RateLimited(e),
-            LimitError::Store(e) => e.into(),
-        })
+        // Boxed, like every cold-path await below: the warm request's future stays small.
+        Box::pin(limit.check(issuer, subject))
+            .await
+            .map_err(|e| match e {
+                LimitError::Exceeded(e) => BrokerError::RateLimited(e),
+                LimitError::Store(e) => e.into(),
+            })
     }
 
     pub fn engine(&self) -> &Arc<CredentialEngine> {
@@ -223,11 +226,25 @@ impl Broker {
                     if !counted {
                         self.within_limit(&record.issuer, &record.subject).await?;
                     }
-                    return self.serve(handle, record, Some(token), false).await;
+                    // Never past the token's `exp`. The record names its credential (the keyed
+                    // hash of its scope, written when it was bound); the sealed record cannot be
+                    // altered in the store. Awaited here rather than in a helper taking the
+                    // record by value: an async fn's arguments are laid out apart from its
+                    // locals, and this future is the one every warm request allocates and moves.
+                    if record.token_expires_at * 1000 <= self.now_ms() {
+                        return Err(BrokerError::TokenExpired);
+                    }
+                    let (creds, lookup) = self
+                        .engine
+                        .credentials_by_id(&record.credential_id, &record.scope, Some(token))
+                        .await?;
+                    return Ok(served(handle, record, creds, lookup));
                 }
                 _ => {}
             }
-            let auth = self.authorize(token, role).await?;
+            // The cold path (a new or changed token): boxed so that the warm path's future,
+            // which every request allocates and moves, does not carry its size.
+            let auth = Box::pin(self.authorize(token, role)).await?;
             let binding = decide(current, &auth.claims.issuer, &auth.claims.subject);
             match binding {
                 Binding::Revoked => return Err(BrokerError::SessionGone),
@@ -245,7 +262,8 @@ impl Broker {
                     .await?;
                 counted = true;
             }
-            let (creds, lookup) = self.engine.credentials(&auth.scope, Some(token)).await?;
+            let (creds, lookup) =
+                Box::pin(self.engine.credentials(&auth.scope, Some(token))).await?;
             let now = self.now_ms();
             let record = SessionRecord {
                 subject: auth.claims.subject.clone(),
@@ -261,11 +279,7 @@ impl Broker {
             };
             let ttl = session_ttl(record.token_expires_at, now, self.settings.session_grace);
             let version = existing.as_ref().map(|(_, v)| v);
-            if self
-                .store
-                .swap_session(&handle, version, &record, ttl)
-                .await?
-            {
+            if Box::pin(self.store.swap_session(&handle, version, &record, ttl)).await? {
                 if binding == Binding::Rebind {
                     tracing::info!(session = %handle, subject = %record.subject, role = %record.scope.role, cache = ?lookup, "session updated with new token");
                 } else {
@@ -285,36 +299,6 @@ impl Broker {
     /// Now, on the engine's clock (the one credential expiry and pauses are judged by).
     fn now_ms(&self) -> i64 {
         self.engine.clock().now_ms()
-    }
-
-    /// Serves a bound session's credentials, never past its token's `exp`.
-    async fn serve(
-        &self,
-        handle: SessionHandle,
-        record: SessionRecord,
-        token: Option<&Secret>,
-        rebound: bool,
-    ) -> Result<SessionAnswer, BrokerError> {
-        if record.token_expires_at * 1000 <= self.now_ms() {
-            return Err(BrokerError::TokenExpired);
-        }
-        // The record names its credential (the keyed hash of its scope, written when it was
-        // bound); the sealed record cannot be altered in the store.
-        let (creds, lookup) = self
-            .engine
-            .credentials_by_id(&record.credential_id, &record.scope, token)
-            .await?;
-        if lookup == Lookup::Hit {
-            tracing::debug!(session = %handle, subject = %record.subject, role = %record.scope.role, "using cached credentials for session");
-        } else {
-            tracing::info!(session = %handle, subject = %record.subject, role = %record.scope.role, "credentials issued for session");
-        }
-        Ok(SessionAnswer {
-            handle,
-            record,
-            credentials: creds,
-            rebound,
-        })
     }
 
     /// The handle an operator's selector names.
@@ -433,6 +417,26 @@ impl Broker {
             }
         }
         Err(BrokerError::Contention)
+    }
+}
+
+/// A bound session's answer from its record and credentials (no new binding).
+fn served(
+    handle: SessionHandle,
+    record: SessionRecord,
+    credentials: Arc<CredentialRecord>,
+    lookup: Lookup,
+) -> SessionAnswer {
+    if lookup == Lookup::Hit {
+        tracing::debug!(session = %handle, subject = %record.subject, role = %record.scope.role, "using cached credentials for session");
+    } else {
+        tracing::info!(session = %handle, subject = %record.subject, role = %record.scope.role, "credentials issued for session");
+    }
+    SessionAnswer {
+        handle,
+        record,
+        credentials,
+        rebound: false,
     }
 }
 

@@ -393,9 +393,9 @@ impl BrokerService {
                     .broker
                     .handle_of(&Selector::Id(id.clone()))
                     .map_err(|e| fail("GetCredentials", e))?;
-                let prior = self
-                    .mcp
-                    .get(&handle)
+                // Boxed, like the other awaits besides the session's own: this future is the
+                // one every request allocates and moves, and each await inlined adds its size.
+                let prior = Box::pin(self.mcp.get(&handle))
                     .await
                     .map_err(|e| mcp_status("GetCredentials", e.into()))?;
                 use pb::mcp_session_use::Action;
@@ -419,7 +419,15 @@ impl BrokerService {
             Ok(a) => a,
             Err(e) => {
                 let handle = self.session_handle(&id);
-                audit_refusal(&self.broker, "GetCredentials", &e, &token, handle, &peer).await;
+                Box::pin(audit_refusal(
+                    &self.broker,
+                    "GetCredentials",
+                    &e,
+                    &token,
+                    handle,
+                    &peer,
+                ))
+                .await;
                 return Err(fail("GetCredentials", e));
             }
         };
@@ -427,8 +435,7 @@ impl BrokerService {
         let mcp_session = match mcp {
             None => None,
             Some((u, handle, prior)) => {
-                let record = self
-                    .mcp_after_token(u, &handle, prior, &a, &peer)
+                let record = Box::pin(self.mcp_after_token(u, &handle, prior, &a, &peer))
                     .await
                     .map_err(|e| mcp_status("GetCredentials", e))?;
                 Some(mcp_answer(&record))

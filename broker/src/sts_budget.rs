@@ -199,8 +199,15 @@ tokio::task_local! {
 }
 
 /// Runs `f` (a request handler) with `deadline` visible to [`current_deadline`].
-pub async fn with_deadline<F: Future>(deadline: Option<Instant>, f: F) -> F::Output {
-    DEADLINE.scope(deadline, f).await
+///
+/// A plain function returning tokio's scope future, not an `async fn` awaiting it: an async
+/// wrapper would hold `f` twice (its argument and the scope's copy), and `f` is the request's
+/// whole future.
+pub fn with_deadline<F: Future>(
+    deadline: Option<Instant>,
+    f: F,
+) -> tokio::task::futures::TaskLocalFuture<Option<Instant>, F> {
+    DEADLINE.scope(deadline, f)
 }
 
 /// The deadline of the request the current task serves, if it sent one.
