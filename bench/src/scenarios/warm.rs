@@ -44,6 +44,8 @@ struct Point {
     summary: driver::LoadSummary,
     ratio: f64,
     cpu_us: f64,
+    /// redis-server's share of `cpu_us` (zero for the floor and the memory store).
+    redis_us: f64,
     load_before: f64,
 }
 
@@ -217,17 +219,21 @@ pub async fn run(cfg: &WarmConfig, report: &mut Report) -> anyhow::Result<()> {
         for round in 0..rounds {
             let mut floor_rps = f64::NAN;
             for (i, t) in targets.iter().enumerate() {
-                let mut pids = vec![t.pid];
-                if t.name.contains("Redis") {
-                    pids.extend(redis.pid());
-                }
+                let redis_pids: Vec<u32> = if t.name.contains("Redis") {
+                    redis.pid().into_iter().collect()
+                } else {
+                    Vec::new()
+                };
                 let load_before = procfs::load1();
-                let cpu_before = procfs::cpu_time_of(&pids)?;
+                let cpu_before = procfs::cpu_time_of(&[t.pid])?;
+                let redis_before = procfs::cpu_time_of(&redis_pids)?;
                 let result = measure(&t.endpoint, &sessions, cfg.connections, spec).await?;
-                let cpu = procfs::cpu_time_of(&pids)? - cpu_before;
+                let redis_cpu = procfs::cpu_time_of(&redis_pids)? - redis_before;
+                let cpu = procfs::cpu_time_of(&[t.pid])? - cpu_before + redis_cpu;
                 result.ensure_clean(t.name)?;
                 let summary = result.summary();
                 let cpu_us = cpu.as_secs_f64() * 1e6 / summary.ops as f64;
+                let redis_us = redis_cpu.as_secs_f64() * 1e6 / summary.ops as f64;
                 if t.name == "floor" {
                     floor_rps = summary.throughput;
                 }
@@ -238,12 +244,14 @@ pub async fn run(cfg: &WarmConfig, report: &mut Report) -> anyhow::Result<()> {
                     "summary": summary,
                     "ratio_to_floor": ratio,
                     "server_cpu_us_per_request": cpu_us,
+                    "redis_server_cpu_us_per_request": redis_us,
                     "load1_before": load_before,
                 }));
                 measured[i].push(Point {
                     summary,
                     ratio,
                     cpu_us,
+                    redis_us,
                     load_before,
                 });
             }
@@ -258,7 +266,11 @@ pub async fn run(cfg: &WarmConfig, report: &mut Report) -> anyhow::Result<()> {
                 &[
                     format!("{:.2}", m.ratio),
                     per_round.join(" "),
-                    format!("{:.1} µs", m.cpu_us),
+                    if m.redis_us > 0.0 {
+                        format!("{:.1} µs ({:.1} µs Redis)", m.cpu_us, m.redis_us)
+                    } else {
+                        format!("{:.1} µs", m.cpu_us)
+                    },
                     format!("{:.2}", m.load_before),
                 ],
             ));
@@ -289,7 +301,7 @@ pub async fn run(cfg: &WarmConfig, report: &mut Report) -> anyhow::Result<()> {
         "{} bound sessions of {} users, the same token on every call; {} shared HTTP/2 connection(s) \
          for every target; {:?} warm-up then {:?} per point. Ratio = throughput ÷ the floor's at the \
          same concurrency, measured just before. Server CPU = utime+stime of the server process \
-         (broker, floor; plus redis-server for the Redis broker) per request. No STS call during \
+         (broker, floor; plus redis-server for the Redis broker, its share in brackets) per request. No STS call during \
          the measurement.\n\n\
          Each concurrency is measured in {} round(s) of floor, memory, Redis back to back; a row \
          is the round with the median ratio, `rounds` lists every round's ratio.\n\n\
