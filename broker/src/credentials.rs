@@ -269,7 +269,7 @@ impl CredentialEngine {
         // The wait for this scope's single flight (started here or joined).
         let wait = crate::telemetry::span!("single_flight.wait");
         // Boxed: the single flight's state is large and a miss is rare; unboxed, every warm
-        // request's future would carry its size (BENCHMARKS.md, "the warm future").
+        // request's future would carry its size (BENCHMARKS.md, broker warm path, session 10).
         let rec = Box::pin(self.flight(id, scope, token, need).instrument(wait)).await?;
         if let Some(near) = &self.near {
             near.put(id, &rec, self.now_ms());
